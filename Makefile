@@ -1,0 +1,54 @@
+# Backprop-free learning-rule benchmark. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+DATASET ?= fashion_mnist
+METHODS ?= all
+ARCH ?=
+SEEDS ?=
+EPOCHS ?=
+PROFILE ?= quick
+SET ?=
+SOURCE ?=
+ARGS ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv data bench run report test test-fast perf clean
+
+help: ## list the targets and the variables they take
+	@echo "Targets:"
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-12s %s\n", $$1, $$2}'
+	@echo "Variables: DATASET=$(DATASET) METHODS=$(METHODS) ARCH=<arch string> SEEDS=0,1,2 EPOCHS=N PROFILE=$(PROFILE)"
+	@echo "           SET='lr=0.01 pepita.lr=0.05' (rule options)  SOURCE=runs|wandb:ENTITY/PROJECT  ARGS=<extra CLI flags>"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(STAMP) ## create the virtual environment and install the project into it (editable)
+
+data: $(STAMP) ## make sure DATASET's files are present (Debian package for Fashion-MNIST, else download)
+	$(PY) -m bench data --datasets $(DATASET)
+
+bench: $(STAMP) data ## run the METHODS x SEEDS grid on DATASET (PROFILE=quick|paper), logging to W&B offline
+	$(PY) -m bench grid --datasets $(DATASET) --methods $(METHODS) --profile $(PROFILE) \
+	  $(if $(ARCH),--arch '$(ARCH)') $(if $(SEEDS),--seeds $(SEEDS)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+	  $(if $(SET),--set '$(SET)') $(ARGS)
+
+report: $(STAMP) ## rebuild tables and figures in reports/out from the W&B runs (SOURCE=runs or wandb:ENTITY/PROJECT)
+	$(PY) -m bench report $(if $(SOURCE),--source '$(SOURCE)') $(ARGS)
+
+test: $(STAMP) ## run the test suite (under 10 minutes on 2 CPU cores)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+perf: $(STAMP) data ## seconds per epoch of the harness beside a plain PyTorch loop, and the ratio
+	$(PY) -m bench perf $(ARGS)
+
+clean: ## remove runs and generated reports (keeps data and the venv)
+	rm -rf runs reports/out

@@ -1,0 +1,195 @@
+"""Command line: ``python -m bench {list,run,grid,report,perf}``. User errors print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from bench.errors import BenchError, ConfigError
+
+
+def _csv(s: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in s.split(",") if p.strip())
+
+
+def _seeds(s: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in _csv(s))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds are comma-separated integers, got {s!r}") from None
+
+
+def _pairs(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        for tok in item.split():
+            key, eq, value = tok.partition("=")
+            if not eq or not key:
+                raise ConfigError(f"--set takes key=value (or method.key=value), got {tok!r}")
+            out[key] = value
+    return out
+
+
+def _run_fields(a: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name in ("batch_size", "data_dir", "runs_dir", "wandb", "limit_train", "limit_eval", "val_fraction", "norm",
+                 "test_fraction", "accelerator", "devices", "strategy"):
+        v = getattr(a, name, None)
+        if v is not None:
+            fields[name] = v
+    if getattr(a, "download", False):
+        fields["download"] = True
+    if getattr(a, "augment", False):
+        fields["augment"] = True
+    if getattr(a, "no_progress", False):
+        fields["progress"] = False
+    return fields
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", default=None, help="architecture string, e.g. mlp:1024-C (default: each rule's own)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="rule option, e.g. --set lr=0.01 or --set pepita.lr=0.01 (repeatable)")
+    p.add_argument("--data-dir", default=None, help="dataset folder (default $BENCH_DATA_DIR or ./data)")
+    p.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
+    p.add_argument("--runs-dir", default=None, help="run records and W&B files (default $BENCH_RUNS_DIR or ./runs)")
+    p.add_argument("--wandb", choices=("offline", "online", "disabled"), default=None,
+                   help="W&B mode (default offline; $BENCH_WANDB)")
+    p.add_argument("--limit-train", type=int, default=None, help="train on only this many samples")
+    p.add_argument("--limit-eval", type=int, default=None, help="validate/test on only this many samples")
+    p.add_argument("--val-fraction", type=float, default=None, help="share of the training set held out (0.1)")
+    p.add_argument("--test-fraction", type=float, default=None, help="few-shot protocol: merged test share")
+    p.add_argument("--norm", choices=("standard", "unit"), default=None)
+    p.add_argument("--augment", action="store_true", help="random crop + flip (32x32 colour datasets)")
+    p.add_argument("--accelerator", default=None, help="Lightning accelerator (auto, cpu, gpu)")
+    p.add_argument("--devices", default=None, help="devices per node")
+    p.add_argument("--strategy", default=None, help="Lightning strategy (auto, ddp, ...)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench", description="Backprop-free learning rules, one harness.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("list", help="registered rules, architectures, datasets and profiles")
+    p.add_argument("--options", action="store_true", help="also list every rule's options with defaults")
+
+    p = sub.add_parser("run", help="one run (dataset x method x arch x seed)")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--method", default="bp")
+    p.add_argument("--seed", type=int, default=0)
+    _add_run_options(p)
+
+    p = sub.add_parser("grid", help="the dataset x method x seed grid (make bench)")
+    p.add_argument("--datasets", type=_csv, default=("fashion_mnist",), help="comma-separated")
+    p.add_argument("--methods", type=_csv, default=("all",), help="comma-separated rule names, or all")
+    p.add_argument("--seeds", type=_seeds, default=None, help="comma-separated (default: the profile's)")
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--force", action="store_true", help="re-run runs already completed with the same config")
+    _add_run_options(p)
+
+    p = sub.add_parser("report", help="tables and figures from the W&B runs into reports/out")
+    p.add_argument("--source", default=None,
+                   help="runs folder with offline W&B runs (default ./runs) or wandb:ENTITY/PROJECT for the W&B API")
+    p.add_argument("--out", default=None, help="output folder (default reports/out)")
+
+    p = sub.add_parser("data", help="make sure a dataset's files are present (Debian package or download)")
+    p.add_argument("--datasets", type=_csv, default=("fashion_mnist",))
+    p.add_argument("--data-dir", default=None)
+
+    sub.add_parser("perf", help="harness vs plain PyTorch seconds per epoch", add_help=False)
+    return ap
+
+
+def cmd_list(a: argparse.Namespace) -> int:
+    import methods  # noqa: F401
+    from bench.data import DATASETS
+    from bench.profiles import PROFILES
+    from methods.arch import ACTIVATIONS, INITS
+    from methods.registry import get_rule, list_rules
+
+    print("rules:")
+    for name in list_rules():
+        cls = get_rule(name)
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"  {name:18s} archs={','.join(cls.arch_kinds):20s} default={cls.default_arch:22s} {doc}")
+        if a.options:
+            for opt, desc in cls.Config.options().items():
+                print(f"      {opt}: {desc}")
+    print("architectures (the string lists every layer after the input, C = class count):")
+    for ex, what in [("mlp:1024-C", "784-1024-10 on MNIST"), ("mlp:1000-34", "SPELA's 784-1000-34"),
+                     ("mlp:1000-1000-1000", "Forward-Forward's 3x1000"),
+                     ("cnn:32", "conv 32 5x5 s1 p2 (+act, 2x2 max-pool), Linear head to C"),
+                     ("cnn:32-32", "two conv layers"), ("resnet18", "ResNet-18 (32x32 inputs) in 8 blocks"),
+                     ("resnet18,blocks=16,skip=0", "skip-free ResNet-18 in 16 blocks")]:
+        print(f"  {ex:28s} {what}")
+    print(f"  options: act/out_act={'|'.join(ACTIVATIONS)} bias=0|1 init={'|'.join(INITS)}; "
+          "cnn: fc=W-W kernel=K pool=max2|avg2|none; resnet18: blocks=8|16 skip=0|1")
+    print("datasets:")
+    for d in DATASETS.values():
+        print(f"  {d.name:14s} {d.shape[0]}x{d.shape[1]}x{d.shape[2]}, {d.num_classes} classes")
+    print("profiles:")
+    for p in PROFILES.values():
+        print(f"  {p.name:10s} {p.description}")
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from bench.run import RunConfig, resolve, run
+
+    fields = _run_fields(a)
+    cfg = RunConfig(dataset=a.dataset, method=a.method, arch=a.arch, seed=a.seed, rule=_pairs(a.set), **fields,
+                    **({"epochs": a.epochs} if a.epochs else {}))
+    res = resolve(cfg)
+    if a.dry_run:
+        print(f"would run {res.name}: epochs={cfg.epochs} arch={res.arch.text} rule={res.canonical['rule']}")
+        return 0
+    result = run(cfg, res)
+    acc = f"{100 * result.test_acc:.2f}%" if result.test_acc is not None else "-"
+    print(f"{result.status}: {result.name} test acc {acc}; record {result.record_path}")
+    return 0 if result.status == "completed" else 1
+
+
+def cmd_grid(a: argparse.Namespace) -> int:
+    from bench.grid import GridSpec, run_grid
+
+    spec = GridSpec(datasets=a.datasets, methods=a.methods, arch=a.arch, seeds=a.seeds, epochs=a.epochs,
+                    profile=a.profile, overrides=_pairs(a.set), run=_run_fields(a))
+    crashed = run_grid(spec, dry_run=a.dry_run, force=a.force)
+    return 1 if crashed else 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from reports.build import build_report
+
+    build_report(source=a.source, out=a.out)
+    return 0
+
+
+def cmd_data(a: argparse.Namespace) -> int:
+    from bench.data import ensure_data
+
+    for name in a.datasets:
+        print(ensure_data(name, a.data_dir))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["perf"]:
+        from bench.perf import main as perf_main
+
+        return perf_main(argv[1:])
+    a = build_parser().parse_args(argv)
+    try:
+        return {"list": cmd_list, "run": cmd_run, "grid": cmd_grid, "report": cmd_report, "data": cmd_data}[a.cmd](a)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

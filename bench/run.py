@@ -1,0 +1,347 @@
+"""The one run function. The CLI, the grid, the sweeps and the tests all call ``run``.
+
+It is the only place that seeds, builds the data, the rule, the Trainer and the W&B logger, and
+writes the durable run record (``<runs>/records/<run name>.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import ConfigError
+from bench.paths import PROJECT_ROOT, runs_root, set_tool_dirs
+
+WANDB_MODES = ("offline", "online", "disabled")
+STATUSES = ("running", "completed", "diverged", "crashed")
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """Everything that defines one training run (one dataset x rule x arch x seed)."""
+
+    dataset: str = "fashion_mnist"
+    method: str = "bp"
+    arch: str | None = None
+    """Architecture string (None: the rule's default_arch)."""
+    seed: int = 0
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 1000
+    val_fraction: float = 0.1
+    """Fraction of the official training set held out for validation (tuning never sees test data)."""
+    norm: str = "standard"
+    """Input normalisation for every rule: standard (per-channel mean/std of the training split) or unit ([0, 1])."""
+    augment: bool = False
+    """Random crop + flip on whole batches (32x32 colour datasets)."""
+    test_fraction: float | None = None
+    """Few-shot protocol: merge train and test, hold out this fraction as the test set."""
+    rule: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the rule's hyperparameters (validated against its config class)."""
+    limit_train: int | None = None
+    """Use only this many training samples (tests, quick checks)."""
+    limit_eval: int | None = None
+    """Use only this many validation and test samples."""
+    data_dir: str | None = None
+    download: bool = False
+    verify_data: bool = True
+    """Check the torchvision checksums of the data files."""
+    runs_dir: str | None = None
+    wandb: str = field(default_factory=lambda: os.environ.get("BENCH_WANDB", "offline"))
+    """offline (default, no account), online (when the user configured W&B) or disabled."""
+    wandb_project: str = field(default_factory=lambda: os.environ.get("WANDB_PROJECT", "bpfree-bench"))
+    wandb_entity: str | None = field(default_factory=lambda: os.environ.get("WANDB_ENTITY"))
+    group: str | None = None
+    """Protocol or grid name, stored with the run."""
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    progress: bool = True
+    callbacks: list = field(default_factory=list, repr=False)
+    """Extra Lightning callbacks (e.g. a sweep's pruning callback); not part of the run's identity."""
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide the numbers a run produces (hashed into its id)."""
+        skip = {"callbacks", "progress", "runs_dir", "wandb", "wandb_project", "wandb_entity", "data_dir", "download",
+                "verify_data", "accelerator", "devices", "strategy", "num_nodes", "group"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+
+@dataclass
+class Resolved:
+    """A validated run: canonical config (rule defaults filled in), its hash and its name."""
+
+    cfg: RunConfig
+    rule_cls: type
+    rule_config: Any
+    arch: Any
+    canonical: dict[str, Any]
+    config_hash: str
+    name: str
+
+
+@dataclass
+class RunResult:
+    name: str
+    status: str
+    test_acc: float | None
+    record: dict[str, Any]
+    record_path: Path
+
+
+def resolve(cfg: RunConfig) -> Resolved:
+    """Validate a run config completely (dataset, rule, options, arch pairing) without touching data."""
+    import methods  # noqa: F401 - registers the rules
+    from bench.data import get_dataset_info
+    from methods.config import build_config, config_to_dict
+    from methods.registry import get_rule
+
+    info = get_dataset_info(cfg.dataset)
+    if cfg.epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {cfg.epochs}")
+    if cfg.batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.wandb not in WANDB_MODES:
+        raise ConfigError(f"wandb={cfg.wandb!r}; choose one of {', '.join(WANDB_MODES)}")
+    if cfg.norm not in ("standard", "unit"):
+        raise ConfigError(f"norm={cfg.norm!r}; choose one of standard, unit")
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    rule_cls = get_rule(cfg.method)
+    rule_config = build_config(rule_cls.Config, cfg.rule, owner=f"rule {cfg.method!r}")
+    arch = rule_cls.parse_arch(cfg.arch, info.num_classes)
+    canonical = {**cfg.identity(), "arch": arch.text, "rule": config_to_dict(rule_config)}
+    digest = hashlib.sha1(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    name = f"{cfg.dataset}__{cfg.method}__{arch.short.replace(':', '-').replace('/', '_')}__s{cfg.seed}__{digest}"
+    return Resolved(cfg, rule_cls, rule_config, arch, canonical, digest, name)
+
+
+def record_path(name: str, runs_dir: str | None = None) -> Path:
+    return runs_root(runs_dir) / "records" / f"{name}.json"
+
+
+def load_record(name: str, runs_dir: str | None = None) -> dict[str, Any] | None:
+    p = record_path(name, runs_dir)
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _write_record(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1, default=_json_default))
+    tmp.replace(path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def _git_commit() -> str | None:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (sha + ("-dirty" if dirty else "")) or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict[str, str]:
+    import lightning
+    import numpy
+    import torch
+    import torchvision
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+           "lightning": lightning.__version__, "numpy": numpy.__version__}
+    try:
+        import wandb
+
+        out["wandb"] = wandb.__version__
+    except ImportError:
+        pass
+    return out
+
+
+class _PeakMemory:
+    """Peak memory of the run: CUDA peak allocation on GPU, else the process's peak RSS (reset at start)."""
+
+    def __init__(self, device_type: str):
+        self.cuda = device_type == "cuda"
+
+    def start(self) -> None:
+        import torch
+
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            try:  # writing 5 to clear_refs resets VmHWM (Linux)
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                pass
+
+    def read(self) -> tuple[int | None, str]:
+        import torch
+
+        if self.cuda:
+            return int(torch.cuda.max_memory_allocated()), "cuda_max_allocated"
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024, "cpu_peak_rss"
+        except OSError:
+            pass
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "cpu_peak_rss"
+
+
+def run(cfg: RunConfig, resolved: Resolved | None = None) -> RunResult:
+    """Seed, train, evaluate, log to W&B and write the run record. Returns the result.
+
+    Bad input raises ``ConfigError``/``DataError`` before training. A run whose loss or parameters
+    become NaN/inf is stopped and recorded as ``diverged``; any other exception is recorded as
+    ``crashed`` and re-raised.
+    """
+    import lightning as L
+    import torch
+
+    from bench.data import TensorDataModule
+
+    res = resolved or resolve(cfg)
+    runs = runs_root(cfg.runs_dir)
+    set_tool_dirs(runs)
+    torch.set_flush_denormal(True)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+    dm = TensorDataModule(cfg.dataset, root=cfg.data_dir, batch_size=cfg.batch_size,
+                          eval_batch_size=cfg.eval_batch_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                          norm=cfg.norm, augment=cfg.augment, download=cfg.download, verify=cfg.verify_data,
+                          limit_train=cfg.limit_train, limit_eval=cfg.limit_eval, test_fraction=cfg.test_fraction)
+    dm.prepare_data()
+    dm.setup()  # load now: a missing or corrupt file fails here, before anything is logged
+
+    L.seed_everything(cfg.seed, workers=False, verbose=False)
+    rule = res.rule_cls(res.rule_config, res.arch, dm.in_shape, dm.num_classes, cfg.epochs)
+
+    path = record_path(res.name, cfg.runs_dir)
+    record: dict[str, Any] = {
+        "name": res.name, "id": f"{res.name}-{uuid.uuid4().hex[:6]}", "config_hash": res.config_hash,
+        "status": "running", "dataset": cfg.dataset, "method": cfg.method, "arch": res.arch.short,
+        "arch_full": res.arch.text, "seed": cfg.seed, "epochs": cfg.epochs, "group": cfg.group,
+        "config": res.canonical, "history": [], "test": {}, "test_acc": None,
+        "versions": _versions(), "git_commit": _git_commit(), "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    _write_record(path, record)
+
+    logger = _make_logger(cfg, res, record)
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        num_nodes=cfg.num_nodes, logger=logger if logger is not None else False, enable_checkpointing=False,
+        enable_model_summary=False, num_sanity_val_steps=0, enable_progress_bar=cfg.progress,
+        limit_val_batches=1.0 if len(dm.splits["val"][0]) else 0, default_root_dir=str(runs),
+        callbacks=[*cfg.callbacks, *_progress_bar(cfg.progress)], deterministic="warn" if cfg.accelerator != "cpu" else True,
+        log_every_n_steps=50,
+    )
+    device_type = trainer.strategy.root_device.type
+    peak = _PeakMemory(device_type)
+    peak.start()
+    t0 = time.perf_counter()
+    status, error = "completed", None
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*is an invalid value for `limit_val_batches`.*")
+            trainer.fit(rule, datamodule=dm)
+            train_time = time.perf_counter() - t0
+            if rule.diverged:
+                status = "diverged"
+            else:
+                trainer.test(rule, datamodule=dm, verbose=False)
+    except BaseException as e:  # record the crash, then let it propagate
+        status, error = "crashed", f"{type(e).__name__}: {e}"
+        train_time = time.perf_counter() - t0
+        record["traceback"] = traceback.format_exc()
+        raise
+    finally:
+        mem, mem_kind = peak.read()
+        record.update({
+            "status": status, "error": error, "history": rule.history, "test": rule.test_results,
+            "test_acc": rule.test_results.get("test/acc"), "train_time_s": train_time,
+            "epochs_done": len(rule.history), "peak_mem_bytes": mem, "peak_mem_kind": mem_kind,
+            "device": device_type, "world_size": trainer.world_size,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+        if trainer.global_rank == 0:
+            _write_record(path, record)
+            _finish_logger(logger, record)
+    return RunResult(res.name, status, record["test_acc"], record, path)
+
+
+def _progress_bar(enabled: bool) -> list:
+    """Lightning's own bar within a run, refreshed rarely when the output is not a terminal (logs, CI)."""
+    if not enabled:
+        return []
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    return [TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 200, leave=False)]
+
+
+def _make_logger(cfg: RunConfig, res: Resolved, record: dict[str, Any]):
+    if cfg.wandb == "disabled":
+        return None
+    from lightning.pytorch.loggers import WandbLogger
+
+    runs = runs_root(cfg.runs_dir)
+    meta = {k: record[k] for k in ("name", "config_hash", "dataset", "method", "arch", "arch_full", "seed", "epochs",
+                                    "group", "git_commit", "versions", "host")}
+    logger = WandbLogger(project=cfg.wandb_project, entity=cfg.wandb_entity, name=res.name, save_dir=str(runs),
+                         offline=cfg.wandb == "offline", group=cfg.group, job_type=cfg.method,
+                         tags=[cfg.dataset, cfg.method, res.arch.short], id=record["id"],
+                         config={**res.canonical, "meta": meta}, log_model=False)
+    logger.experiment.summary["status"] = "running"
+    return logger
+
+
+def _finish_logger(logger, record: dict[str, Any]) -> None:
+    if logger is None:
+        return
+    summary = {"status": record["status"], "train_time_s": record["train_time_s"],
+               "peak_mem_bytes": record["peak_mem_bytes"], "peak_mem_kind": record["peak_mem_kind"],
+               "epochs_done": record["epochs_done"], "record_path": str(record_path(record["name"]))}
+    summary.update({k: v for k, v in record["test"].items()})
+    if record["history"]:
+        summary.update({f"final/{k}": v for k, v in record["history"][-1].items() if isinstance(v, (int, float))})
+    if record.get("error"):
+        summary["error"] = record["error"]
+    exp = logger.experiment
+    for k, v in summary.items():
+        if not (isinstance(v, float) and not math.isfinite(v)):
+            exp.summary[k] = v
+    import wandb
+
+    wandb.finish(exit_code=0 if record["status"] in ("completed", "diverged") else 1)

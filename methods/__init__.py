@@ -1,0 +1,11 @@
+"""Learning rules behind one interface, registered by name.
+
+Every rule file is imported here explicitly, so ``list_rules()`` sees it as soon as it exists.
+"""
+
+from methods.base import LearningRule
+from methods.registry import get_rule, list_rules, register
+
+from methods import bp  # noqa: F401  (registers "bp")
+
+__all__ = ["LearningRule", "get_rule", "list_rules", "register"]

@@ -1,0 +1,190 @@
+"""The ``LearningRule`` base: one training loop, one evaluation, one set of metrics for every rule.
+
+A rule subclasses ``LearningRule`` and supplies
+  * ``compute_updates(x, y)``: fill ``p.grad`` of the parameters it trains (with local autograd or
+    explicit formulas) and return a dict with at least ``loss`` (a detached scalar tensor);
+  * optionally ``forward(x)`` (class scores) where prediction is not the network's output, and
+    ``exit_scores(x)`` for per-layer (early-exit) read-outs.
+The base owns zeroing the grads, the optimiser step, the lr schedule, divergence detection and all
+logging, so every rule is trained and measured the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+
+from bench.errors import ArchError
+from methods.arch import ArchSpec, LayeredNet, build_network
+from methods.config import RuleConfig, build_config
+from methods.optim import build_optimizer, build_scheduler
+
+
+class LearningRule(L.LightningModule):
+    name: ClassVar[str] = ""
+    """Registry name (``METHODS=`` uses it)."""
+    Config: ClassVar[type[RuleConfig]] = RuleConfig
+    """The rule's typed hyperparameters."""
+    arch_kinds: ClassVar[tuple[str, ...]] = ("mlp", "cnn", "resnet18")
+    """Architecture kinds the rule can train."""
+    arch_defaults: ClassVar[dict[str, Any]] = {}
+    """Architecture options the rule prefers where the arch string is silent (e.g. PEPITA: bias=0)."""
+    default_arch: ClassVar[str] = "mlp:1024-C"
+    """Architecture used when none is given."""
+    paper_epochs: ClassVar[int] = 100
+    """Epochs of the rule's paper protocol (PROFILE=paper)."""
+    needs_class_output: ClassVar[bool] = True
+    """The rule predicts from a C-way last layer (False for SPELA, FF: they read out class vectors/goodness)."""
+
+    def __init__(self, config: RuleConfig, arch: ArchSpec, in_shape: tuple[int, ...], num_classes: int, epochs: int):
+        super().__init__()
+        self.automatic_optimization = False
+        self.config = config
+        self.arch = arch
+        self.in_shape = tuple(in_shape)
+        self.num_classes = num_classes
+        self.epochs = epochs
+        self.net: LayeredNet = build_network(arch, self.in_shape, num_classes)
+        self.history: list[dict[str, float]] = []
+        """One row of metrics per epoch (train loss, val accuracies, lr, epoch time)."""
+        self.test_results: dict[str, float] = {}
+        self.diverged = False
+        self._acc: dict[str, list] = {}
+
+    # ---------------------------------------------------------------- what a rule supplies
+    def compute_updates(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Fill ``.grad`` of the trained parameters for batch (x, y); return ``{"loss": ...}``."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores (argmax = prediction)."""
+        return self.net(x)
+
+    def exit_scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Class scores of every read-out; ``out`` is the rule's prediction, other keys are early exits."""
+        return {"out": self(x)}
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups (override to give a part its own lr)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    @classmethod
+    def check_arch(cls, spec: ArchSpec, num_classes: int) -> None:
+        """Raise ArchError, saying why, when this rule cannot train ``spec``."""
+        if spec.kind not in cls.arch_kinds:
+            raise ArchError(f"{cls.name} does not support {spec.kind} architectures (it supports "
+                            f"{', '.join(cls.arch_kinds)}); got {spec.short}")
+        if cls.needs_class_output and not spec.ends_in_classes():
+            raise ArchError(f"{cls.name} predicts from a C-way output layer, but {spec.short} ends in "
+                            f"{spec.widths[-1]} units; end the arch with C (e.g. mlp:1024-C)")
+
+    @classmethod
+    def create(cls, overrides: dict[str, Any] | None, arch: str | None, in_shape: tuple[int, ...], num_classes: int,
+               epochs: int) -> LearningRule:
+        """Validate everything (config, arch, pairing), then build the rule."""
+        config = build_config(cls.Config, overrides, owner=f"rule {cls.name!r}")
+        spec = cls.parse_arch(arch, num_classes)
+        return cls(config, spec, in_shape, num_classes, epochs)
+
+    @classmethod
+    def parse_arch(cls, arch: str | None, num_classes: int) -> ArchSpec:
+        spec = ArchSpec.parse(arch or cls.default_arch, cls.arch_defaults)
+        cls.check_arch(spec, num_classes)
+        return spec
+
+    # ---------------------------------------------------------------- the shared loop
+    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Lightning's backward (precision, DDP) inside a Trainer; plain autograd outside one (unit tests)."""
+        if self._trainer is None:
+            loss.backward(*args, **kwargs)
+        else:
+            super().manual_backward(loss, *args, **kwargs)
+
+    def configure_optimizers(self):
+        opt = build_optimizer(self.param_groups(), self.config)
+        return {"optimizer": opt, "lr_scheduler": build_scheduler(opt, self.config, self.epochs)}
+
+    def on_train_start(self) -> None:
+        # the raw torch optimiser: Lightning's wrapper adds a closure and profiler records to every step
+        self._opt = self.optimizers(use_pl_optimizer=False)
+
+    def on_train_epoch_start(self) -> None:
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._steps = 0
+        self._epoch_t0 = time.perf_counter()
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        self._opt.zero_grad(set_to_none=True)
+        out = self.compute_updates(x, y)
+        self._opt.step()
+        self._loss_sum += out["loss"].detach()
+        self._steps += 1
+
+    def on_validation_epoch_start(self) -> None:
+        self._acc = {}
+
+    def _count(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        for key, scores in self.exit_scores(x).items():
+            correct = (scores.argmax(dim=1) == y).sum()
+            if key in self._acc:
+                self._acc[key][0] += correct
+                self._acc[key][1] += y.numel()
+            else:
+                self._acc[key] = [correct, y.numel()]
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._count(*batch)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._count(*batch)
+
+    def on_test_epoch_start(self) -> None:
+        self._acc = {}
+
+    def _accuracies(self, prefix: str) -> dict[str, float]:
+        out = {}
+        for key, (correct, n) in self._acc.items():
+            correct, n = self._reduce(correct, n)
+            out[f"{prefix}/acc" if key == "out" else f"{prefix}/acc/{key}"] = float(correct) / max(n, 1)
+        return out
+
+    def _reduce(self, correct: torch.Tensor, n: int) -> tuple[float, int]:
+        """Sum counts over processes (DDP) so every rank reports the accuracy on the whole split."""
+        t = torch.stack([correct.float(), torch.tensor(float(n), device=correct.device)])
+        if self.trainer is not None and self.trainer.world_size > 1:
+            t = self.trainer.strategy.reduce(t, reduce_op="sum")
+        return t[0].item(), int(t[1].item())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._val = self._accuracies("val")
+
+    def on_train_epoch_end(self) -> None:
+        loss = (self._loss_sum / max(self._steps, 1)).item()
+        if self.trainer.world_size > 1:
+            loss = float(self.trainer.strategy.reduce(torch.tensor(loss, device=self.device), reduce_op="mean"))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        row = {"epoch": self.current_epoch + 1, "train/loss": loss,
+               "train/epoch_time_s": time.perf_counter() - self._epoch_t0,
+               "lr": self._opt.param_groups[0]["lr"]}
+        row.update(getattr(self, "_val", {}))
+        self._val = {}
+        if not math.isfinite(loss) or not all(torch.isfinite(p).all() for p in self.parameters()):
+            self.diverged = True
+            row["diverged"] = 1.0
+            self.trainer.should_stop = True
+        self.history.append(row)
+        self.log_dict({k: float(v) for k, v in row.items()}, on_epoch=True, sync_dist=False)
+        sched = self.lr_schedulers()
+        if sched is not None:
+            sched.step()
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = self._accuracies("test")
+        self.log_dict(self.test_results)
