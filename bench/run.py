@@ -314,6 +314,7 @@ def _progress_bar(enabled: bool) -> list:
 def _make_logger(cfg: RunConfig, res: Resolved, record: dict[str, Any]):
     if cfg.wandb == "disabled":
         return None
+    import wandb
     from lightning.pytorch.loggers import WandbLogger
 
     runs = runs_root(cfg.runs_dir)
@@ -322,7 +323,8 @@ def _make_logger(cfg: RunConfig, res: Resolved, record: dict[str, Any]):
     logger = WandbLogger(project=cfg.wandb_project, entity=cfg.wandb_entity, name=res.name, save_dir=str(runs),
                          offline=cfg.wandb == "offline", group=cfg.group, job_type=cfg.method,
                          tags=[cfg.dataset, cfg.method, res.arch.short], id=record["id"],
-                         config={**res.canonical, "meta": meta}, log_model=False)
+                         config={**res.canonical, "meta": meta}, log_model=False,
+                         settings=wandb.Settings(console="off", x_disable_stats=True))
     logger.experiment.summary["status"] = "running"
     return logger
 

@@ -1,0 +1,70 @@
+"""LaTeX (booktabs) and markdown tables: mean ± std over seeds, n shown, best in bold."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+
+def tex_escape(s: object) -> str:
+    out = str(s)
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
+                 ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
+        out = out.replace(a, b)
+    return out
+
+
+def mean_std(values: pd.Series, scale: float = 100.0) -> tuple[float, float, int]:
+    v = pd.to_numeric(values, errors="coerce").dropna() * scale
+    n = len(v)
+    if n == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if n > 1 else math.nan, n
+
+
+def fmt_pm(mean: float, std: float, digits: int = 2) -> str:
+    if math.isnan(mean):
+        return "--"
+    return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
+
+
+def summarise(df: pd.DataFrame, value: str = "test_acc") -> pd.DataFrame:
+    """One row per (method, arch, epochs, setting): mean/std/n of ``value`` over the completed seeds."""
+    done = df[df["status"] == "completed"]
+    rows = []
+    for (method, arch, epochs, setting), g in df.groupby(["method", "arch", "epochs", "setting"], dropna=False):
+        ok = done[(done["setting"] == setting) & (done["method"] == method)]
+        mean, std, n = mean_std(ok[value])
+        rows.append({"method": method, "arch": arch, "epochs": epochs, "setting": setting, "mean": mean, "std": std,
+                     "n": n, "runs": len(g), "diverged": int((g["status"] == "diverged").sum()),
+                     "seeds": sorted(int(s) for s in ok["seed"].dropna())})
+    out = pd.DataFrame(rows)
+    if len(out):
+        out = out.sort_values(["mean", "method"], ascending=[False, True], na_position="last").reset_index(drop=True)
+    return out
+
+
+def comparison_tables(df: pd.DataFrame, dataset: str, caption: str | None = None) -> tuple[str, str]:
+    """(LaTeX, markdown) comparison table of one dataset: Method | Architecture | Epochs | Test acc. | n."""
+    s = summarise(df[df["dataset"] == dataset])
+    best = s["mean"].max() if len(s) else math.nan
+    caption = caption or (f"Test accuracy (\\%) on {tex_escape(dataset)}: mean $\\pm$ std over seeds; "
+                          f"n = completed seeds; best in bold.")
+    tex = [r"\begin{table}[ht]", r"\centering", f"\\caption{{{caption}}}", f"\\label{{tab:{dataset}}}",
+           r"\begin{tabular}{llrrr}", r"\toprule", r"Method & Architecture & Epochs & Test acc. (\%) & n \\",
+           r"\midrule"]
+    md = [f"### {dataset}: test accuracy (%), mean ± std over seeds", "",
+          "| Method | Architecture | Epochs | Test acc. (%) | n |", "|---|---|---:|---:|---:|"]
+    for _, r in s.iterrows():
+        cell = fmt_pm(r["mean"], r["std"]).replace("±", r"\pm")
+        is_best = not math.isnan(r["mean"]) and r["mean"] == best
+        cell_tex = f"$\\mathbf{{{cell}}}$" if is_best and cell != "--" else (f"${cell}$" if cell != "--" else "--")
+        note = f" ({r['diverged']} diverged)" if r["diverged"] else ""
+        tex.append(f"{tex_escape(r['method'])} & {tex_escape(r['arch'])} & {r['epochs']} & {cell_tex} & "
+                   f"{r['n']}{tex_escape(note)} \\\\")
+        md_cell = fmt_pm(r["mean"], r["std"])
+        md.append(f"| {r['method']} | {r['arch']} | {r['epochs']} | {'**' + md_cell + '**' if is_best else md_cell} | "
+                  f"{r['n']}{note} |")
+    tex += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(tex), "\n".join(md) + "\n"
