@@ -1,0 +1,50 @@
+"""Direct feedback alignment (Nøkland 2016): the output error goes to every hidden layer through its own fixed B_k."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from methods.registry import register
+from methods.shared import layerwise as lw
+from methods.shared.error_feedback import DirectFeedbackConfig, ErrorFeedbackRule
+from methods.shared.feedback import kaiming_uniform
+
+
+@dataclass(frozen=True, kw_only=True)
+class DFAConfig(DirectFeedbackConfig):
+    """DFA with the DRTP repo's settings (its ``--train-mode DFA``: NAG, momentum 0.9, lr 1e-4, tanh, sigmoid + BCE)."""
+
+    lr: float = 1e-4
+    """The DRTP repo's default for every rule (``--lr 1e-4``)."""
+
+
+@register
+class DFA(ErrorFeedbackRule):
+    """Direct feedback alignment: δ_k = (e B_k) ⊙ f'(a_k) with e = y - y*, B_k ∈ R^{C×N_k} fixed random."""
+
+    name = "dfa"
+    Config = DFAConfig
+    arch_defaults = {"act": "tanh", "out_act": "sigmoid"}
+    """The DRTP repo's defaults (tanh hidden and conv units, sigmoid output, BCE)."""
+
+    def build_feedback(self) -> None:
+        # DRTP repo TrainingHook: kaiming_uniform_ on [C, N_k] (conv: [C, Ch, H, W] at the activation, before pooling)
+        for k, shape in enumerate(self.z_shapes[:-1]):
+            self.feedback.add(f"B{k}", kaiming_uniform((self.num_classes, *shape), self.config.feedback_scale))
+
+    def compute_updates(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        target = self.one_hot(y, self.num_classes, x.dtype)
+        masks = self.input_masks(x.shape[0], x.device)
+        with torch.no_grad():
+            traces, h = [], x
+            for layer, m in zip(self.layers, masks):
+                traces.append(lw.layer_forward(layer, h, in_mask=m))
+                h = traces[-1].h
+            _, loss = self.output_update(traces[-1], target)
+            # e = y - y*: softmax output (CE) or the sigmoid output (BCE), as the DRTP repo's self.y
+            e = lw.prediction(traces[-1].z, self.out_act) - target
+            for k in range(len(self.layers) - 1):
+                self.hidden_update_from_projection(k, traces[k], e)
+        return {"loss": loss}

@@ -1,0 +1,54 @@
+"""Direct random target projection (Frenkel, Lefebvre, Bol 2021): hidden layers learn from the one-hot target
+projected through a fixed random B_k, so each layer can update right after its own forward pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from methods.registry import register
+from methods.shared import layerwise as lw
+from methods.shared.error_feedback import DirectFeedbackConfig, ErrorFeedbackRule
+from methods.shared.feedback import kaiming_uniform
+
+
+@dataclass(frozen=True, kw_only=True)
+class DRTPConfig(DirectFeedbackConfig):
+    """The DRTP repo's defaults: NAG (momentum 0.9), lr 1e-4, hidden signal summed over the batch, dropout 0.
+
+    Its defaults use tanh hidden/conv units and a sigmoid output with BCE (this rule's ``arch_defaults``); the
+    comparison tables' setting (Dellaferrera & Kreiman 2022) is ``--arch mlp:1024-C,act=relu,out_act=none``
+    (ReLU, softmax + CE).
+    """
+
+    lr: float = 1e-4
+    """The DRTP repo's ``--lr`` default."""
+
+
+@register
+class DRTP(ErrorFeedbackRule):
+    """DRTP: δ_k = (y* B_k) ⊙ f'(a_k) for hidden layers (target, not error); the output layer follows its own loss."""
+
+    name = "drtp"
+    Config = DRTPConfig
+    arch_defaults = {"act": "tanh", "out_act": "sigmoid"}
+    """The DRTP repo's defaults (tanh hidden and conv units, sigmoid output, BCE)."""
+
+    def build_feedback(self) -> None:
+        # DRTP repo TrainingHook: kaiming_uniform_ on [C, N_k], i.e. U(±sqrt(6/N_k)); a conv layer's B_k is
+        # [C, Ch, H, W], hooked after the activation and before max-pooling
+        for k, shape in enumerate(self.z_shapes[:-1]):
+            self.feedback.add(f"B{k}", kaiming_uniform((self.num_classes, *shape), self.config.feedback_scale))
+
+    def compute_updates(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        target = self.one_hot(y, self.num_classes, x.dtype)
+        masks = self.input_masks(x.shape[0], x.device)
+        with torch.no_grad():
+            h = x
+            for k, (layer, m) in enumerate(zip(self.layers[:-1], masks)):
+                t = lw.layer_forward(layer, h, in_mask=m)
+                self.hidden_update_from_projection(k, t, target)  # needs only y* and this layer's own pass
+                h = t.h
+            _, loss = self.output_update(lw.layer_forward(self.layers[-1], h, in_mask=masks[-1]), target)
+        return {"loss": loss}

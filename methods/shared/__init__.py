@@ -1,0 +1,1 @@
+"""Building blocks shared by several learning rules (one module each; no rule re-implements them)."""
