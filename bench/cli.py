@@ -128,7 +128,7 @@ def cmd_list(a: argparse.Namespace) -> int:
                      ("resnet18,blocks=16,skip=0", "skip-free ResNet-18 in 16 blocks")]:
         print(f"  {ex:28s} {what}")
     print(f"  options: act/out_act={'|'.join(ACTIVATIONS)} bias=0|1 init={'|'.join(INITS)}; "
-          "cnn: fc=W-W kernel=K pool=max2|avg2|none; resnet18: blocks=8|16 skip=0|1")
+          "cnn: fc=W-W kernel=K pool=max2|avg2|none head=0|1; mlp/cnn: binary=0|1; resnet18: blocks=8|16 skip=0|1")
     print("datasets:")
     for d in DATASETS.values():
         print(f"  {d.name:14s} {d.shape[0]}x{d.shape[1]}x{d.shape[2]}, {d.num_classes} classes")

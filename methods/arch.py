@@ -9,6 +9,10 @@ comma-separated options::
     mlp:1024-C,act=tanh,out_act=sigmoid,bias=0,init=he_uniform
     cnn:32                      conv 32 5x5 stride 1 pad 2 (+ act, 2x2 max-pool), then a Linear head to C
     cnn:32-32,fc=1024,pool=none two conv layers, a 1024-unit hidden layer, then the head
+    cnn:32-32,head=0            the two conv layers only (no Linear layers after them; SPELA CNN's kernels classify)
+    mlp:1024-C,binary=1         ±1 weights in the forward pass (sign of real latent weights, straight-through
+                                gradient; biases stay real; see methods/shared/binary.py), e.g. BP-Bin. Rules with
+                                hand-written update formulas that read ``op.weight`` see the latent weights.
     resnet18                    ResNet-18 for 32x32 inputs, grouped into 8 blocks (one per BasicBlock)
     resnet18,blocks=16,skip=0   the skip-free ResNet-18 in 16 blocks (Fournier et al. 2023, Sec. 4)
 
@@ -29,6 +33,7 @@ from torch import nn
 
 from bench.errors import ArchError
 from methods.config import coerce
+from methods.shared.binary import BinaryConv2d, BinaryLinear
 
 KINDS = ("mlp", "cnn", "resnet18")
 INITS = ("default", "he_uniform", "he_normal", "xavier_uniform", "lecun_normal", "zeros")
@@ -96,6 +101,10 @@ class ArchSpec:
     """resnet18 only: 8 (one per BasicBlock, with skips) or 16 (one per conv, no skips)."""
     skip: bool = True
     """resnet18 only: keep the residual connections."""
+    head: bool = True
+    """cnn only: append the fc layers and the C-way Linear head (0: the network ends with the last conv block)."""
+    binary: bool = False
+    """mlp/cnn: ±1 weights (sign of latent real weights, straight-through gradient), real biases."""
 
     @classmethod
     def parse(cls, text: str, defaults: Mapping[str, Any] | None = None) -> ArchSpec:
@@ -153,6 +162,8 @@ class ArchSpec:
                 raise ArchError(
                     "resnet18,blocks=16 splits every residual block in two, which a skip connection would span; "
                     "use resnet18,blocks=16,skip=0 (the skip-free model of Fournier et al. 2023) or blocks=8")
+        if self.kind == "cnn" and not self.head and self.fc:
+            raise ArchError(f"head=0 ends the network with the last conv block, so fc={self.fc} has no place in {text!r}")
         if self.kind == "mlp" and "C" in self.widths[:-1]:
             raise ArchError(f"'C' (the class count) may only be the last layer of an mlp, got {text!r}")
 
@@ -163,6 +174,10 @@ class ArchSpec:
         opts = [f"act={self.act}", f"out_act={self.out_act}", f"bias={int(self.bias)}", f"init={self.init}"]
         if self.kind == "cnn":
             opts += [f"fc={'-'.join(map(str, self.fc)) or 'none'}", f"kernel={self.kernel}", f"pool={self.pool}"]
+            if not self.head:  # spelled out only when not the default, so existing runs keep their hashes
+                opts.append("head=0")
+        if self.binary:
+            opts.append("binary=1")
         if self.kind == "resnet18":
             opts += [f"blocks={self.blocks}", f"skip={int(self.skip)}"]
         return ",".join([base, *opts])
@@ -172,10 +187,13 @@ class ArchSpec:
         """Layer part only, e.g. 'mlp:1024-C' or 'resnet18-16b-noskip'."""
         if self.kind == "resnet18":
             return f"resnet18-{self.blocks}b" + ("" if self.skip else "-noskip")
-        return f"{self.kind}:{'-'.join(map(str, self.widths))}" + (f"/fc{'-'.join(map(str, self.fc))}" if self.fc else "")
+        return (f"{self.kind}:{'-'.join(map(str, self.widths))}" + (f"/fc{'-'.join(map(str, self.fc))}" if self.fc else "")
+                + ("/nohead" if self.kind == "cnn" and not self.head else "") + ("/bin" if self.binary else ""))
 
     def ends_in_classes(self) -> bool:
         """True when the network's last layer has C units (a C-way read-out)."""
+        if self.kind == "cnn":
+            return self.head
         return self.kind != "mlp" or self.widths[-1] == "C"
 
 
@@ -199,9 +217,9 @@ def _parse_widths(s: str, text: str, allow_c: bool) -> tuple:
 
 
 _OPTION_TYPES: dict[str, Any] = {"fc": tuple, "act": str, "out_act": str, "bias": bool, "init": str, "kernel": int,
-                                 "pool": str, "blocks": int, "skip": bool}
-_OPTION_KINDS = {"fc": ("cnn",), "kernel": ("cnn",), "pool": ("cnn",), "blocks": ("resnet18",),
-                 "skip": ("resnet18",)}
+                                 "pool": str, "blocks": int, "skip": bool, "head": bool, "binary": bool}
+_OPTION_KINDS = {"fc": ("cnn",), "kernel": ("cnn",), "pool": ("cnn",), "head": ("cnn",), "binary": ("mlp", "cnn"),
+                 "blocks": ("resnet18",), "skip": ("resnet18",)}
 
 
 # --------------------------------------------------------------------------- modules
@@ -282,19 +300,21 @@ def _pool(name: str) -> nn.Module:
 def build_network(spec: ArchSpec, in_shape: tuple[int, ...], num_classes: int) -> LayeredNet:
     """Build the network described by ``spec`` for inputs of shape ``in_shape`` (C, H, W)."""
     act = spec.act
+    linear = BinaryLinear if spec.binary else nn.Linear
+    conv = BinaryConv2d if spec.binary else nn.Conv2d
     if spec.kind == "mlp":
         dims = [math.prod(in_shape)] + [num_classes if w == "C" else w for w in spec.widths]
         blocks = []
         for i, (din, dout) in enumerate(zip(dims[:-1], dims[1:])):
             last = i == len(dims) - 2
-            blocks.append(Layer(nn.Linear(din, dout, bias=spec.bias), Activation(spec.out_act if last else act),
+            blocks.append(Layer(linear(din, dout, bias=spec.bias), Activation(spec.out_act if last else act),
                                 pre=nn.Flatten() if i == 0 else None))
         net = LayeredNet(blocks, spec, in_shape, num_classes, dims[1:])
     elif spec.kind == "cnn":
         c, h, w = in_shape
         blocks, widths = [], []
         for ch in spec.widths:
-            blocks.append(Layer(nn.Conv2d(c, ch, spec.kernel, 1, spec.kernel // 2, bias=spec.bias), Activation(act),
+            blocks.append(Layer(conv(c, ch, spec.kernel, 1, spec.kernel // 2, bias=spec.bias), Activation(act),
                                 post=_pool(spec.pool)))
             c = ch
             if spec.pool != "none":
@@ -302,10 +322,10 @@ def build_network(spec: ArchSpec, in_shape: tuple[int, ...], num_classes: int) -
                     raise ArchError(f"{spec.short}: too many pooled conv layers for a {in_shape[1]}x{in_shape[2]} input")
                 h, w = h // 2, w // 2
             widths.append(ch)
-        dims = [c * h * w, *spec.fc, num_classes]
+        dims = [c * h * w, *spec.fc, num_classes] if spec.head else []
         for i, (din, dout) in enumerate(zip(dims[:-1], dims[1:])):
             last = i == len(dims) - 2
-            blocks.append(Layer(nn.Linear(din, dout, bias=spec.bias), Activation(spec.out_act if last else act),
+            blocks.append(Layer(linear(din, dout, bias=spec.bias), Activation(spec.out_act if last else act),
                                 pre=nn.Flatten() if i == 0 else None))
             widths.append(dout)
         net = LayeredNet(blocks, spec, in_shape, num_classes, widths)

@@ -39,6 +39,9 @@ class LearningRule(L.LightningModule):
     """Epochs of the rule's paper protocol (PROFILE=paper)."""
     needs_class_output: ClassVar[bool] = True
     """The rule predicts from a C-way last layer (False for SPELA, FF: they read out class vectors/goodness)."""
+    layerwise: ClassVar[bool] = False
+    """Greedy layer-by-layer training: ``self.current_epoch`` decides which layer trains, and a step leaves the
+    other layers without a grad (SPELA, SPELA CNN)."""
 
     def __init__(self, config: RuleConfig, arch: ArchSpec, in_shape: tuple[int, ...], num_classes: int, epochs: int):
         super().__init__()

@@ -21,23 +21,31 @@ def _make(name: str):
 
 
 @pytest.mark.parametrize("name", RULES)
-def test_rule_updates_every_parameter_finitely(name):
-    """A few manual steps of the shared loop: every trainable parameter gets a finite, non-zero update."""
+def test_rule_updates_every_parameter_finitely(name, monkeypatch):
+    """A few manual steps of the shared loop: every trainable parameter gets a finite, non-zero update
+    (a layer-wise rule: over the epochs of its run, every step updating the layer in training)."""
     rule, in_shape = _make(name)
     opt = torch.optim.SGD(rule.param_groups(), lr=1e-2)
     rule._opt = opt
     before = {n: p.detach().clone() for n, p in rule.named_parameters() if p.requires_grad}
     assert before, f"{name} has no trainable parameters"
-    for step in range(3):
-        x, y = tiny_batch(in_shape, n=16, seed=step)
-        opt.zero_grad(set_to_none=True)
-        out = rule.compute_updates(x, y)
-        assert torch.isfinite(out["loss"]).all()
-        for n, p in rule.named_parameters():
-            if p.requires_grad:
-                assert p.grad is not None, f"{name}: {n} got no update"
-                assert torch.isfinite(p.grad).all(), f"{name}: {n} has a non-finite update"
-        opt.step()
+    updated = set()
+    for epoch in range(rule.epochs) if rule.layerwise else [None]:
+        if epoch is not None:  # no Trainer here: tell the rule which epoch it is in
+            monkeypatch.setattr(type(rule), "current_epoch", property(lambda self, e=epoch: e))
+        for step in range(3):
+            x, y = tiny_batch(in_shape, n=16, seed=step)
+            opt.zero_grad(set_to_none=True)
+            out = rule.compute_updates(x, y)
+            assert torch.isfinite(out["loss"]).all()
+            for n, p in rule.named_parameters():
+                if p.requires_grad:
+                    assert rule.layerwise or p.grad is not None, f"{name}: {n} got no update"
+                    if p.grad is not None:
+                        assert torch.isfinite(p.grad).all(), f"{name}: {n} has a non-finite update"
+                        updated.add(n)
+            opt.step()
+    assert updated == set(before), f"{name}: {sorted(set(before) - updated)} never got an update"
     for n, p in rule.named_parameters():
         if p.requires_grad:
             assert not torch.equal(before[n], p.detach()), f"{name}: {n} never changed"
