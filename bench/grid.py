@@ -51,7 +51,7 @@ def expand(spec: GridSpec) -> list[RunConfig]:
     prof = get_profile(spec.profile)
     methods = spec.methods
     if not methods or methods == ("all",):
-        methods = prof.methods or tuple(list_rules())
+        methods = prof.methods or tuple(m for m in list_rules() if get_rule(m).in_all)
     seeds = spec.seeds if spec.seeds is not None else prof.seeds
     configs = []
     for dataset in spec.datasets:

@@ -11,5 +11,6 @@ from methods import fa  # noqa: F401  (registers "fa")
 from methods import dfa  # noqa: F401  (registers "dfa")
 from methods import drtp  # noqa: F401  (registers "drtp")
 from methods import pepita  # noqa: F401  (registers "pepita")
+from methods import forward_gradient  # noqa: F401  (registers "fg", its presets and grid cells)
 
 __all__ = ["LearningRule", "get_rule", "list_rules", "register"]

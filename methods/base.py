@@ -39,6 +39,8 @@ class LearningRule(L.LightningModule):
     """Epochs of the rule's paper protocol (PROFILE=paper)."""
     needs_class_output: ClassVar[bool] = True
     """The rule predicts from a C-way last layer (False for SPELA, FF: they read out class vectors/goodness)."""
+    in_all: ClassVar[bool] = True
+    """Run by ``METHODS=all`` (False for variants reached by name or through a profile, e.g. grid cells)."""
     layerwise: ClassVar[bool] = False
     """Greedy layer-by-layer training: ``self.current_epoch`` decides which layer trains, and a step leaves the
     other layers without a grad (SPELA, SPELA CNN)."""
@@ -70,6 +72,10 @@ class LearningRule(L.LightningModule):
     def exit_scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Class scores of every read-out; ``out`` is the rule's prediction, other keys are early exits."""
         return {"out": self(x)}
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Extra metrics of the epoch for its history row (e.g. a rule's diagnostics); none by default."""
+        return {}
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimiser parameter groups (override to give a part its own lr)."""
@@ -177,6 +183,7 @@ class LearningRule(L.LightningModule):
                "train/epoch_time_s": time.perf_counter() - self._epoch_t0,
                "lr": self._opt.param_groups[0]["lr"]}
         row.update(getattr(self, "_val", {}))
+        row.update(self.epoch_metrics())
         self._val = {}
         if not math.isfinite(loss) or not all(torch.isfinite(p).all() for p in self.parameters()):
             self.diverged = True

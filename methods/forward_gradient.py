@@ -1,0 +1,580 @@
+"""Forward gradient with random, local and NTK guesses (Baydin et al. 2022; Ren et al. 2023; Fournier et al. 2023).
+
+Every block but the last gets an estimate of a *target* gradient t from its projection on a *guess* v
+(Fournier et al. Eq. 1), per sample n and per parameter tensor (weight space, Eq. 4) or per block output
+(activity space, Eq. 5)::
+
+    ĝ = Σ_n ⟨t_n, v_n⟩ / (‖v_n‖² + ε) · v_n        (normalised; ``projection=unnormalized``: Σ_n ⟨t_n, v_n⟩ v_n)
+
+  * target ``global``: t = ∂L/∂θ of the end-to-end cross-entropy; ``local``: the gradient of the block's own
+    auxiliary loss ℓ_k = CE(head_k(h_k), y) on a detached block input;
+  * guess ``gaussian`` / ``rademacher``: isotropic noise drawn per sample; ``local``: ∂ℓ_k/∂θ of a trained
+    auxiliary head; ``ntk``: the same from a head re-drawn every step and never trained; ``fixed_ntk``: from a
+    head frozen at its initialisation;
+  * space ``weight``: v_n perturbs the parameters; ``activity``: v_n perturbs the block output h_k, and the
+    estimate ĝ_h is backpropagated inside the block only.
+The last block always receives its true gradient. Local target with local guess is greedy local learning (the
+guess is the target, so the projection returns it): ``local_learning``. ``num_guesses`` estimates are averaged.
+
+How ⟨t_n, v_n⟩ is obtained (``derivative``):
+  * ``jvp``: forward mode. The tangent of each perturbed module's output is written in closed form (it is linear
+    in the parameter), and ``torch.func.jvp`` carries it to the per-sample losses; with random guesses there is
+    no backward pass at all (only the last block's own gradient) and only the current block's module inputs are
+    kept. Exact only when samples do not interact in the forward pass, so it is refused on BatchNorm networks.
+  * ``backward``: Fournier et al.'s simulation with two reverse passes (target and guess), per-sample
+    contributions from each module's input and output gradient (their hooks), then the projection.
+  * ``auto``: jvp for random guesses on networks without BatchNorm, backward otherwise.
+Both paths give the same numbers on the same guess (tests/test_forward_gradient.py).
+
+Choices where the papers are silent, following streethagore/ForwardLocalGradient (e262989):
+  * ``projection=auto`` is the authors' code: normalised, except random guesses in activity space, which their
+    backward hook projects without normalisation;
+  * per-sample random guesses (their ``compute_random_directions`` draws one per sample, shaped like the
+    per-sample target); the guess heads see the block output of the same forward pass (their second pass
+    recomputes it with batch statistics, without updating the running ones);
+  * the NTK head is re-drawn with kaiming-uniform weights and 0.01 biases (``init_weights``);
+  * not reproduced: their BatchNorm-bias branch writes the BN *weight* grad (a bug); here each tensor gets its own.
+With target=local and an NTK guess, the target comes from a trained head and the guess from a random one (the
+authors' code would reuse the re-drawn head for both, which makes target and guess equal).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.errors import ArchError, ConfigError
+from methods.arch import ArchSpec
+from methods.base import LearningRule
+from methods.config import Optimizer, RuleConfig
+from methods.registry import register
+from methods.shared import projection as pj
+from methods.shared.aux_heads import make_aux_head, reinit_
+
+Guess = Literal["gaussian", "rademacher", "local", "ntk", "fixed_ntk"]
+Target = Literal["global", "local"]
+Space = Literal["weight", "activity"]
+Projection = Literal["auto", "normalized", "unnormalized"]
+Derivative = Literal["auto", "jvp", "backward"]
+AuxKind = Literal["linear", "mlp", "cnn"]
+
+RANDOM = ("gaussian", "rademacher")
+_BN = nn.modules.batchnorm._BatchNorm
+
+
+@dataclass(frozen=True, kw_only=True)
+class FGConfig(RuleConfig):
+    """One forward-gradient family: guess x target x space, with Fournier et al.'s per-sample projection."""
+
+    lr: float = 1e-3
+    optimizer: Optimizer = "adam"
+    guess: Guess = "local"
+    """gaussian, rademacher (per-sample noise), local (trained aux head), ntk (aux head re-drawn every step),
+    fixed_ntk (aux head frozen at init)."""
+    target: Target = "global"
+    """global (end-to-end loss) or local (the block's auxiliary loss)."""
+    space: Space = "weight"
+    """weight (perturb parameters) or activity (perturb block outputs, backprop the estimate inside the block)."""
+    num_guesses: int = 1
+    """Guesses drawn and averaged per step (random and ntk guesses; the others are deterministic)."""
+    projection: Projection = "auto"
+    """normalized (Fournier et al.), unnormalized (Baydin; Ren et al.), auto (authors' code: normalised except
+    random guesses in activity space)."""
+    derivative: Derivative = "auto"
+    """How ⟨t_n, v_n⟩ is computed: jvp (forward mode), backward (two reverse passes), auto (jvp for random
+    guesses on BatchNorm-free networks)."""
+    eps: float = 1e-16
+    """ε in the normalised projection."""
+    aux: AuxKind = "mlp"
+    """Auxiliary head: linear, mlp or cnn (cnn needs feature maps)."""
+    aux_width: int = 0
+    """Hidden units (mlp) or channels (cnn) of the heads; 0: the authors' values on resnet18 (mlp 1024 / cnn 32
+    with 8 blocks, 512 / 16 with 16 blocks), the block's own width otherwise."""
+    aux_depth: int = 3
+    """Hidden layers of an mlp head / strided convs of a cnn head."""
+    aux_pool: int = 2
+    """Adaptive average pooling size of heads on feature maps."""
+    aux_bn: bool | None = None
+    """BatchNorm in the heads; None: when the network has BatchNorm (the authors' heads always have it)."""
+    align_every: int = 0
+    """Every N steps, log the cosine between the estimate and the true end-to-end gradient per block (0: off)."""
+
+    _fixed: ClassVar[dict[str, Any]] = {}
+    """Options a preset pins (its name says them)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key, value in self._fixed.items():
+            if getattr(self, key) != value:
+                raise ConfigError(f"this preset fixes {key}={value}; use method 'fg' to set {key}={getattr(self, key)}")
+        if self.num_guesses < 1:
+            raise ConfigError(f"num_guesses must be >= 1, got {self.num_guesses}")
+        if self.num_guesses > 1 and self.guess not in (*RANDOM, "ntk"):
+            raise ConfigError(f"guess={self.guess} is deterministic, so num_guesses={self.num_guesses} would repeat "
+                              "the same guess; use num_guesses=1 or a random/ntk guess")
+        if not (math.isfinite(self.eps) and self.eps >= 0):
+            raise ConfigError(f"eps must be a finite number >= 0, got {self.eps}")
+        if self.aux_width < 0 or self.aux_depth < 1 or self.aux_pool < 1:
+            raise ConfigError(f"aux_width must be >= 0, aux_depth >= 1 and aux_pool >= 1; got {self.aux_width}, "
+                              f"{self.aux_depth}, {self.aux_pool}")
+        if self.align_every < 0:
+            raise ConfigError(f"align_every must be >= 0 steps (0: off), got {self.align_every}")
+
+
+class _Taps:
+    """Forward hooks keeping the input and output of each module of one forward pass."""
+
+    def __init__(self, modules: list[nn.Module]):
+        self.modules = modules
+        self.inp: dict[nn.Module, torch.Tensor] = {}
+        self.out: dict[nn.Module, torch.Tensor] = {}
+        self._handles: list = []
+
+    def _hook(self, module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        self.inp[module], self.out[module] = args[0], out
+
+    def __enter__(self) -> _Taps:
+        self._handles = [m.register_forward_hook(self._hook) for m in self.modules]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+class _Inject:
+    """Forward hooks adding ``values[module]`` to a module's output (the point where a tangent enters)."""
+
+    def __init__(self, modules: list[nn.Module]):
+        self.values: dict[nn.Module, torch.Tensor] = {}
+        self._handles = [m.register_forward_hook(self._hook) for m in modules]
+
+    def _hook(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        return out + self.values[module]
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+@register
+class ForwardGradient(LearningRule):
+    """Forward gradient: a target gradient projected per sample on a random, local or NTK guess (Fournier et al.)."""
+
+    name = "fg"
+    Config = FGConfig
+    default_arch = "mlp:128-128-C"
+    paper_epochs = 100
+    in_all = False  # the configurable family; METHODS=all runs its presets
+
+    @classmethod
+    def check_arch(cls, spec: ArchSpec, num_classes: int) -> None:
+        super().check_arch(spec, num_classes)
+        if getattr(spec, "binary", False):
+            raise ArchError(f"{cls.name}: binary=1 weights have no useful directional derivative; use real weights")
+
+    def __init__(self, config: FGConfig, arch: ArchSpec, in_shape: tuple[int, ...], num_classes: int, epochs: int):
+        super().__init__(config, arch, in_shape, num_classes, epochs)
+        cfg = config
+        blocks = list(self.net.blocks)
+        if len(blocks) < 2:
+            raise ArchError(f"{self.name}: {arch.short} has one block; forward gradient estimates the blocks below "
+                            "the last, so give it at least one hidden layer (e.g. mlp:256-C)")
+        self._units = [self._block_units(k, b) for k, b in enumerate(blocks[:-1])]
+        self._block_mods = [list(dict.fromkeys(m for m, _, _ in units)) for units in self._units]
+        shapes = self._block_shapes()
+        net_bn = any(isinstance(m, _BN) for m in self.net.modules())
+        aux_bn = net_bn if cfg.aux_bn is None else cfg.aux_bn
+
+        def heads() -> nn.ModuleList:
+            try:
+                return nn.ModuleList(make_aux_head(cfg.aux, shapes[k], num_classes, width=self._aux_width(shapes[k]),
+                                                   depth=cfg.aux_depth, pool=cfg.aux_pool, bn=aux_bn)
+                                     for k in range(len(blocks) - 1))
+            except ValueError as e:
+                raise ArchError(f"{self.name} on {arch.short}: {e}") from None
+
+        self.local_learning = cfg.guess == "local" and cfg.target == "local"
+        self.heads = heads() if "local" in (cfg.guess, cfg.target) else None
+        """Trained auxiliary heads (local target and/or local guess), one per block below the last."""
+        self.guess_heads = None
+        """Untrained heads of the ntk / fixed_ntk guesses (no trainable parameters)."""
+        if cfg.guess in ("ntk", "fixed_ntk"):
+            self.guess_heads = heads().requires_grad_(False)
+        coupled = net_bn or (aux_bn and cfg.target == "local")
+        if cfg.derivative == "jvp" and coupled:
+            raise ArchError(f"{self.name}: derivative=jvp computes one directional derivative per sample from "
+                            f"per-sample losses, which BatchNorm's batch statistics couple ({arch.short}"
+                            f"{', aux_bn' if not net_bn else ''}); use derivative=backward or auto")
+        self.use_jvp = cfg.derivative == "jvp" or (cfg.derivative == "auto" and cfg.guess in RANDOM and not coupled)
+        self.normalize = cfg.projection == "normalized" or (
+            cfg.projection == "auto" and not (cfg.guess in RANDOM and cfg.space == "activity"))
+        self._step = 0
+        self._align_sum = torch.zeros(len(blocks), dtype=torch.float64)
+        self._align_n = 0
+
+    # ---------------------------------------------------------------- structure
+    def _block_units(self, k: int, block: nn.Module) -> list[tuple[nn.Module, str, nn.Parameter]]:
+        """(module, parameter name, parameter) of every trainable tensor of block k, checked to be supported."""
+        units, seen = [], set()
+        for m in block.modules():
+            if isinstance(m, pj.SUPPORTED):
+                try:
+                    pj.check_module(m)
+                except ValueError as e:
+                    raise ArchError(f"{self.name}: block {k}: {e}") from None
+                for pname, p in m.named_parameters(recurse=False):
+                    if p.requires_grad:
+                        units.append((m, pname, p))
+                        seen.add(id(p))
+        other = [n for n, p in block.named_parameters() if p.requires_grad and id(p) not in seen]
+        if other:
+            raise ArchError(f"{self.name}: block {k} has parameters outside Linear/Conv2d/BatchNorm ({', '.join(other)})")
+        return units
+
+    @torch.no_grad()
+    def _block_shapes(self) -> list[tuple[int, ...]]:
+        was = self.net.training
+        self.net.eval()
+        outs = self.net.block_outputs(torch.zeros(2, *self.in_shape))
+        self.net.train(was)
+        return [tuple(o.shape[1:]) for o in outs]
+
+    def _aux_width(self, shape: tuple[int, ...]) -> int:
+        cfg = self.config
+        if cfg.aux_width:
+            return cfg.aux_width
+        if self.arch.kind == "resnet18":  # App. A.2 and args.py: 8 blocks mlp 1024 / cnn 32; 16 blocks 512 / 16
+            return {("mlp", 8): 1024, ("mlp", 16): 512, ("cnn", 8): 32, ("cnn", 16): 16}.get((cfg.aux, self.arch.blocks),
+                                                                                              shape[0])
+        return shape[0]  # the authors' h_channel=0 convention: the block's own width
+
+    def _block_params(self, k: int) -> list[nn.Parameter]:
+        return [p for p in self.net.blocks[k].parameters() if p.requires_grad]
+
+    # ---------------------------------------------------------------- prediction
+    def exit_scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The network's output, plus each trained auxiliary head's scores (``aux<k>``)."""
+        if self.heads is None:
+            return {"out": self.net(x)}
+        outs = self.net.block_outputs(x)
+        scores = {"out": outs[-1]}
+        for k, head in enumerate(self.heads):
+            scores[f"aux{k}"] = head(outs[k])
+        return scores
+
+    # ---------------------------------------------------------------- one step
+    def compute_updates(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.local_learning:
+            loss = self._local_learning_step(x, y)
+        elif self.use_jvp:
+            loss = self._jvp_step(x, y)
+        else:
+            loss = self._backward_step(x, y)
+        if self.config.align_every and self._step % self.config.align_every == 0:
+            self._record_alignment(x, y)
+        self._step += 1
+        return {"loss": loss}
+
+    def _guess_tensor(self, k: int, j: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """A random guess, drawn per sample."""
+        return pj.random_directions(self.config.guess, shape, device=device)
+
+    def _redraw(self, k: int) -> None:
+        if self.config.guess == "ntk":
+            reinit_(self.guess_heads[k])
+
+    def _head_loss(self, head: nn.Module, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(head(h), y)
+
+    def _set_last_block_grad(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """True gradient of the last block (its input detached); returns the end-to-end loss."""
+        params = self._block_params(len(self.net.blocks) - 1)
+        with torch.enable_grad():
+            loss = F.cross_entropy(self.net.blocks[-1](h.detach()), y)
+            _set_grads(params, torch.autograd.grad(loss, params))
+        return loss.detach()
+
+    def _local_learning_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Greedy local learning: every block and its head follow ∇ℓ_k on a detached input (guess = target)."""
+        h = x
+        for k, head in enumerate(self.heads):
+            params = self._block_params(k) + [p for p in head.parameters() if p.requires_grad]
+            hk = self.net.blocks[k](h.detach())
+            _set_grads(params, torch.autograd.grad(self._head_loss(head, hk, y), params))
+            h = hk
+        return self._set_last_block_grad(h, y)
+
+    # ---------------------------------------------------------------- two reverse passes (Fournier et al.'s code)
+    def _backward_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        cfg, blocks, n = self.config, self.net.blocks, x.shape[0]
+        weight = cfg.space == "weight"
+        mods = [m for ms in self._block_mods for m in ms]
+        with _Taps(mods) as taps:
+            hs, h = [], x
+            for block in blocks:
+                h = block(h)
+                hs.append(h)
+        loss = F.cross_entropy(hs[-1], y)
+        last = self._block_params(len(blocks) - 1)
+        # target pass: the end-to-end gradient at every perturbed module output (or block output)
+        points = [taps.out[m] for m in mods] if weight else hs[:-1]
+        wrt = last + (points if cfg.target == "global" else [])
+        g = _grad(loss, wrt)
+        _set_grads(last, g[:len(last)])
+        glob = dict(zip(mods if weight else range(len(hs) - 1), g[len(last):]))
+        for k in range(len(blocks) - 1):
+            kpoints = [taps.out[m] for m in self._block_mods[k]] if weight else [hs[k]]
+            local = None
+            if self.heads is not None:  # trained head: its own gradient, and ∂ℓ_k at the block's perturbed points
+                hp = [p for p in self.heads[k].parameters() if p.requires_grad]
+                gl = _grad(self._head_loss(self.heads[k], hs[k], y), hp + kpoints)
+                _set_grads(hp, gl[:len(hp)])
+                local = gl[len(hp):]
+            tgt = [glob[m] for m in self._block_mods[k]] if weight and cfg.target == "global" else (
+                [glob[k]] if cfg.target == "global" else local)
+            if weight:
+                t_ps = self._contributions(taps, k, tgt)
+                est: dict[int, torch.Tensor] = {}
+                for j in range(cfg.num_guesses):
+                    v_ps = self._weight_guess(k, j, taps, hs[k], y, local, n)
+                    for i, (_, _, p) in enumerate(self._units[k]):
+                        e = pj.project(t_ps[i], v_ps[i], self.normalize, cfg.eps)
+                        est[i] = est[i] + e if i in est else e
+                _set_grads([p for _, _, p in self._units[k]], [est[i] / cfg.num_guesses for i in range(len(est))])
+            else:
+                ghat = 0
+                for j in range(cfg.num_guesses):
+                    v = self._activity_guess(k, j, hs[k], y, local)
+                    ghat = ghat + pj.project_activity(tgt[0], v, self.normalize, cfg.eps)
+                params = self._block_params(k)
+                _set_grads(params, _grad(hs[k], params, grad_outputs=ghat / cfg.num_guesses))
+        return loss.detach()
+
+    def _contributions(self, taps: _Taps, k: int, deltas: list[torch.Tensor | None]) -> list[pj.PerSample]:
+        """Per-sample contributions of block k's tensors, from each module's input and output gradient."""
+        by_mod = {}
+        for m, d in zip(self._block_mods[k], deltas):
+            out = taps.out[m]
+            by_mod[m] = pj.contributions(m, taps.inp[m], d if d is not None else torch.zeros_like(out))
+        return [by_mod[m][pname] for m, pname, _ in self._units[k]]
+
+    def _weight_guess(self, k: int, j: int, taps: _Taps, hk: torch.Tensor, y: torch.Tensor,
+                      local: list[torch.Tensor] | None, n: int) -> list[pj.PerSample]:
+        """Per-sample guesses for block k's tensors (draw j)."""
+        cfg = self.config
+        if cfg.guess in RANDOM:
+            return [pj.PerSample(self._guess_tensor(k, j, (n, *p.shape), p.device)) for _, _, p in self._units[k]]
+        if cfg.guess == "local":
+            return self._contributions(taps, k, list(local))
+        self._redraw(k)
+        points = [taps.out[m] for m in self._block_mods[k]]
+        with torch.enable_grad():
+            deltas = _grad(self._head_loss(self.guess_heads[k], hk, y), points)
+        return self._contributions(taps, k, list(deltas))
+
+    def _activity_guess(self, k: int, j: int, hk: torch.Tensor, y: torch.Tensor,
+                        local: list[torch.Tensor] | None) -> torch.Tensor:
+        """Per-sample guess of ∂L/∂h_k (draw j): noise, or the gradient of a head's loss at the block output."""
+        cfg = self.config
+        if cfg.guess in RANDOM:
+            return self._guess_tensor(k, j, tuple(hk.shape), hk.device)
+        if cfg.guess == "local":
+            return local[0]
+        self._redraw(k)
+        with torch.enable_grad():
+            return _grad(self._head_loss(self.guess_heads[k], hk, y), [hk])[0]
+
+    # ---------------------------------------------------------------- forward mode
+    def _jvp_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Block by block: the guesses, then ⟨t_n, v_n⟩ for all of them from one vmapped torch.func.jvp."""
+        cfg, blocks, n = self.config, self.net.blocks, x.shape[0]
+        weight = cfg.space == "weight"
+        h = x.detach()
+        for k in range(len(blocks) - 1):
+            # a local graph of block k only where a local gradient is needed (heads, activity backprop)
+            local_graph = cfg.guess not in RANDOM or not weight
+            with torch.set_grad_enabled(local_graph), _Taps(self._block_mods[k]) as taps:
+                hk = blocks[k](h)
+            kpoints = [taps.out[m] for m in self._block_mods[k]] if weight else [hk]
+            local = None
+            if self.heads is not None:
+                hp = [p for p in self.heads[k].parameters() if p.requires_grad]
+                with torch.enable_grad():
+                    gl = _grad(self._head_loss(self.heads[k], hk, y), hp + (kpoints if cfg.guess == "local" else []))
+                _set_grads(hp, gl[:len(hp)])
+                local = gl[len(hp):]
+            with torch.no_grad():
+                if weight:
+                    guesses = [self._weight_guess(k, j, taps, hk, y, local, n) for j in range(cfg.num_guesses)]
+                    dots = self._weight_dots(k, h, y, taps, guesses)  # (num_guesses, units, B)
+                    ests = []
+                    for i in range(len(self._units[k])):
+                        e = 0
+                        for j, g in enumerate(guesses):
+                            sq = g[i].sqnorm() if self.normalize else None
+                            e = e + g[i].weighted_sum(pj.coefficients(dots[j, i], sq, self.normalize, cfg.eps))
+                        ests.append(e / cfg.num_guesses)
+                    _set_grads([p for _, _, p in self._units[k]], ests)
+                else:
+                    vs = [self._activity_guess(k, j, hk, y, local) for j in range(cfg.num_guesses)]
+                    vs = torch.stack([v.detach() for v in vs])
+                    dots = self._activity_dots(k, hk.detach(), y, vs)  # (num_guesses, B)
+                    ghat = sum(pj.scale_samples(v, pj.coefficients(d, pj.batch_dot(v, v), self.normalize, cfg.eps))
+                               for v, d in zip(vs, dots)) / cfg.num_guesses
+            if not weight:
+                params = self._block_params(k)
+                _set_grads(params, _grad(hk, params, grad_outputs=ghat))
+            h = hk.detach()
+        return self._set_last_block_grad(h, y)
+
+    def _per_sample_loss(self, k: int, hk: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """ℓ_n / B downstream of block k's output: the end-to-end loss (global target) or head k's (local)."""
+        if self.config.target == "local":
+            logits = self.heads[k](hk)
+        else:
+            logits = hk
+            for block in self.net.blocks[k + 1:]:
+                logits = block(logits)
+        return F.cross_entropy(logits, y, reduction="none") / y.shape[0]
+
+    def _weight_dots(self, k: int, h: torch.Tensor, y: torch.Tensor, taps: _Taps,
+                     guesses: list[list[pj.PerSample]]) -> torch.Tensor:
+        """⟨t_n, v_n⟩ for every (guess, tensor) of block k: tangents injected at the module outputs, one JVP each."""
+        mods, units = self._block_mods[k], self._units[k]
+        rows = [(j, i) for j in range(len(guesses)) for i in range(len(units))]
+        tangents = {m: torch.zeros(len(rows), *taps.out[m].shape, device=h.device) for m in mods}
+        for r, (j, i) in enumerate(rows):
+            m, pname, _ = units[i]
+            tangents[m][r] = pj.param_tangent(m, pname, taps.inp[m], guesses[j][i])
+        inject = _Inject(mods)
+
+        def losses(*zs: torch.Tensor) -> torch.Tensor:
+            inject.values = dict(zip(mods, zs))
+            return self._per_sample_loss(k, self.net.blocks[k](h), y)
+
+        primals = tuple(torch.zeros_like(taps.out[m]) for m in mods)
+        try:
+            dots = torch.func.vmap(lambda *us: torch.func.jvp(losses, primals, us)[1])(*(tangents[m] for m in mods))
+        finally:
+            inject.remove()
+        return dots.view(len(guesses), len(units), -1)
+
+    def _activity_dots(self, k: int, hk: torch.Tensor, y: torch.Tensor, vs: torch.Tensor) -> torch.Tensor:
+        """⟨∂L/∂h_{k,n}, v_n⟩ for every guess: the JVP of the per-sample losses along v at the block output."""
+        def losses(z: torch.Tensor) -> torch.Tensor:
+            return self._per_sample_loss(k, hk + z, y)
+
+        zero = torch.zeros_like(hk)
+        return torch.func.vmap(lambda v: torch.func.jvp(losses, (zero,), (v,))[1])(vs)
+
+    # ---------------------------------------------------------------- diagnostic
+    def _record_alignment(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """cos(estimate, true end-to-end gradient) per block; an extra backward pass, diagnostic only."""
+        blocks = self.net.blocks
+        params = [self._block_params(k) for k in range(len(blocks))]
+        flat = [p for ps in params for p in ps]
+        with torch.enable_grad(), _keep_bn_stats(self.net):
+            true = torch.autograd.grad(F.cross_entropy(self.net(x), y), flat, allow_unused=True)
+        i = 0
+        for k, ps in enumerate(params):
+            est = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in ps])
+            tru = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(true[i:i + len(ps)], ps)])
+            i += len(ps)
+            self._align_sum[k] += float(F.cosine_similarity(est.double(), tru.double(), dim=0, eps=1e-30))
+        self._align_n += 1
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Mean per-block alignment over the epoch's diagnostic steps (``align/b<k>``), then reset."""
+        if not self._align_n:
+            return {}
+        out = {f"align/b{k}": float(v) for k, v in enumerate(self._align_sum / self._align_n)}
+        self._align_sum.zero_()
+        self._align_n = 0
+        return out
+
+
+def _grad(out: torch.Tensor, inputs: list[torch.Tensor], grad_outputs: torch.Tensor | None = None) -> tuple:
+    """Gradients of ``out`` at ``inputs`` (None where unused), keeping the graph for the next pass."""
+    if not inputs:
+        return ()
+    return torch.autograd.grad(out, inputs, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True)
+
+
+def _set_grads(params: list[nn.Parameter], grads) -> None:
+    for p, g in zip(params, grads):
+        g = torch.zeros_like(p) if g is None else g.detach()
+        p.grad = g if p.grad is None else p.grad + g
+
+
+class _keep_bn_stats:
+    """Restore BatchNorm running statistics after a diagnostic forward pass."""
+
+    def __init__(self, net: nn.Module):
+        self.mods = [m for m in net.modules() if isinstance(m, _BN) and m.track_running_stats]
+
+    def __enter__(self) -> None:
+        self.saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in self.mods]
+
+    def __exit__(self, *exc: Any) -> None:
+        with torch.no_grad():
+            for m, buf in zip(self.mods, self.saved):
+                for k, v in buf.items():
+                    getattr(m, k).copy_(v)
+
+
+# --------------------------------------------------------------------------- presets
+def _preset(name: str, doc: str, in_all: bool = True, **fixed: Any) -> type[ForwardGradient]:
+    """Register ``name``: the family with ``fixed`` options pinned (and defaults changed where given)."""
+    hints = typing.get_type_hints(FGConfig)
+    cfg_cls = dataclasses.make_dataclass(
+        "".join(part.title() for part in name.split("_")) + "Config",
+        [(k, hints[k], dataclasses.field(default=v)) for k, v in fixed.items()],
+        bases=(FGConfig,), frozen=True, kw_only=True, namespace={"_fixed": dict(fixed), "__doc__": doc})
+    cfg_cls.__module__ = __name__
+    rule = type("".join(part.title() for part in name.split("_")), (ForwardGradient,),
+                {"name": name, "Config": cfg_cls, "__doc__": doc, "in_all": in_all, "__module__": __name__})
+    return register(rule)
+
+
+PRESETS = {
+    ("gaussian", "global", "weight"): _preset(
+        "fg_gaussian", "Forward gradient, Gaussian per-sample guess, global target, weight space (Baydin; Fournier).",
+        guess="gaussian", target="global", space="weight"),
+    ("rademacher", "global", "weight"): _preset(
+        "fg_rademacher", "Forward gradient, Rademacher per-sample guess, global target, weight space (Fournier).",
+        guess="rademacher", target="global", space="weight"),
+    ("local", "global", "weight"): _preset(
+        "fg_local", "Forward gradient, local guess (trained aux head), global target, weight space (Fournier).",
+        guess="local", target="global", space="weight"),
+    ("ntk", "global", "weight"): _preset(
+        "fg_ntk", "Forward gradient, NTK guess (aux head re-drawn each step), global target, weight space (Fournier).",
+        guess="ntk", target="global", space="weight"),
+    ("fixed_ntk", "global", "weight"): _preset(
+        "fg_fixed_ntk", "Forward gradient, fixed-NTK guess (aux head frozen at init), global target, weight space.",
+        guess="fixed_ntk", target="global", space="weight"),
+    ("local", "local", "weight"): _preset(
+        "local_learning", "Greedy local learning: each block trained by its auxiliary head's loss (local target = "
+        "local guess).", guess="local", target="local", space="weight"),
+}
+"""The papers' named settings (run by METHODS=all)."""
+PRESETS[("local", "local", "activity")] = PRESETS[("local", "local", "weight")]  # the same update in both spaces
+
+
+def _cell(g: str, t: str, s: str) -> str:
+    if (g, t, s) in PRESETS:
+        return PRESETS[(g, t, s)].name
+    return _preset(f"fg_{g}_{t}_{s}", f"Forward gradient grid cell: guess={g}, target={t}, space={s}.", in_all=False,
+                   guess=g, target=t, space=s).name
+
+
+GRID = tuple(dict.fromkeys(_cell(g, t, s) for g in Guess.__args__ for t in Target.__args__ for s in Space.__args__))
+"""Rule names covering guess x target x space (19: local x local is ``local_learning`` in both spaces); the cells
+without a preset are registered as ``fg_<guess>_<target>_<space>`` and left out of METHODS=all."""
