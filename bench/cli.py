@@ -143,7 +143,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     fields = _run_fields(a)
     cfg = RunConfig(dataset=a.dataset, method=a.method, arch=a.arch, seed=a.seed, rule=_pairs(a.set), **fields,
-                    **({"epochs": a.epochs} if a.epochs else {}))
+                    **({"epochs": a.epochs} if a.epochs is not None else {}))
     res = resolve(cfg)
     if a.dry_run:
         print(f"would run {res.name}: epochs={cfg.epochs} arch={res.arch.text} rule={res.canonical['rule']}")

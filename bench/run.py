@@ -346,4 +346,23 @@ def _finish_logger(logger, record: dict[str, Any]) -> None:
             exp.summary[k] = v
     import wandb
 
+    run_file = Path(exp.dir).parent / f"run-{exp.id}.wandb" if exp.settings.mode in ("offline", "dryrun") else None
     wandb.finish(exit_code=0 if record["status"] in ("completed", "diverged") else 1)
+    if run_file is not None:
+        _wait_until_written(run_file)
+
+
+def _wait_until_written(run_file: Path, timeout: float = 60.0) -> None:
+    """W&B may return from finish() before the offline record file holds the run's end; wait for it, so a
+    grid that stops right after a run (or a report built at once) sees the whole run."""
+    from reports.wandb_io import read_wandb_file
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if read_wandb_file(run_file).finished:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    warnings.warn(f"W&B has not finished writing {run_file} after {timeout:.0f} s")

@@ -1,0 +1,66 @@
+"""`make report` rebuilds runs.csv and the tables from real offline W&B runs made here."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from bench.paths import PROJECT_ROOT
+from bench.run import RunConfig, run
+from reports.wandb_io import iter_offline_runs
+from tests.native_files import make_idx_dataset
+
+
+@pytest.fixture(scope="module")
+def offline_runs(tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    make_idx_dataset(data, "MNIST", n_train=300, n_test=100)
+    runs = tmp_path_factory.mktemp("runs")
+    for seed in (0, 1):
+        run(RunConfig(dataset="mnist", method="bp", arch="mlp:16-C", epochs=2, seed=seed, batch_size=50,
+                      data_dir=str(data), verify_data=False, runs_dir=str(runs), wandb="offline", progress=False))
+    run(RunConfig(dataset="mnist", method="bp", arch="mlp:16-C", epochs=1, seed=0, batch_size=50, data_dir=str(data),
+                  verify_data=False, runs_dir=str(runs), wandb="offline", progress=False,
+                  rule={"optimizer": "sgd", "lr": 1e12, "momentum": 0}))
+    run(RunConfig(dataset="mnist", method="bp", arch="mlp:8-C", epochs=1, seed=0, batch_size=50, data_dir=str(data),
+                  verify_data=False, runs_dir=str(runs), wandb="offline", progress=False, group="to-be-killed"))
+    return runs
+
+
+def test_offline_records_read_back(offline_runs):
+    runs = list(iter_offline_runs(offline_runs))
+    assert len(runs) == 4, runs
+    assert all(r.finished and not r.damaged for r in runs), [(r.name, r.finished, r.damaged) for r in runs]
+    done = [r for r in runs if r.summary["status"] == "completed" and r.config["arch"].startswith("mlp:16-C")]
+    assert len(done) == 2 and all(len([h for h in r.history if "val/acc" in h]) == 2 for r in done)
+    assert {r.config["seed"] for r in done} == {0, 1} and all(0 < r.summary["test/acc"] <= 1 for r in done)
+
+
+def test_make_report_builds_tables(offline_runs, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(offline_runs, runs)
+    # a run killed mid-write: its record file ends in the middle of a chunk
+    victim = next(f for f in (runs / "wandb").glob("*/run-*.wandb") if "mlp-8-C" in f.name)
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    proc = subprocess.run(["make", "-s", "report", f"SOURCE={runs}", f"ARGS=--out {out}"], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    df = pd.read_csv(out / "runs.csv")
+    for col in ("dataset", "method", "arch", "seed", "epochs", "status", "test_acc", "train_time_s",
+                "peak_mem_bytes", "run_id"):
+        assert col in df.columns
+    assert sorted(df["status"]) == ["completed", "completed", "diverged", "partial"]
+    tex = (out / "mnist.tex").read_text()
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+    accs = df[df["status"] == "completed"]["test_acc"] * 100
+    cell = f"{accs.mean():.2f} \\pm {accs.std():.2f}"
+    assert f"$\\mathbf{{{cell}}}$ & 2" in tex  # mean ± std over the 2 seeds, n shown, best in bold
+    md = (out / "mnist.md").read_text()
+    assert f"**{accs.mean():.2f} ± {accs.std():.2f}**" in md
+    index = (out / "index.md").read_text()
+    assert "partial" in index and "diverged" in index
