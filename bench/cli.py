@@ -34,7 +34,7 @@ def _pairs(items: list[str]) -> dict[str, Any]:
 def _run_fields(a: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name in ("batch_size", "data_dir", "runs_dir", "wandb", "limit_train", "limit_eval", "val_fraction", "norm",
-                 "test_fraction", "accelerator", "devices", "strategy"):
+                 "test_fraction", "accelerator", "devices", "strategy", "num_nodes"):
         v = getattr(a, name, None)
         if v is not None:
             fields[name] = v
@@ -67,6 +67,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accelerator", default=None, help="Lightning accelerator (auto, cpu, gpu)")
     p.add_argument("--devices", default=None, help="devices per node")
     p.add_argument("--strategy", default=None, help="Lightning strategy (auto, ddp, ...)")
+    p.add_argument("--num-nodes", type=int, default=None, help="nodes of a multi-node run (DDP; e.g. under SLURM)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
 
@@ -90,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_seeds, default=None, help="comma-separated (default: the profile's)")
     p.add_argument("--profile", default="quick")
     p.add_argument("--force", action="store_true", help="re-run runs already completed with the same config")
+    p.add_argument("--no-tuned", action="store_true",
+                   help="ignore the tuned options exported by sweeps (sweeps/best/); rule defaults + --set only")
     _add_run_options(p)
 
     p = sub.add_parser("report", help="tables and figures from the W&B runs into reports/out")
@@ -102,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
 
     sub.add_parser("perf", help="harness vs plain PyTorch seconds per epoch", add_help=False)
+    sub.add_parser("sweep", help="Optuna sweep of a rule's options on validation accuracy (make sweep)", add_help=False)
     return ap
 
 
@@ -158,7 +162,7 @@ def cmd_grid(a: argparse.Namespace) -> int:
     from bench.grid import GridSpec, run_grid
 
     spec = GridSpec(datasets=a.datasets, methods=a.methods, arch=a.arch, seeds=a.seeds, epochs=a.epochs,
-                    profile=a.profile, overrides=_pairs(a.set), run=_run_fields(a))
+                    profile=a.profile, overrides=_pairs(a.set), run=_run_fields(a), tuned=not a.no_tuned)
     crashed = run_grid(spec, dry_run=a.dry_run, force=a.force)
     return 1 if crashed else 0
 
@@ -184,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.perf import main as perf_main
 
         return perf_main(argv[1:])
+    if argv[:1] == ["sweep"]:
+        from sweeps.cli import main as sweep_main
+
+        return sweep_main(argv[1:])
     a = build_parser().parse_args(argv)
     try:
         return {"list": cmd_list, "run": cmd_run, "grid": cmd_grid, "report": cmd_report, "data": cmd_data}[a.cmd](a)

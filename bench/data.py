@@ -195,11 +195,12 @@ class TensorBatches:
 
     Shuffling draws one permutation per epoch from a seeded generator; ``augment`` is a function of a
     whole batch. With ``world_size > 1`` every rank gets an equal share of each epoch's permutation
-    (padded by wrapping around, as torch's DistributedSampler does).
+    (padded by wrapping around, as torch's DistributedSampler does). ``pad=False`` (evaluation) gives every
+    sample to exactly one rank instead, so accuracies summed over ranks count each sample once.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool, seed: int = 0,
-                 augment=None, rank: int = 0, world_size: int = 1):
+                 augment=None, rank: int = 0, world_size: int = 1, pad: bool = True):
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -207,7 +208,8 @@ class TensorBatches:
         self.rank, self.world_size = rank, world_size
         self.generator = torch.Generator(device=x.device)
         self.generator.manual_seed(seed)
-        self.per_rank = -(-len(x) // world_size)
+        self.pad = pad
+        self.per_rank = -(-len(x) // world_size) if pad else len(range(rank, len(x), world_size))
 
     def __len__(self) -> int:
         return -(-self.per_rank // self.batch_size)
@@ -217,7 +219,9 @@ class TensorBatches:
         if self.shuffle or self.world_size > 1:
             order = (torch.randperm(n, generator=self.generator, device=self.x.device) if self.shuffle
                      else torch.arange(n, device=self.x.device))
-            if self.world_size > 1:
+            if self.world_size > 1 and not self.pad:
+                order = order[self.rank::self.world_size]
+            elif self.world_size > 1:
                 total = self.per_rank * self.world_size
                 order = torch.cat([order, order[: total - n]])[self.rank:total:self.world_size]
             for i in range(0, len(order), self.batch_size):
@@ -347,11 +351,13 @@ class TensorDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> TensorBatches:
         rank, world = self._rank()
-        return TensorBatches(*self.splits["val"], self.eval_batch_size, shuffle=False, rank=rank, world_size=world)
+        return TensorBatches(*self.splits["val"], self.eval_batch_size, shuffle=False, rank=rank, world_size=world,
+                             pad=False)
 
     def test_dataloader(self) -> TensorBatches:
         rank, world = self._rank()
-        return TensorBatches(*self.splits["test"], self.eval_batch_size, shuffle=False, rank=rank, world_size=world)
+        return TensorBatches(*self.splits["test"], self.eval_batch_size, shuffle=False, rank=rank, world_size=world,
+                             pad=False)
 
 
 def ensure_data(name: str, root: str | os.PathLike | None = None) -> str:

@@ -26,6 +26,9 @@ class GridSpec:
     """Rule options: 'key' applies to every method, 'method.key' to one."""
     run: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Other RunConfig fields (data_dir, wandb, batch_size, ...)."""
+    tuned: bool = True
+    """Use the tuned rule options exported by sweeps (sweeps/best/<dataset>/<rule>.json) for the run's arch;
+    an explicit option (``overrides``) wins."""
 
 
 def split_overrides(overrides: dict[str, Any], method: str, methods: Iterable[str]) -> dict[str, Any]:
@@ -47,6 +50,7 @@ def expand(spec: GridSpec) -> list[RunConfig]:
     """All run configs of the grid (validated later by ``validate``)."""
     import methods as _methods  # noqa: F401 - registers the rules
     from methods.registry import get_rule, list_rules
+    from sweeps.best import tuned_params
 
     prof = get_profile(spec.profile)
     methods = spec.methods
@@ -58,10 +62,13 @@ def expand(spec: GridSpec) -> list[RunConfig]:
         for method in methods:
             rule_cls = get_rule(method)
             epochs = spec.epochs or prof.epochs or rule_cls.paper_epochs
+            explicit = split_overrides(spec.overrides, method, methods)
+            tuned, where = tuned_params(dataset, method, spec.arch) if spec.tuned else ({}, None)
+            sources = {**{k: f"tuned: {where}" for k in tuned}, **{k: "--set" for k in explicit}}
             for seed in seeds:
                 fields = {**prof.run, **spec.run}
                 configs.append(RunConfig(dataset=dataset, method=method, arch=spec.arch, seed=seed, epochs=epochs,
-                                         rule=split_overrides(spec.overrides, method, methods),
+                                         rule={**tuned, **explicit}, rule_sources=dict(sources),
                                          group=fields.pop("group", None) or f"{prof.name}", **fields))
     return configs
 
@@ -84,8 +91,9 @@ def is_done(res, runs_dir: str | None) -> bool:
     return bool(rec) and rec.get("config_hash") == res.config_hash and rec.get("status") in ("completed", "diverged")
 
 
-def run_grid(spec: GridSpec, *, dry_run: bool = False, force: bool = False, out=sys.stdout) -> int:
+def run_grid(spec: GridSpec, *, dry_run: bool = False, force: bool = False, out=None) -> int:
     """Run the grid; returns the number of runs that crashed. A diverged run is recorded and the grid goes on."""
+    out = out or sys.stdout  # looked up per call: a default bound at import would keep a stale stream
     from tqdm import tqdm
 
     configs = expand(spec)
@@ -97,7 +105,7 @@ def run_grid(spec: GridSpec, *, dry_run: bool = False, force: bool = False, out=
     if dry_run:
         for cfg, res in zip(configs, resolved):
             state = "run " if (cfg, res) in todo else "done"
-            rule = " ".join(f"{k}={v}" for k, v in cfg.rule.items())
+            rule = " ".join(f"{k}={v} [{cfg.rule_sources.get(k, '?')}]" for k, v in cfg.rule.items())
             print(f"  [{state}] {res.name}  epochs={cfg.epochs} arch={res.arch.text}" + (f" rule: {rule}" if rule else ""),
                   file=out)
         return 0

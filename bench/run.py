@@ -74,11 +74,15 @@ class RunConfig:
     progress: bool = True
     callbacks: list = field(default_factory=list, repr=False)
     """Extra Lightning callbacks (e.g. a sweep's pruning callback); not part of the run's identity."""
+    evaluate_test: bool = True
+    """Evaluate the test split after training (sweep trials set False: tuning never looks at test data)."""
+    rule_sources: dict[str, str] = field(default_factory=dict)
+    """Where each ``rule`` option came from (--set, tuned file, sweep trial); stored in the record."""
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the numbers a run produces (hashed into its id)."""
         skip = {"callbacks", "progress", "runs_dir", "wandb", "wandb_project", "wandb_entity", "data_dir", "download",
-                "verify_data", "accelerator", "devices", "strategy", "num_nodes", "group"}
+                "verify_data", "accelerator", "devices", "strategy", "num_nodes", "group", "evaluate_test", "rule_sources"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
@@ -252,7 +256,7 @@ def run(cfg: RunConfig, resolved: Resolved | None = None) -> RunResult:
         "name": res.name, "id": f"{res.name}-{uuid.uuid4().hex[:6]}", "config_hash": res.config_hash,
         "status": "running", "dataset": cfg.dataset, "method": cfg.method, "arch": res.arch.short,
         "arch_full": res.arch.text, "seed": cfg.seed, "epochs": cfg.epochs, "group": cfg.group,
-        "config": res.canonical, "history": [], "test": {}, "test_acc": None,
+        "config": res.canonical, "rule_sources": cfg.rule_sources, "history": [], "test": {}, "test_acc": None,
         "versions": _versions(), "git_commit": _git_commit(), "host": socket.gethostname(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -276,11 +280,13 @@ def run(cfg: RunConfig, resolved: Resolved | None = None) -> RunResult:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*is an invalid value for `limit_val_batches`.*")
+            # the loop logs values it has already reduced over processes (loss mean, summed accuracy counts)
+            warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
             trainer.fit(rule, datamodule=dm)
             train_time = time.perf_counter() - t0
             if rule.diverged:
                 status = "diverged"
-            else:
+            elif cfg.evaluate_test:
                 trainer.test(rule, datamodule=dm, verbose=False)
     except BaseException as e:  # record the crash, then let it propagate
         status, error = "crashed", f"{type(e).__name__}: {e}"

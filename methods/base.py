@@ -11,6 +11,7 @@ logging, so every rule is trained and measured the same way.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Any, ClassVar
@@ -22,6 +23,25 @@ from bench.errors import ArchError
 from methods.arch import ArchSpec, LayeredNet, build_network
 from methods.config import RuleConfig, build_config
 from methods.optim import build_optimizer, build_scheduler
+
+
+def average_grads(params: list[torch.nn.Parameter], world_size: int) -> None:
+    """Replace each ``p.grad`` by its mean over the ``world_size`` processes of the default process group, in one
+    all-reduce. A missing grad counts as zero; a parameter no process gave a grad keeps ``grad=None``."""
+    import torch.distributed as dist
+
+    if not params:
+        return
+    has = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params] + [has])
+    dist.all_reduce(flat)  # sum over ranks; each rank's grad is already a mean over its share of the batch
+    flat /= world_size
+    offset = 0
+    for i, p in enumerate(params):
+        n = p.numel()
+        if flat[-len(params) + i] > 0:
+            p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n
 
 
 class LearningRule(L.LightningModule):
@@ -124,15 +144,35 @@ class LearningRule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._loss_sum = torch.zeros((), device=self.device)
         self._steps = 0
+        self._samples = 0
         self._epoch_t0 = time.perf_counter()
 
     def training_step(self, batch, batch_idx: int) -> None:
         x, y = batch
         self._opt.zero_grad(set_to_none=True)
-        out = self.compute_updates(x, y)
+        with self._ddp_sync_off():
+            out = self.compute_updates(x, y)
+        self.sync_grads()
         self._opt.step()
         self._loss_sum += out["loss"].detach()
         self._steps += 1
+        self._samples += len(y)
+
+    def _ddp_sync_off(self):
+        """Under DDP, turn off the reducer's own all-reduce inside ``manual_backward``: rules fill ``.grad`` in many
+        ways (local losses, several backward calls, explicit formulas), so ``sync_grads`` averages them all at once."""
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1 and hasattr(trainer.strategy, "block_backward_sync"):
+            return trainer.strategy.block_backward_sync()
+        return contextlib.nullcontext()
+
+    def sync_grads(self) -> None:
+        """Average ``.grad`` of every trainable parameter over the processes (multi-GPU / multi-node); a no-op in one
+        process. The loop calls it after ``compute_updates``; a rule that steps inside ``compute_updates`` calls it
+        before its own step. A parameter no process gave a grad keeps ``grad=None`` (a layer-wise rule's idle layers)."""
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            average_grads([p for p in self.parameters() if p.requires_grad], trainer.world_size)
 
     def on_validation_epoch_start(self) -> None:
         self._acc = {}
@@ -181,7 +221,7 @@ class LearningRule(L.LightningModule):
             torch.cuda.synchronize()
         row = {"epoch": self.current_epoch + 1, "train/loss": loss,
                "train/epoch_time_s": time.perf_counter() - self._epoch_t0,
-               "lr": self._opt.param_groups[0]["lr"]}
+               "lr": self._opt.param_groups[0]["lr"], "train/samples": self._samples_seen()}
         row.update(getattr(self, "_val", {}))
         row.update(self.epoch_metrics())
         self._val = {}
@@ -194,6 +234,13 @@ class LearningRule(L.LightningModule):
         sched = self.lr_schedulers()
         if sched is not None:
             sched.step()
+
+    def _samples_seen(self) -> int:
+        """Training samples of this epoch, summed over processes (DDP pads each rank's share to equal size)."""
+        n = torch.tensor(float(self._samples), device=self.device)
+        if self.trainer.world_size > 1:
+            n = self.trainer.strategy.reduce(n, reduce_op="sum")
+        return int(n.item())
 
     def on_test_epoch_end(self) -> None:
         self.test_results = self._accuracies("test")

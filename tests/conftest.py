@@ -15,6 +15,10 @@ torch.set_flush_denormal(True)
 def _isolated_dirs(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     os.environ["BENCH_RUNS_DIR"] = str(runs)
+    # sweeps: no tuned parameters from sweeps/best/ leak into tests; studies and figures stay in the temp folder
+    os.environ["BENCH_TUNED_DIR"] = str(runs / "tuned")
+    os.environ["BENCH_SWEEP_STORAGE"] = f"sqlite:///{runs / 'studies.db'}"
+    os.environ["BENCH_REPORTS_DIR"] = str(runs / "reports")
     for key, sub in (("WANDB_DIR", ""), ("WANDB_CACHE_DIR", ".wandb-cache"), ("WANDB_CONFIG_DIR", ".wandb-config"),
                      ("WANDB_DATA_DIR", ".wandb-data"), ("MPLCONFIGDIR", ".mplconfig")):
         os.environ[key] = str(runs / sub) if sub else str(runs)

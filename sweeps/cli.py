@@ -1,0 +1,184 @@
+"""``python -m bench sweep`` (``make sweep`` / ``make sweep-all``): tune rules with Optuna on validation accuracy.
+
+Every rule gets the same budget: the same number of trials, epochs, data subset, pruner and sampler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from bench.errors import BenchError, ConfigError
+
+DEFAULT_EPOCHS = 5
+DEFAULT_TRIALS = 20
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bench.cli import _add_run_options
+
+    ap = argparse.ArgumentParser(prog="python -m bench sweep", description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="fashion_mnist")
+    ap.add_argument("--method", required=True,
+                    help="rule name, comma-separated names, or all (every registered rule, one study each)")
+    ap.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help="finished trials per rule (the equal budget)")
+    ap.add_argument("--workers", type=int, default=1, help="parallel workers sharing each study")
+    ap.add_argument("--storage", default=None,
+                    help="sqlite:///file.db (default sweeps/studies/optuna.db), journal:/shared/file.log, or a "
+                         "database URL such as postgresql://user:pw@host/db ($BENCH_SWEEP_STORAGE)")
+    ap.add_argument("--executor", choices=("local", "slurm", "inline"), default="local",
+                    help="local: one process per worker (submitit); slurm: a job array; inline: in this process")
+    ap.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                    help="submitit parameters, e.g. --slurm 'slurm_partition=gpu timeout_min=120 gpus_per_node=1'")
+    ap.add_argument("--study-name", default=None, help="default: <dataset>__<rule>__<arch>__e<epochs>__<protocol hash>")
+    ap.add_argument("--space", default=None, help="search-space TOML file (default sweeps/spaces/<rule>.toml)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of every trial's run (data order, init)")
+    ap.add_argument("--sampler-seed", type=int, default=0)
+    ap.add_argument("--pruner", choices=("median", "none"), default="median")
+    ap.add_argument("--prune-startup", type=int, default=3, help="trials finished before the pruner acts")
+    ap.add_argument("--prune-warmup", type=int, default=0, help="epochs of a trial before it can be pruned")
+    ap.add_argument("--heartbeat", type=int, default=30,
+                    help="seconds between a running trial's heartbeats (database storages; 0: off)")
+    ap.add_argument("--grace", type=int, default=None, help="seconds without heartbeat before a trial counts as dead")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores / workers)")
+    ap.add_argument("--no-wait", action="store_true", help="submit the workers and return (SLURM)")
+    ap.add_argument("--export-only", action="store_true", help="run nothing: export best parameters and figures")
+    ap.add_argument("--no-export", action="store_true", help="do not write sweeps/best/")
+    ap.add_argument("--no-figures", action="store_true")
+    ap.add_argument("--poll", type=float, default=10.0, help="seconds between progress lines")
+    _add_run_options(ap)
+    return ap
+
+
+def build_specs(a: argparse.Namespace, out=None) -> list:
+    """One StudySpec per rule; a rule that cannot train --arch falls back to its default arch (said so)."""
+    out = out or sys.stdout
+    import methods  # noqa: F401 - registers the rules
+    from bench.cli import _pairs, _run_fields
+    from bench.data import get_dataset_info
+    from bench.grid import split_overrides
+    from bench.run import resolve
+    from methods.registry import get_rule, list_rules
+    from sweeps.space import load_space
+    from sweeps.study import RUN_FIELDS, StudySpec
+
+    names = [m.strip() for m in a.method.split(",") if m.strip()]
+    if names == ["all"]:  # the same set as `make bench METHODS=all` (variants such as grid cells by name only)
+        names = [m for m in list_rules() if getattr(get_rule(m), "in_all", True)]
+    for m in names:
+        get_rule(m)
+    if len(names) > 1 and (a.space or a.study_name):
+        raise ConfigError("--space and --study-name need a single --method")
+    num_classes = get_dataset_info(a.dataset).num_classes
+    fields = _run_fields(a)
+    if str(fields.get("devices", "1")) != "1" or fields.get("strategy", "auto") != "auto" or fields.get("num_nodes", 1) > 1:
+        raise ConfigError("sweep trials run in one process each; parallelism comes from --workers (one trial per "
+                          "worker, each on its own device), not from --devices/--strategy/--num-nodes")
+    run = {k: v for k, v in fields.items() if k in RUN_FIELDS}
+    overrides = _pairs(a.set)
+    specs = []
+    for m in names:
+        rule_cls = get_rule(m)
+        try:
+            arch = rule_cls.parse_arch(a.arch, num_classes)
+        except BenchError as e:
+            if len(names) == 1:
+                raise
+            arch = rule_cls.parse_arch(None, num_classes)
+            print(f"note: {m} cannot train {a.arch} ({e}); tuning it on its default arch {arch.short}", file=out)
+        fixed = split_overrides(overrides, m, names)
+        space = load_space(m, a.space, fixed)
+        spec = StudySpec(dataset=a.dataset, method=m, arch=arch.text, epochs=a.epochs or DEFAULT_EPOCHS, seed=a.seed,
+                         run=run, fixed=fixed, space=space.to_dict(), space_source=space.source,
+                         pruner={"name": a.pruner, "startup": a.prune_startup, "warmup": a.prune_warmup})
+        if spec.run.get("val_fraction", 0.1) <= 0:
+            raise ConfigError("a sweep scores validation accuracy: --val-fraction must be > 0")
+        resolve(spec.run_config({}))  # dataset, arch and fixed options are valid before any worker starts
+        specs.append((spec, space))
+    return specs
+
+
+def _env(a: argparse.Namespace) -> dict[str, Any]:
+    from bench.cli import _run_fields
+    from bench.paths import data_root, runs_root
+    from sweeps.study import RUN_FIELDS
+
+    env = {k: v for k, v in _run_fields(a).items() if k not in RUN_FIELDS and k != "progress"}
+    # absolute paths: workers may start elsewhere (SLURM nodes, submitit's folder)
+    env["data_dir"] = str(data_root(env.get("data_dir")).resolve())
+    env["runs_dir"] = str(runs_root(env.get("runs_dir")).resolve())
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        return _main(a)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(a: argparse.Namespace) -> int:
+    from bench.cli import _pairs
+    from sweeps.launch import run_sweep
+    from sweeps.storage import normalise, redact
+
+    storage = normalise(a.storage)
+    specs = build_specs(a)
+    slurm = _pairs(a.slurm)
+    if a.dry_run:
+        for spec, space in specs:
+            print(f"would sweep {a.study_name or spec.study_name()}: {spec.dataset} / {spec.method} / {spec.arch}, "
+                  f"{a.trials} trials x {spec.epochs} epochs on {a.workers} {a.executor} worker(s); storage "
+                  f"{redact(storage)}\n  space ({space.source}): {space.describe()}"
+                  + (f"\n  fixed: {spec.fixed}" if spec.fixed else "") + (f"\n  run: {spec.run}" if spec.run else ""))
+        return 0
+    if a.export_only:
+        return _export_only(a, specs, storage)
+    from bench.data import load_split
+    from bench.paths import data_root
+
+    load_split(a.dataset, str(data_root(a.data_dir)), True, bool(a.download), True)  # a missing file fails here
+    results = []
+    for spec, _space in specs:
+        results.append(run_sweep(spec, budget=a.trials, workers=a.workers, storage=storage, executor=a.executor,
+                                 study_name=a.study_name, env=_env(a), slurm=slurm, heartbeat=a.heartbeat or None,
+                                 grace=a.grace, threads=a.threads, sampler_seed=a.sampler_seed, wait=not a.no_wait,
+                                 export=not a.no_export, figures=not a.no_figures, poll=a.poll))
+    if len(results) > 1:
+        print("\nsweep summary (validation accuracy of the best trial; equal budget per rule):")
+        for (spec, _), r in zip(specs, results):
+            c = r.counts
+            best = f"{r.best_value:.4f}" if r.best_value is not None else "-"
+            params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.best_params.items())
+            print(f"  {spec.method:16s} {best:>7s}  {params:40s} complete {c['COMPLETE']}, pruned {c['PRUNED']}, "
+                  f"failed {c['FAIL']}")
+    bad = any(r.worker_errors or (r.counts["COMPLETE"] + r.counts["PRUNED"] < a.trials and not r.submitted)
+              for r in results)
+    return 1 if bad else 0
+
+
+def _export_only(a: argparse.Namespace, specs: list, storage: str) -> int:
+    import optuna
+
+    from sweeps.best import export_best
+    from sweeps.figures import write_figures
+    from sweeps.storage import open_storage
+    from sweeps.study import read_spec
+
+    for spec, _ in specs:
+        name = a.study_name or spec.study_name()
+        try:
+            study = optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=None))
+        except KeyError:
+            raise ConfigError(f"no study {name!r} in {storage}") from None
+        path = export_best(study, read_spec(study), storage=storage)
+        files, _ = write_figures(study)
+        print(f"{name}: best parameters -> {path or 'nothing (no completed trial)'}; figures -> "
+              f"{files[0].parent if files else '-'}")
+    return 0

@@ -1,0 +1,262 @@
+"""Create a study once, start its workers, wait, export the best parameters and the figures.
+
+Executors (all run ``sweeps.study.work``):
+  local   submitit's LocalExecutor: one process per worker on this machine (default)
+  slurm   submitit on SLURM: a job array of ``workers`` tasks on one study (needs a shared storage:
+          PostgreSQL, or journal:/sqlite: on a shared filesystem)
+  inline  the workers' shares one after another in this process (debugging)
+
+Budget: ``budget`` counts finished trials (complete + pruned). Re-running the same command tops the study up
+to the budget: failed trials (a crash, a killed worker) do not count, so they are replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import ConfigError
+from sweeps.storage import STUDIES_DIR, kind, open_storage, redact
+from sweeps.study import BUDGET_ATTR, PRUNE_REASON, SPEC_ATTR, StudySpec, read_spec, startup_trials
+
+EXECUTORS = ("local", "slurm", "inline")
+
+
+@dataclass
+class SweepResult:
+    study_name: str
+    storage: str
+    counts: dict[str, int]
+    best_value: float | None = None
+    best_params: dict[str, Any] = field(default_factory=dict)
+    exported: Path | None = None
+    figures: list[Path] = field(default_factory=list)
+    worker_errors: list[str] = field(default_factory=list)
+    submitted: list[str] = field(default_factory=list)
+    """Job ids when the launcher did not wait (SLURM --no-wait)."""
+
+
+def counts(study) -> dict[str, int]:
+    out = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "RUNNING": 0, "WAITING": 0}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def shares(remaining: int, workers: int) -> list[int]:
+    """Split ``remaining`` trials over at most ``workers`` workers as evenly as possible (no empty worker)."""
+    n = min(workers, remaining)
+    return [remaining // n + (i < remaining % n) for i in range(n)] if n > 0 else []
+
+
+def create_study(spec: StudySpec, url: str, budget: int, name: str | None = None, heartbeat: int | None = 30):
+    """Create the study (or load it when it exists with the same spec), once, before any worker starts."""
+    import optuna
+
+    name = name or spec.study_name()
+    st = open_storage(url, heartbeat=heartbeat)
+    study = optuna.create_study(storage=st, study_name=name, direction="maximize", load_if_exists=True)
+    old = study.user_attrs.get(SPEC_ATTR)
+    if old is None:
+        study.set_user_attr(SPEC_ATTR, spec.to_dict())
+    elif StudySpec.from_dict(old).digest() != spec.digest():
+        raise ConfigError(f"study {name!r} in {redact(url)} was created with a different protocol; "
+                          "drop --study-name to get a study named after this one, or delete the old study")
+    study.set_user_attr(BUDGET_ATTR, budget)
+    return study
+
+
+def reap_stale(study, url: str) -> list[int]:
+    """Mark trials whose worker is gone as FAIL (they are re-queued with the same parameters). Database storages
+    use Optuna's heartbeat; a journal file has none, so only dead workers of this host are detected there."""
+    import optuna
+    from optuna.trial import TrialState
+
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    if kind(url) == "journal":
+        host = socket.gethostname()
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            whost, _, pid = str(t.user_attrs.get("worker", "")).partition(":")
+            if whost == host and pid.isdigit() and not _alive(int(pid)):
+                study._storage.set_trial_user_attr(t._trial_id, "error", "worker process died")
+                if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                    study.enqueue_trial(t.params, user_attrs={"retried_from": t.number})
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    return sorted(before - after)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _best(study) -> tuple[float | None, dict[str, Any]]:
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return None, {}
+    b = max(done, key=lambda t: t.value)
+    return b.value, dict(b.params)
+
+
+def _status(study) -> str:
+    c = counts(study)
+    value, params = _best(study)
+    best = f"best val/acc {value:.4f} ({' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in params.items())})" if value is not None else "no completed trial yet"
+    return (f"{c['COMPLETE'] + c['PRUNED']} finished ({c['COMPLETE']} complete, {c['PRUNED']} pruned), "
+            f"{c['FAIL']} failed, {c['RUNNING']} running; {best}")
+
+
+def _parse_slurm(params: dict[str, Any] | None) -> dict[str, Any]:
+    out = {}
+    for k, v in (params or {}).items():
+        if isinstance(v, str):
+            try:
+                v = int(v)
+            except ValueError:
+                try:
+                    v = float(v)
+                except ValueError:
+                    pass
+        out[k] = v
+    return out
+
+
+def run_sweep(spec: StudySpec, *, budget: int, workers: int = 1, storage: str, executor: str = "local",
+              study_name: str | None = None, env: dict[str, Any] | None = None, slurm: dict[str, Any] | None = None,
+              heartbeat: int | None = 30, grace: int | None = None, threads: int | None = None, sampler_seed: int = 0,
+              wait: bool = True, export: bool = True, figures: bool = True, poll: float = 10.0,
+              out=None) -> SweepResult:
+    """The whole sweep of one study; see the module docstring."""
+    out = out or sys.stdout
+    import optuna
+
+    from sweeps.best import export_best
+    from sweeps.figures import write_figures
+
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if budget < 1 or workers < 1:
+        raise ConfigError(f"trials and workers must be >= 1 (got trials={budget}, workers={workers})")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = create_study(spec, storage, budget, study_name, heartbeat)
+    name = study.study_name
+    reaped = reap_stale(study, storage)
+    if reaped:
+        print(f"sweep {name}: trial(s) {reaped} had lost their worker; marked FAIL and re-queued", file=out)
+    c = counts(study)
+    remaining = budget - c["COMPLETE"] - c["PRUNED"] - c["RUNNING"]
+    plan = shares(remaining, workers)
+    print(f"sweep {name}\n  storage {redact(storage)}; budget {budget} finished trials; {c['COMPLETE'] + c['PRUNED']} "
+          f"finished, {c['RUNNING']} running, {c['FAIL']} failed so far; starting {sum(plan)} trial(s) on "
+          f"{len(plan)} {executor} worker(s) {plan}", file=out)
+    result = SweepResult(name, storage, c)
+    if plan:
+        options = {"heartbeat": heartbeat, "grace": grace, "env": dict(env or {}), "startup": startup_trials(budget),
+                   "sampler_seed": sampler_seed + 1000 * (c["COMPLETE"] + c["PRUNED"] + c["FAIL"]),
+                   "threads": threads or (max(1, (os.cpu_count() or 1) // len(plan)) if executor != "slurm" else None)}
+        if executor == "inline":
+            from sweeps.study import work
+
+            for i, n in enumerate(plan):
+                work(storage, name, n, i, options)
+        else:
+            from bench.paths import runs_root
+
+            folder = runs_root((env or {}).get("runs_dir")) / "sweeps" / name / "submitit"
+            jobs = _submit(executor, storage, name, plan, options, slurm, folder, out)
+            if not wait:
+                result.submitted = [j.job_id for j in jobs]
+                print(f"submitted job(s) {', '.join(result.submitted)}; follow with `python -m bench sweep "
+                      f"--export-only ...` once they finish", file=out)
+                return result
+            result.worker_errors = _wait(jobs, study, poll, out)
+    study = optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=None))
+    result.counts = counts(study)
+    result.best_value, result.best_params = _best(study)
+    print(f"sweep {name}: {_status(study)}", file=out)
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name == "PRUNED" and PRUNE_REASON in t.user_attrs:
+            print(f"  trial {t.number} {t.params}: {t.user_attrs[PRUNE_REASON]}", file=out)
+        elif t.state.name == "FAIL" and "error" in t.user_attrs:
+            print(f"  trial {t.number} {t.params}: failed: {t.user_attrs['error']}", file=out)
+    finished = result.counts["COMPLETE"] + result.counts["PRUNED"]
+    if finished < budget:
+        print(f"  {budget - finished} trial(s) of the budget are missing (failed or still running): run the same "
+              "command again to top the study up", file=out)
+    if export:
+        result.exported = export_best(study, read_spec(study), storage=storage)
+        print(f"  best parameters -> {result.exported}" if result.exported else
+              "  no completed trial: nothing exported", file=out)
+    if figures:
+        result.figures, skipped = write_figures(study)
+        if result.figures:
+            print(f"  figures -> {result.figures[0].parent}/", file=out)
+        for s in skipped:
+            print(f"  (figure skipped: {s})", file=out)
+    return result
+
+
+def _submit(executor: str, storage: str, name: str, plan: list[int], options: dict[str, Any],
+            slurm: dict[str, Any] | None, folder: Path, out) -> list:
+    import submitit
+
+    from sweeps.study import work
+
+    if executor == "local":
+        ex = submitit.LocalExecutor(folder=str(folder))
+        ex.update_parameters(timeout_min=int(_parse_slurm(slurm).get("timeout_min", 7 * 24 * 60)))
+    else:
+        if kind(storage) == "sqlite" and storage.endswith("optuna.db") and str(STUDIES_DIR) in storage:
+            print("warning: SLURM workers on the default SQLite file only work when the project folder is on a "
+                  "filesystem shared by the nodes; PostgreSQL (STORAGE=postgresql://...) is the robust choice",
+                  file=out)
+        ex = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+        params = {"timeout_min": 24 * 60, "slurm_array_parallelism": len(plan), "name": f"sweep-{name}"[:64]}
+        params.update(_parse_slurm(slurm))
+        ex.update_parameters(**params)
+    n = len(plan)
+    jobs = ex.map_array(work, [storage] * n, [name] * n, plan, list(range(n)), [options] * n)
+    print(f"  {len(jobs)} worker job(s): {', '.join(j.job_id for j in jobs)}; logs in {folder}/", file=out)
+    return jobs
+
+
+def _wait(jobs: list, study, poll: float, out) -> list[str]:
+    """Wait for every worker, printing the study's progress; a worker that crashes is reported, the others go on."""
+    last = ""
+    try:
+        while not all(j.done() for j in jobs):
+            line = _status(study)
+            if line != last:
+                print(f"  [{time.strftime('%H:%M:%S')}] {line}", file=out, flush=True)
+                last = line
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        for j in jobs:
+            j.cancel(check=False)
+        raise
+    errors = []
+    for i, j in enumerate(jobs):
+        try:
+            j.result()
+        except Exception as e:  # noqa: BLE001 - one dead worker must not hide the others' results
+            first = str(e).strip().splitlines()
+            errors.append(f"worker {i} (job {j.job_id}) failed: {type(e).__name__}: {first[-1] if first else ''}")
+            print(f"  {errors[-1]}", file=out)
+    return errors

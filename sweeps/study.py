@@ -1,0 +1,233 @@
+"""One study = one (dataset, rule, arch) tuned under one protocol; workers share it through its storage.
+
+The launcher creates the study once and stores its ``StudySpec`` in the study itself; every worker (on this
+machine or on a cluster node) loads the spec from there, so all trials train exactly the same way. The
+objective is the benchmark's own ``bench.run.run`` scored on the last epoch's validation accuracy; the
+test split is never evaluated during tuning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightning.pytorch.callbacks import EarlyStopping
+
+from bench.errors import BenchError, ConfigError
+
+METRIC = "val/acc"
+SPEC_ATTR = "bench_spec"
+BUDGET_ATTR = "bench_budget"
+PRUNE_REASON = "pruned_reason"
+RUN_FIELDS = ("batch_size", "eval_batch_size", "val_fraction", "norm", "augment", "test_fraction", "limit_train",
+              "limit_eval")
+"""RunConfig fields that change what a trial measures (part of the study's identity)."""
+
+
+@dataclass
+class StudySpec:
+    """Everything that decides what a trial measures. Its hash names the study, so re-running the same command
+    resumes (tops up) the same study and a changed protocol starts a new one."""
+
+    dataset: str
+    method: str
+    arch: str
+    """Full architecture string (``ArchSpec.text``)."""
+    epochs: int
+    seed: int = 0
+    run: dict[str, Any] = field(default_factory=dict)
+    """RunConfig fields in RUN_FIELDS (batch size, subset limits, split)."""
+    fixed: dict[str, Any] = field(default_factory=dict)
+    """Rule options held fixed in every trial (``--set``)."""
+    space: dict[str, Any] = field(default_factory=dict)
+    space_source: str = ""
+    pruner: dict[str, Any] = field(default_factory=lambda: {"name": "median", "startup": 3, "warmup": 0})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StudySpec:
+        return cls(**d)
+
+    def digest(self) -> str:
+        d = self.to_dict()
+        d.pop("space_source")
+        return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+    def study_name(self) -> str:
+        from methods.arch import ArchSpec
+
+        short = ArchSpec.parse(self.arch).short.replace(":", "-").replace("/", "_")
+        return f"{self.dataset}__{self.method}__{short}__e{self.epochs}__{self.digest()}"
+
+    def run_config(self, rule: dict[str, Any], env: dict[str, Any] | None = None, **extra):
+        from bench.run import RunConfig
+
+        return RunConfig(dataset=self.dataset, method=self.method, arch=self.arch, seed=self.seed, epochs=self.epochs,
+                         rule={**self.fixed, **rule}, **self.run, **(env or {}), **extra)
+
+
+def make_pruner(cfg: dict[str, Any]):
+    import optuna
+
+    name = cfg.get("name", "median")
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=int(cfg.get("startup", 3)),
+                                           n_warmup_steps=int(cfg.get("warmup", 0)))
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"pruner {name!r}; choose median or none")
+
+
+def make_sampler(seed: int, startup: int):
+    """TPE; ``constant_liar`` keeps parallel workers from proposing the same point while trials are running."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, constant_liar=True)
+
+
+def startup_trials(budget: int) -> int:
+    """Random trials before TPE models the space: a third of the budget, between 3 and 10."""
+    return max(3, min(10, budget // 3))
+
+
+def read_spec(study) -> StudySpec:
+    raw = study.user_attrs.get(SPEC_ATTR)
+    if raw is None:
+        raise ConfigError(f"study {study.study_name!r} was not created by `bench sweep` (no {SPEC_ATTR} attribute)")
+    return StudySpec.from_dict(raw)
+
+
+class PruneOnValAcc(EarlyStopping):
+    """Reports each epoch's ``val/acc`` to the Optuna trial and stops the run when the pruner says so.
+
+    It subclasses ``EarlyStopping`` only for its place in Lightning's call order: metric-monitoring
+    callbacks run after the rule's ``on_train_epoch_end``, which is where the shared loop logs ``val/acc``.
+    A missing metric fails loudly instead of scoring 0.
+    """
+
+    def __init__(self, trial, metric: str = METRIC):
+        super().__init__(monitor=metric, mode="max", verbose=False)
+        self.trial, self.metric = trial, metric
+        self.values: list[float] = []
+        self.pruned_epoch: int | None = None
+
+    @property
+    def state_key(self) -> str:
+        return f"PruneOnValAcc[{self.metric}]"
+
+    def on_validation_end(self, trainer, pl_module) -> None:  # EarlyStopping checks here; we check once per epoch
+        return
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or getattr(pl_module, "diverged", False):
+            return  # a diverged run is stopped and recorded by the shared loop; the objective prunes it
+        value = trainer.callback_metrics.get(self.metric)
+        if value is None:
+            raise RuntimeError(f"metric {self.metric!r} not found (logged: {', '.join(trainer.callback_metrics)}); "
+                               "a sweep needs a validation split (val_fraction > 0)")
+        value, epoch = float(value), trainer.current_epoch + 1
+        self.values.append(value)
+        self.trial.report(value, step=epoch)
+        if self.trial.should_prune():
+            self.pruned_epoch = epoch
+            trainer.should_stop = True
+
+
+class Objective:
+    """``run`` one trial: sampled options + the spec's fixed ones; value = the last epoch's validation accuracy."""
+
+    def __init__(self, spec: StudySpec, study_name: str, env: dict[str, Any] | None = None):
+        from sweeps.space import Space, _parse_param
+
+        self.spec, self.study_name, self.env = spec, study_name, dict(env or {})
+        self.space = Space(spec.method, tuple(_parse_param(k, v, spec.space_source) for k, v in spec.space.items()),
+                           spec.space_source)
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        from bench.paths import runs_root
+        from bench.run import run
+
+        params = self.space.suggest(trial)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        pruning = PruneOnValAcc(trial)
+        runs = str(runs_root(self.env.get("runs_dir")) / "sweeps" / self.study_name)
+        env = {**self.env, "runs_dir": runs}
+        env.setdefault("wandb", "disabled")
+        cfg = self.spec.run_config(params, env, callbacks=[pruning], group=f"sweep/{self.study_name}",
+                                   progress=False, evaluate_test=False,
+                                   rule_sources={k: f"trial {trial.number}" for k in params})
+        t0 = time.perf_counter()
+        try:
+            result = run(cfg)
+        except BenchError as e:  # an invalid combination of sampled options: the trial fails, the sweep goes on
+            trial.set_user_attr("error", str(e))
+            raise
+        except Exception as e:
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            raise
+        history = result.record["history"]
+        trial.set_user_attr("run", result.name)
+        trial.set_user_attr("seconds", round(time.perf_counter() - t0, 1))
+        trial.set_user_attr("epochs_done", len(history))
+        trial.set_user_attr("val_acc_by_epoch", [row.get(METRIC) for row in history])
+        if result.status == "diverged":
+            reason = (f"diverged: loss or parameters became NaN/inf in epoch {len(history)} "
+                      f"(train/loss {history[-1].get('train/loss') if history else 'n/a'})")
+            trial.set_user_attr(PRUNE_REASON, reason)
+            raise optuna.TrialPruned(reason)
+        if pruning.pruned_epoch is not None:
+            reason = (f"pruned after epoch {pruning.pruned_epoch}: val/acc {pruning.values[-1]:.4f} below the "
+                      f"{self.spec.pruner.get('name')} of earlier trials at that epoch")
+            trial.set_user_attr(PRUNE_REASON, reason)
+            raise optuna.TrialPruned(reason)
+        value = history[-1].get(METRIC) if history else None
+        if value is None:
+            raise RuntimeError(f"run {result.name} has no {METRIC}: a sweep needs a validation split")
+        return float(value)
+
+
+def work(storage: str, study_name: str, n_trials: int, worker: int, options: dict[str, Any]) -> dict[str, Any]:
+    """One worker: load the study, run ``n_trials`` trials of it, return counts. Used by every executor
+    (inline, submitit's local one, SLURM array tasks). A failing trial is recorded as FAIL and the worker goes on."""
+    import optuna
+    import torch
+
+    from sweeps.storage import open_storage
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):  # one line per trial is enough
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    threads = options.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    st = open_storage(storage, heartbeat=options.get("heartbeat"), grace=options.get("grace"))
+    probe = optuna.load_study(study_name=study_name, storage=st)
+    spec = read_spec(probe)
+    sampler = make_sampler(int(options.get("sampler_seed", 0)) + worker, int(options.get("startup", 3)))
+    study = optuna.load_study(study_name=study_name, storage=st, sampler=sampler, pruner=make_pruner(spec.pruner))
+    mine: list[int] = []
+
+    def done(_study, t) -> None:
+        mine.append(t.number)
+        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+        what = (f"val/acc {t.value:.4f}" if t.state.name == "COMPLETE" else
+                t.user_attrs.get(PRUNE_REASON) or t.user_attrs.get("error", ""))
+        print(f"[worker {worker}] trial {t.number} {t.state.name.lower()}: {params}: {what}", flush=True)
+
+    study.optimize(Objective(spec, study_name, options.get("env")), n_trials=n_trials, catch=(Exception,),
+                   gc_after_trial=True, callbacks=[done])
+    states = {t.number: t.state.name for t in study.get_trials(deepcopy=False) if t.number in mine}
+    return {"worker": worker, "host": socket.gethostname(), "pid": os.getpid(), "trials": states}
