@@ -7,6 +7,9 @@ from methods.base import LearningRule
 from methods.registry import get_rule, list_rules, register
 
 from methods import bp  # noqa: F401  (registers "bp")
+from methods import spela  # noqa: F401  (registers "spela_o", "spela")
+from methods import ff  # noqa: F401  (registers "ff")
+from methods import spela_cnn  # noqa: F401  (registers "spela_cnn")
 from methods import fa  # noqa: F401  (registers "fa")
 from methods import dfa  # noqa: F401  (registers "dfa")
 from methods import drtp  # noqa: F401  (registers "drtp")

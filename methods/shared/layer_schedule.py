@@ -15,7 +15,7 @@ import torch
 
 from bench.errors import ConfigError
 from methods.config import RuleConfig
-from methods.optim import lr_factor
+from methods.optim import build_optimizer, lr_factor
 
 
 def split_epochs(total: int, weights: Sequence[float]) -> list[int]:
@@ -55,3 +55,9 @@ def phase_scheduler(opt: torch.optim.Optimizer, cfg: RuleConfig, counts: Sequenc
         return lr_factor(cfg, e, n)
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def layerwise_optimizers(param_groups: list, cfg: RuleConfig, counts: Sequence[int]) -> dict:
+    """``configure_optimizers`` output of a layer-wise rule: the usual optimiser, the schedule restarted per layer."""
+    opt = build_optimizer(param_groups, cfg)
+    return {"optimizer": opt, "lr_scheduler": phase_scheduler(opt, cfg, counts)}
