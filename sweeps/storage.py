@@ -88,13 +88,13 @@ def open_storage(url: str, *, heartbeat: int | None = 30, grace: int | None = No
         engine_kwargs = {"connect_args": {"timeout": 120}}  # several writers wait for the lock instead of failing
     else:
         engine_kwargs = {"pool_pre_ping": True}
-    hb = {}
-    if heartbeat:
-        hb = {"heartbeat_interval": heartbeat, "grace_period": grace or 4 * heartbeat,
-              "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=retries)}
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # heartbeats and retries are marked experimental in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            hb = {}
+            if heartbeat:
+                hb = {"heartbeat_interval": heartbeat, "grace_period": grace or 4 * heartbeat,
+                      "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=retries)}
             return RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
     except ImportError as e:
         raise ConfigError(f"storage {redact(url)} needs a database driver: {e}. For PostgreSQL: "

@@ -138,7 +138,7 @@ class PruneOnValAcc(EarlyStopping):
         value, epoch = float(value), trainer.current_epoch + 1
         self.values.append(value)
         self.trial.report(value, step=epoch)
-        if self.trial.should_prune():
+        if epoch < trainer.max_epochs and self.trial.should_prune():  # a finished run keeps its result
             self.pruned_epoch = epoch
             trainer.should_stop = True
 

@@ -305,3 +305,34 @@ def test_hopeless_trial_is_pruned_and_a_nan_trial_is_recorded(fmnist_root, tmp_p
          "--limit-eval", "200", "--no-progress")
     (rec,) = [json.loads(p.read_text()) for p in (tmp_path / "bench" / "records").glob("*.json")]
     assert rec["config"]["rule"]["lr"] == best_lr and rec["rule_sources"]["lr"].startswith("tuned: ")
+
+
+def test_pruning_callback_stops_early_never_at_the_last_epoch_and_needs_val_acc():
+    from types import SimpleNamespace
+
+    import torch
+
+    from sweeps.study import PruneOnValAcc
+
+    class Trial:
+        reports: list = []
+
+        def report(self, value, step):
+            self.reports.append((step, value))
+
+        def should_prune(self):
+            return True  # the pruner would stop every trial
+
+    def epoch(cb, e, of, metrics):
+        tr = SimpleNamespace(sanity_checking=False, current_epoch=e - 1, max_epochs=of, should_stop=False,
+                             callback_metrics=metrics)
+        cb.on_train_epoch_end(tr, SimpleNamespace(diverged=False))
+        return tr.should_stop
+
+    cb = PruneOnValAcc(Trial())
+    assert epoch(cb, 1, 3, {"val/acc": torch.tensor(0.25)}) and cb.pruned_epoch == 1
+    cb = PruneOnValAcc(Trial())
+    assert not epoch(cb, 3, 3, {"val/acc": torch.tensor(0.5)}) and cb.pruned_epoch is None  # a finished run counts
+    assert Trial.reports == [(1, 0.25), (3, 0.5)]
+    with pytest.raises(RuntimeError, match="metric 'val/acc' not found"):
+        epoch(PruneOnValAcc(Trial()), 1, 3, {"train/loss": torch.tensor(1.0)})
