@@ -129,7 +129,7 @@ def resolve(cfg: RunConfig) -> Resolved:
     rule_cls = get_rule(cfg.method)
     rule_config = build_config(rule_cls.Config, cfg.rule, owner=f"rule {cfg.method!r}")
     arch = rule_cls.parse_arch(cfg.arch, info.num_classes)
-    canonical = {**cfg.identity(), "arch": arch.text, "rule": config_to_dict(rule_config)}
+    canonical = {**cfg.identity(), "arch": arch.text, "rule": config_to_dict(rule_config, identity=True)}
     digest = hashlib.sha1(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()[:8]
     name = f"{cfg.dataset}__{cfg.method}__{arch.short.replace(':', '-').replace('/', '_')}__s{cfg.seed}__{digest}"
     return Resolved(cfg, rule_cls, rule_config, arch, canonical, digest, name)

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 
 from bench.errors import ArchError
 from methods.arch import ArchSpec, LayeredNet, build_network
@@ -79,6 +80,10 @@ class LearningRule(L.LightningModule):
         self.test_results: dict[str, float] = {}
         self.diverged = False
         self._acc: dict[str, list] = {}
+        self._align_every = int(getattr(config, "align_every", 0) or 0)
+        self._align_step = 0
+        self._align_sum: torch.Tensor | None = None
+        self._align_n = 0
 
     # ---------------------------------------------------------------- what a rule supplies
     def compute_updates(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -94,8 +99,17 @@ class LearningRule(L.LightningModule):
         return {"out": self(x)}
 
     def epoch_metrics(self) -> dict[str, float]:
-        """Extra metrics of the epoch for its history row (e.g. a rule's diagnostics); none by default."""
-        return {}
+        """Extra metrics of the epoch for its history row: the base's alignment diagnostic (``align/b<k>``, when
+        ``align_every`` is on). A rule adding its own diagnostics returns ``{**super().epoch_metrics(), ...}``."""
+        return self._alignment_metrics()
+
+    def bp_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """The loss whose end-to-end backprop gradient the rule's update stands in for: the reference of the alignment
+        diagnostic. Default: cross-entropy of the class scores for rules with a C-way output; None (no BP counterpart)
+        for rules whose losses are local by design (SPELA, FF). Rules with another output loss override it."""
+        if not self.needs_class_output:
+            return None
+        return F.cross_entropy(self(x), y)
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimiser parameter groups (override to give a part its own lr)."""
@@ -151,12 +165,57 @@ class LearningRule(L.LightningModule):
         x, y = batch
         self._opt.zero_grad(set_to_none=True)
         with self._ddp_sync_off():
-            out = self.compute_updates(x, y)
+            out = self.update_step(x, y)
         self.sync_grads()
         self._opt.step()
         self._loss_sum += out["loss"].detach()
         self._steps += 1
         self._samples += len(y)
+
+    def update_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``compute_updates``, then the base's per-step diagnostics (alignment every ``align_every`` steps, on this
+        process's grads before any averaging); what the loop runs between zeroing the grads and the optimiser step."""
+        out = self.compute_updates(x, y)
+        if self._align_every:
+            if self._align_step % self._align_every == 0:
+                self._record_alignment(x, y)
+            self._align_step += 1
+        return out
+
+    def _record_alignment(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """cos(update, BP gradient) per block: the rule's ``.grad`` of block k's parameters (zeros where it gave none)
+        against ∂``bp_loss``/∂θ_k of the same batch on the same weights. An extra forward and backward pass, run with
+        the RNG state and BatchNorm statistics restored afterwards, so training is unchanged."""
+        blocks = list(self.net.blocks)
+        params = [[p for p in b.parameters() if p.requires_grad] for b in blocks]
+        flat = [p for ps in params for p in ps]
+        devices = [x.device.index or 0] if x.device.type == "cuda" else []
+        with torch.enable_grad(), torch.random.fork_rng(devices=devices), _KeepBatchNormStats(self.net):
+            loss = self.bp_loss(x, y)
+            if loss is None:
+                return
+            true = torch.autograd.grad(loss, flat, allow_unused=True)
+        if self._align_sum is None:
+            self._align_sum = torch.zeros(len(blocks), dtype=torch.float64)
+        i = 0
+        for k, ps in enumerate(params):
+            if not ps:
+                i += len(ps)
+                continue
+            est = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().flatten() for p in ps])
+            tru = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(true[i:i + len(ps)], ps)])
+            i += len(ps)
+            self._align_sum[k] += float(F.cosine_similarity(est.double(), tru.double(), dim=0, eps=1e-30))
+        self._align_n += 1
+
+    def _alignment_metrics(self) -> dict[str, float]:
+        """Mean per-block alignment over the epoch's diagnostic steps (``align/b<k>``), then reset."""
+        if not self._align_n or self._align_sum is None:
+            return {}
+        out = {f"align/b{k}": float(v) for k, v in enumerate(self._align_sum / self._align_n)}
+        self._align_sum.zero_()
+        self._align_n = 0
+        return out
 
     def _ddp_sync_off(self):
         """Under DDP, turn off the reducer's own all-reduce inside ``manual_backward``: rules fill ``.grad`` in many
@@ -179,12 +238,16 @@ class LearningRule(L.LightningModule):
 
     def _count(self, x: torch.Tensor, y: torch.Tensor) -> None:
         for key, scores in self.exit_scores(x).items():
-            correct = (scores.argmax(dim=1) == y).sum()
-            if key in self._acc:
-                self._acc[key][0] += correct
-                self._acc[key][1] += y.numel()
-            else:
-                self._acc[key] = [correct, y.numel()]
+            self._add(key, (scores.argmax(dim=1) == y).sum(), y.numel())
+            if key == "out" and scores.shape[1] > 5:  # top-5 of the prediction (acc5), cheap beside the forward pass
+                self._add(_TOP5, (scores.topk(5, dim=1).indices == y[:, None]).any(dim=1).sum(), y.numel())
+
+    def _add(self, key: str, correct: torch.Tensor, n: int) -> None:
+        if key in self._acc:
+            self._acc[key][0] += correct
+            self._acc[key][1] += n
+        else:
+            self._acc[key] = [correct, n]
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._count(*batch)
@@ -199,7 +262,8 @@ class LearningRule(L.LightningModule):
         out = {}
         for key, (correct, n) in self._acc.items():
             correct, n = self._reduce(correct, n)
-            out[f"{prefix}/acc" if key == "out" else f"{prefix}/acc/{key}"] = float(correct) / max(n, 1)
+            name = {"out": f"{prefix}/acc", _TOP5: f"{prefix}/acc5"}.get(key, f"{prefix}/acc/{key}")
+            out[name] = float(correct) / max(n, 1)
         return out
 
     def _reduce(self, correct: torch.Tensor, n: int) -> tuple[float, int]:
@@ -245,3 +309,24 @@ class LearningRule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.test_results = self._accuracies("test")
         self.log_dict(self.test_results)
+
+
+_TOP5 = "\0top5"
+"""Accumulator key of the prediction's top-5 accuracy (logged as ``val/acc5`` / ``test/acc5``)."""
+
+
+class _KeepBatchNormStats:
+    """Restore BatchNorm running statistics (and batch counters) after a diagnostic forward pass."""
+
+    def __init__(self, net: torch.nn.Module):
+        self.mods = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                     and m.track_running_stats]
+
+    def __enter__(self) -> None:
+        self.saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in self.mods]
+
+    def __exit__(self, *exc: Any) -> None:
+        with torch.no_grad():
+            for m, buf in zip(self.mods, self.saved):
+                for k, v in buf.items():
+                    getattr(m, k).copy_(v)

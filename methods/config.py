@@ -44,10 +44,15 @@ class RuleConfig:
     """Multistep decay points as fractions of the run's epochs (PEPITA: 60% and 90%)."""
     gamma: float = 0.1
     """Decay factor of the step and multistep schedules."""
+    align_every: int = dataclasses.field(default=0, metadata={"diagnostic": True})
+    """Every N training steps, log per block the cosine between the rule's update and the BP gradient of the same
+    batch (``align/b<k>``; 0: off). Diagnostic only: the trained numbers do not change."""
 
     def __post_init__(self) -> None:
         _check_literals(self)
         _positive(self, "lr")
+        if not isinstance(self.align_every, int) or self.align_every < 0:
+            raise ConfigError(f"align_every must be >= 0 steps (0: off), got {self.align_every}")
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0 or not math.isfinite(self.weight_decay):
@@ -171,10 +176,13 @@ def build_config(cls: type, overrides: Mapping[str, Any] | None = None, *, owner
         raise ConfigError(f"{e}{where}") from None
 
 
-def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain JSON-friendly dict of a config dataclass (tuples become lists)."""
+def config_to_dict(cfg: Any, *, identity: bool = False) -> dict[str, Any]:
+    """Plain JSON-friendly dict of a config dataclass (tuples become lists). ``identity``: leave out diagnostic fields
+    (``metadata={"diagnostic": True}``) at their default, so adding one never changes existing run hashes."""
     out = {}
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
+        if identity and f.metadata.get("diagnostic") and v == f.default:
+            continue
         out[f.name] = list(v) if isinstance(v, tuple) else v
     return out

@@ -103,8 +103,6 @@ class FGConfig(RuleConfig):
     """Adaptive average pooling size of heads on feature maps."""
     aux_bn: bool | None = None
     """BatchNorm in the heads; None: when the network has BatchNorm (the authors' heads always have it)."""
-    align_every: int = 0
-    """Every N steps, log the cosine between the estimate and the true end-to-end gradient per block (0: off)."""
 
     _fixed: ClassVar[dict[str, Any]] = {}
     """Options a preset pins (its name says them)."""
@@ -124,8 +122,6 @@ class FGConfig(RuleConfig):
         if self.aux_width < 0 or self.aux_depth < 1 or self.aux_pool < 1:
             raise ConfigError(f"aux_width must be >= 0, aux_depth >= 1 and aux_pool >= 1; got {self.aux_width}, "
                               f"{self.aux_depth}, {self.aux_pool}")
-        if self.align_every < 0:
-            raise ConfigError(f"align_every must be >= 0 steps (0: off), got {self.align_every}")
 
 
 class _Taps:
@@ -216,9 +212,6 @@ class ForwardGradient(LearningRule):
         self.use_jvp = cfg.derivative == "jvp" or (cfg.derivative == "auto" and cfg.guess in RANDOM and not coupled)
         self.normalize = cfg.projection == "normalized" or (
             cfg.projection == "auto" and not (cfg.guess in RANDOM and cfg.space == "activity"))
-        self._step = 0
-        self._align_sum = torch.zeros(len(blocks), dtype=torch.float64)
-        self._align_n = 0
 
     # ---------------------------------------------------------------- structure
     def _block_units(self, k: int, block: nn.Module) -> list[tuple[nn.Module, str, nn.Parameter]]:
@@ -278,9 +271,6 @@ class ForwardGradient(LearningRule):
             loss = self._jvp_step(x, y)
         else:
             loss = self._backward_step(x, y)
-        if self.config.align_every and self._step % self.config.align_every == 0:
-            self._record_alignment(x, y)
-        self._step += 1
         return {"loss": loss}
 
     def _guess_tensor(self, k: int, j: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
@@ -475,31 +465,6 @@ class ForwardGradient(LearningRule):
         zero = torch.zeros_like(hk)
         return torch.func.vmap(lambda v: torch.func.jvp(losses, (zero,), (v,))[1])(vs)
 
-    # ---------------------------------------------------------------- diagnostic
-    def _record_alignment(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """cos(estimate, true end-to-end gradient) per block; an extra backward pass, diagnostic only."""
-        blocks = self.net.blocks
-        params = [self._block_params(k) for k in range(len(blocks))]
-        flat = [p for ps in params for p in ps]
-        with torch.enable_grad(), _keep_bn_stats(self.net):
-            true = torch.autograd.grad(F.cross_entropy(self.net(x), y), flat, allow_unused=True)
-        i = 0
-        for k, ps in enumerate(params):
-            est = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in ps])
-            tru = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(true[i:i + len(ps)], ps)])
-            i += len(ps)
-            self._align_sum[k] += float(F.cosine_similarity(est.double(), tru.double(), dim=0, eps=1e-30))
-        self._align_n += 1
-
-    def epoch_metrics(self) -> dict[str, float]:
-        """Mean per-block alignment over the epoch's diagnostic steps (``align/b<k>``), then reset."""
-        if not self._align_n:
-            return {}
-        out = {f"align/b{k}": float(v) for k, v in enumerate(self._align_sum / self._align_n)}
-        self._align_sum.zero_()
-        self._align_n = 0
-        return out
-
 
 def _grad(out: torch.Tensor, inputs: list[torch.Tensor], grad_outputs: torch.Tensor | None = None) -> tuple:
     """Gradients of ``out`` at ``inputs`` (None where unused), keeping the graph for the next pass."""
@@ -512,22 +477,6 @@ def _set_grads(params: list[nn.Parameter], grads) -> None:
     for p, g in zip(params, grads):
         g = torch.zeros_like(p) if g is None else g.detach()
         p.grad = g if p.grad is None else p.grad + g
-
-
-class _keep_bn_stats:
-    """Restore BatchNorm running statistics after a diagnostic forward pass."""
-
-    def __init__(self, net: nn.Module):
-        self.mods = [m for m in net.modules() if isinstance(m, _BN) and m.track_running_stats]
-
-    def __enter__(self) -> None:
-        self.saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in self.mods]
-
-    def __exit__(self, *exc: Any) -> None:
-        with torch.no_grad():
-            for m, buf in zip(self.mods, self.saved):
-                for k, v in buf.items():
-                    getattr(m, k).copy_(v)
 
 
 # --------------------------------------------------------------------------- presets

@@ -127,7 +127,12 @@ def iter_offline_runs(root: str | Path) -> Iterator[WandbRun]:
     """Every offline run under ``root`` (its ``wandb/`` folder or the folder itself)."""
     root = Path(root)
     base = root / "wandb" if (root / "wandb").is_dir() else root
+    seen: set[Path] = set()
     for f in sorted(base.glob("*run-*/run-*.wandb")):
+        # ``latest-run`` is W&B's link to the newest run folder (a copy of it after copytree/rsync): skip it
+        if f.parent.name == "latest-run" or f.resolve() in seen:
+            continue
+        seen.add(f.resolve())
         try:
             yield read_wandb_file(f)
         except (OSError, ValueError):

@@ -30,7 +30,7 @@ def _step(rule, x, y, seed: int = 1) -> list[torch.Tensor]:
     for p in rule.parameters():
         p.grad = None
     torch.manual_seed(seed)  # same guesses for every path
-    rule.compute_updates(x, y)
+    rule.update_step(x, y)  # compute_updates + the base's diagnostics, as the loop runs it
     return _grads(rule)
 
 

@@ -92,6 +92,10 @@ class ErrorFeedbackRule(LearningRule):
         """Draw the rule's fixed matrices into ``self.feedback``."""
         raise NotImplementedError
 
+    def bp_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The output loss the rules train on (CE or BCE by ``out_act``), without dropout: the alignment reference."""
+        return lw.output_error(self.net(x), self.out_act, self.one_hot(y, self.num_classes, x.dtype))[1]
+
     # ------------------------------------------------------------------ pieces
     def input_masks(self, batch: int, device: torch.device) -> list[torch.Tensor | None]:
         """Inverted-dropout masks on the input of every Linear (None elsewhere, or when dropout is 0)."""
