@@ -111,8 +111,9 @@ def test_prediction_sums_goodness_over_labels_from_layer_two():
     rule = get_rule("ff").create({"readout": True}, "mlp:6-5-4", (1, 4, 4), 3, epochs=1)
     x = torch.randn(5, 1, 4, 4)
     scores = rule.exit_scores(x)
-    assert set(scores) == {"layer1", "layer2", "layer3", "goodness", "softmax", "out"}
+    assert set(scores) == {"layer1", "layer2", "layer3", "goodness", "goodness_all", "softmax", "out"}
     assert torch.allclose(scores["out"], scores["layer2"] + scores["layer3"])
+    assert torch.allclose(scores["goodness_all"], scores["layer1"] + scores["layer2"] + scores["layer3"])
     z = embed_labels(x, torch.full((5,), 2), 3)
     h1 = torch.relu(rule.net.blocks[0].op(z / z.pow(2).mean(1, keepdim=True).sqrt()))
     assert torch.allclose(scores["layer1"][:, 2], h1.pow(2).sum(1), rtol=1e-5)
