@@ -22,7 +22,7 @@ STORAGE ?=
 EXECUTOR ?= local
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data bench run report test test-fast perf clean sweep sweep-all
+.PHONY: help venv data bench run report test test-fast perf clean sweep sweep-all efficiency
 
 help: ## list the targets and the variables they take
 	@echo "Targets:"
@@ -39,11 +39,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create the virtual environment and install the project into it (editable)
 
-data: $(STAMP) ## make sure DATASET's files are present (Debian package for Fashion-MNIST, else download)
-	$(PY) -m bench data --datasets $(DATASET)
+# DATASET given (command line or environment): those datasets; else the profile's own (e.g. PROFILE=transfer)
+DATASETS_GIVEN = $(filter-out file,$(origin DATASET))
 
-bench: $(STAMP) data ## run the METHODS x SEEDS grid on DATASET (PROFILE=quick|paper), logging to W&B offline
-	$(PY) -m bench grid --datasets $(DATASET) --methods $(METHODS) --profile $(PROFILE) \
+data: $(STAMP) ## make sure DATASET's (or the PROFILE's) files are present (Debian package for Fashion-MNIST, else download)
+	$(PY) -m bench data $(if $(DATASETS_GIVEN),--datasets $(DATASET),--profile $(PROFILE))
+
+bench: $(STAMP) data ## run the METHODS x SEEDS grid on DATASET (PROFILE: python -m bench list), logging to W&B offline
+	$(PY) -m bench grid $(if $(DATASETS_GIVEN),--datasets $(DATASET)) --methods $(METHODS) --profile $(PROFILE) \
 	  $(if $(ARCH),--arch '$(ARCH)') $(if $(SEEDS),--seeds $(SEEDS)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 	  $(if $(SET),--set '$(SET)') $(ARGS)
 
@@ -63,6 +66,10 @@ report: $(STAMP) ## rebuild tables and figures in reports/out from the W&B runs 
 
 test: $(STAMP) ## run the test suite (under 10 minutes on 2 CPU cores)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+efficiency: $(STAMP) ## memory, FLOPs and samples/s of one training step per rule, measured beside the theoretical model (METHODS, ARCH, ARGS='--batch-sizes 1,64')
+	$(PY) -m bench efficiency $(if $(filter-out all,$(METHODS)),--methods $(METHODS)) $(if $(ARCH),--arch '$(ARCH)') \
+	  $(if $(DATASETS_GIVEN),--dataset $(DATASET)) $(ARGS)
 
 perf: $(STAMP) data ## seconds per epoch of the harness beside a plain PyTorch loop, and the ratio
 	$(PY) -m bench perf $(ARGS)

@@ -31,6 +31,16 @@ def _pairs(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _only(items: list[str]) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for item in items or []:
+        key, eq, values = item.partition("=")
+        if not eq or not key or not _csv(values):
+            raise ConfigError(f"--only takes key=value[,value...] (e.g. test_fraction=0.95,0.99), got {item!r}")
+        out[key.strip()] = _csv(values)
+    return out
+
+
 def _run_fields(a: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name in ("batch_size", "data_dir", "runs_dir", "wandb", "limit_train", "limit_eval", "val_fraction", "norm",
@@ -86,13 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
 
     p = sub.add_parser("grid", help="the dataset x method x seed grid (make bench)")
-    p.add_argument("--datasets", type=_csv, default=("fashion_mnist",), help="comma-separated")
+    p.add_argument("--datasets", type=_csv, default=None,
+                   help="comma-separated (default: the profile's datasets, else fashion_mnist)")
     p.add_argument("--methods", type=_csv, default=("all",), help="comma-separated rule names, or all")
     p.add_argument("--seeds", type=_seeds, default=None, help="comma-separated (default: the profile's)")
     p.add_argument("--profile", default="quick")
     p.add_argument("--force", action="store_true", help="re-run runs already completed with the same config")
     p.add_argument("--no-tuned", action="store_true",
                    help="ignore the tuned options exported by sweeps (sweeps/best/); rule defaults + --set only")
+    p.add_argument("--only", action="append", default=[], metavar="KEY=V1,V2",
+                   help="run only the profile's variants with KEY in the values, e.g. --only test_fraction=0.95,0.99")
     _add_run_options(p)
 
     p = sub.add_parser("report", help="tables and figures from the W&B runs into reports/out")
@@ -101,10 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default reports/out)")
 
     p = sub.add_parser("data", help="make sure a dataset's files are present (Debian package or download)")
-    p.add_argument("--datasets", type=_csv, default=("fashion_mnist",))
+    p.add_argument("--datasets", type=_csv, default=None, help="comma-separated (default: the profile's, else "
+                   "fashion_mnist); resnet50:<name> computes and caches backbone features")
+    p.add_argument("--profile", default=None, help="take the datasets of this profile")
     p.add_argument("--data-dir", default=None)
 
     sub.add_parser("perf", help="harness vs plain PyTorch seconds per epoch", add_help=False)
+    sub.add_parser("efficiency", help="memory, FLOPs, samples/s of one step per rule beside the theory (make efficiency)",
+                   add_help=False)
     sub.add_parser("sweep", help="Optuna sweep of a rule's options on validation accuracy (make sweep)", add_help=False)
     return ap
 
@@ -136,6 +153,10 @@ def cmd_list(a: argparse.Namespace) -> int:
     print("datasets:")
     for d in DATASETS.values():
         print(f"  {d.name:14s} {d.shape[0]}x{d.shape[1]}x{d.shape[2]}, {d.num_classes} classes")
+    from bench.features import BACKBONES, SOURCES
+
+    print(f"  {'|'.join(BACKBONES)}:<{'|'.join(SOURCES)}>  frozen backbone features (transfer learning; "
+          "computed once, cached under data/features)")
     print("profiles:")
     for p in PROFILES.values():
         print(f"  {p.name:10s} {p.description}")
@@ -162,7 +183,8 @@ def cmd_grid(a: argparse.Namespace) -> int:
     from bench.grid import GridSpec, run_grid
 
     spec = GridSpec(datasets=a.datasets, methods=a.methods, arch=a.arch, seeds=a.seeds, epochs=a.epochs,
-                    profile=a.profile, overrides=_pairs(a.set), run=_run_fields(a), tuned=not a.no_tuned)
+                    profile=a.profile, overrides=_pairs(a.set), run=_run_fields(a), tuned=not a.no_tuned,
+                    only=_only(a.only))
     crashed = run_grid(spec, dry_run=a.dry_run, force=a.force)
     return 1 if crashed else 0
 
@@ -176,8 +198,10 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 def cmd_data(a: argparse.Namespace) -> int:
     from bench.data import ensure_data
+    from bench.profiles import get_profile
 
-    for name in a.datasets:
+    datasets = a.datasets or (get_profile(a.profile).datasets if a.profile else None) or ("fashion_mnist",)
+    for name in datasets:
         print(ensure_data(name, a.data_dir))
     return 0
 
@@ -188,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.perf import main as perf_main
 
         return perf_main(argv[1:])
+    if argv[:1] == ["efficiency"]:
+        from bench.efficiency import main as efficiency_main
+
+        return efficiency_main(argv[1:])
     if argv[:1] == ["sweep"]:
         from sweeps.cli import main as sweep_main
 

@@ -15,7 +15,7 @@ import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import lightning as L
 import numpy as np
@@ -41,6 +41,11 @@ class DatasetInfo:
     test_files: tuple[str, ...]
     source: str
     """Where to get the files by hand."""
+    scale: float = 255.0
+    """Divisor that brings the stored values to about [0, 1] before normalisation (1 for float features)."""
+    loader: Any = None
+    """Derived datasets (e.g. backbone features): ``loader(root, train, download, verify) -> (x, y)`` replaces the
+    torchvision loader; x is N x C x H x W."""
 
 
 _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
@@ -64,6 +69,10 @@ DATASETS: dict[str, DatasetInfo] = {
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
+    if ":" in name:  # <backbone>:<dataset>: frozen backbone features (transfer learning)
+        from bench.features import feature_info
+
+        return feature_info(name)
     try:
         return DATASETS[name]
     except KeyError:
@@ -81,7 +90,10 @@ def _unverified(cls):
         attrs["meta"] = {**cls.meta, "md5": None}
     if hasattr(cls, "split_list"):
         attrs["split_list"] = {k: [u, f, None] for k, (u, f, _) in cls.split_list.items()}
-    return type(f"Unverified{cls.__name__}", (cls,), attrs)
+    if not attrs:  # MNIST-style loaders check no checksums anyway
+        return cls
+    # same class name: torchvision derives folder names from it (MNIST's raw_folder)
+    return type(cls.__name__, (cls,), attrs)
 
 
 def _debian_fashion_mnist(root: Path) -> None:
@@ -156,6 +168,8 @@ def load_split(name: str, root: str, train: bool, download: bool = False, verify
 
     info = get_dataset_info(name)
     rootp = Path(root)
+    if info.loader is not None:
+        return info.loader(rootp, train, download, verify)
     if name == "fashion_mnist" and not download:
         _debian_fashion_mnist(rootp)
     cls = getattr(tvd, info.tv_class)
@@ -325,8 +339,9 @@ class TensorDataModule(L.LightningDataModule):
         x_train = x_tr[tr_idx]
         if len(x_train) == 0:
             raise ConfigError(f"no training samples left (limit_train={self.limit_train}, val_fraction={self.val_fraction})")
+        scale = self.info.scale
         if self.norm == "standard":
-            xf = x_train.float() / 255.0
+            xf = x_train.float() / scale
             mean = xf.mean(dim=(0, 2, 3), keepdim=True)
             std = xf.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
         else:
@@ -334,7 +349,7 @@ class TensorDataModule(L.LightningDataModule):
         dev = self._device_now()
 
         def prep(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return ((x.float() / 255.0 - mean) / std).to(dev).contiguous(), y.to(dev)
+            return ((x.float() / scale - mean) / std).to(dev).contiguous(), y.to(dev)
 
         self.splits = {"train": prep(x_train, y_tr[tr_idx]), "val": prep(x_tr[val_idx], y_tr[val_idx]),
                        "test": prep(x_te, y_te)}
@@ -360,13 +375,17 @@ class TensorDataModule(L.LightningDataModule):
                              pad=False)
 
 
-def ensure_data(name: str, root: str | os.PathLike | None = None) -> str:
+def ensure_data(name: str, root: str | os.PathLike | None = None, download: bool = True) -> str:
     """Make the dataset's files present: Debian's package for Fashion-MNIST when apt is usable, else
-    torchvision's download. Returns what it did, for the log."""
+    torchvision's download (derived datasets: computed and cached). Returns what it did, for the log."""
     import subprocess
 
     info = get_dataset_info(name)
     rootp = data_root(root)
+    if info.loader is not None:
+        for train in (True, False):
+            x, _ = load_split(name, str(rootp), train, download, True)
+        return f"{name}: features ready ({len(x)} test samples, {tuple(x.shape[1:])}) under {rootp / 'features'}"
     if name == "fashion_mnist":
         _debian_fashion_mnist(rootp)
     folder = rootp / info.folder

@@ -14,7 +14,8 @@ from bench.run import RunConfig, load_record, resolve, run
 
 @dataclass
 class GridSpec:
-    datasets: tuple[str, ...] = ("fashion_mnist",)
+    datasets: tuple[str, ...] | None = None
+    """None: the profile's datasets (default fashion_mnist)."""
     methods: tuple[str, ...] | None = None
     """None or ('all',): the profile's methods (default every registered rule)."""
     arch: str | None = None
@@ -29,6 +30,37 @@ class GridSpec:
     tuned: bool = True
     """Use the tuned rule options exported by sweeps (sweeps/best/<dataset>/<rule>.json) for the run's arch;
     an explicit option (``overrides``) wins."""
+    only: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    """Keep only the profile's variants whose field ``key`` is one of the values (e.g. test_fraction: 0.95, 0.99)."""
+
+
+_VARIANT_KEYS = ("methods", "datasets", "arch", "arch_options", "rule")
+
+
+def select_variants(variants: tuple[dict[str, Any], ...], only: dict[str, tuple[str, ...]], profile: str
+                    ) -> tuple[dict[str, Any], ...]:
+    """The variants matching every ``only`` filter (values compared as numbers when both parse, else as text)."""
+    def same(a: Any, b: str) -> bool:
+        try:
+            return float(a) == float(b)
+        except (TypeError, ValueError):
+            return str(a) == b
+
+    if not only:
+        return variants or ({},)
+    if not variants:
+        raise ConfigError(f"--only filters the variants of a profile, and profile {profile!r} has none")
+    kept = tuple(v for v in variants if all(any(same(v.get(k, v.get("rule", {}).get(k)), x) for x in xs)
+                                             for k, xs in only.items()))
+    if not kept:
+        have = {k: sorted({str(v.get(k, v.get("rule", {}).get(k))) for v in variants}) for k in only}
+        raise ConfigError(f"no variant of profile {profile!r} has " + ", ".join(f"{k} in {list(xs)}" for k, xs in only.items())
+                          + "; it has " + "; ".join(f"{k}: {', '.join(v)}" for k, v in have.items()))
+    return kept
+
+
+def _with_options(arch: str, options: dict[str, Any]) -> str:
+    return ",".join([arch, *(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in options.items())])
 
 
 def split_overrides(overrides: dict[str, Any], method: str, methods: Iterable[str]) -> dict[str, Any]:
@@ -46,9 +78,12 @@ def split_overrides(overrides: dict[str, Any], method: str, methods: Iterable[st
     return out
 
 
-def expand(spec: GridSpec) -> list[RunConfig]:
-    """All run configs of the grid (validated later by ``validate``)."""
+def expand(spec: GridSpec, notes: list[str] | None = None) -> list[RunConfig]:
+    """All run configs of the grid (validated later by ``validate``): datasets x methods x the profile's variants x
+    seeds. A variant's own arch that a rule cannot train is skipped and explained in ``notes``."""
     import methods as _methods  # noqa: F401 - registers the rules
+    from bench.data import get_dataset_info
+    from bench.errors import ArchError
     from methods.registry import get_rule, list_rules
     from sweeps.best import tuned_params
 
@@ -57,19 +92,37 @@ def expand(spec: GridSpec) -> list[RunConfig]:
     if not methods or methods == ("all",):
         methods = prof.methods or tuple(m for m in list_rules() if get_rule(m).in_all)
     seeds = spec.seeds if spec.seeds is not None else prof.seeds
+    variants = select_variants(prof.variants, spec.only, prof.name)
+    datasets = spec.datasets or prof.datasets or ("fashion_mnist",)
     configs = []
-    for dataset in spec.datasets:
+    for dataset in datasets:
         for method in methods:
             rule_cls = get_rule(method)
-            epochs = spec.epochs or prof.epochs or rule_cls.paper_epochs
             explicit = split_overrides(spec.overrides, method, methods)
-            tuned, where = tuned_params(dataset, method, spec.arch) if spec.tuned else ({}, None)
-            sources = {**{k: f"tuned: {where}" for k in tuned}, **{k: "--set" for k in explicit}}
-            for seed in seeds:
-                fields = {**prof.run, **spec.run}
-                configs.append(RunConfig(dataset=dataset, method=method, arch=spec.arch, seed=seed, epochs=epochs,
-                                         rule={**tuned, **explicit}, rule_sources=dict(sources),
-                                         group=fields.pop("group", None) or f"{prof.name}", **fields))
+            for variant in variants:
+                if method not in variant.get("methods", (method,)) or dataset not in variant.get("datasets", (dataset,)):
+                    continue
+                arch = spec.arch or variant.get("arch")
+                if variant.get("arch_options"):
+                    arch = _with_options(arch or rule_cls.default_arch, variant["arch_options"])
+                if not spec.arch and arch is not None:  # the profile chose this arch: skip a rule that cannot train it
+                    try:
+                        rule_cls.parse_arch(arch, get_dataset_info(dataset).num_classes)
+                    except ArchError as e:
+                        if notes is not None:
+                            notes.append(f"skipped {dataset} / {method} / {arch}: {e}")
+                        continue
+                epochs = spec.epochs or variant.get("epochs") or prof.epochs or rule_cls.paper_epochs
+                tuned, where = tuned_params(dataset, method, arch) if spec.tuned else ({}, None)
+                proto = dict(variant.get("rule", {}))
+                sources = {**{k: f"tuned: {where}" for k in tuned}, **{k: f"profile {prof.name}" for k in proto},
+                           **{k: "--set" for k in explicit}}
+                run_fields = {k: v for k, v in variant.items() if k not in _VARIANT_KEYS and k != "epochs"}
+                for seed in seeds:
+                    fields = {**prof.run, **run_fields, **spec.run}
+                    configs.append(RunConfig(dataset=dataset, method=method, arch=arch, seed=seed, epochs=epochs,
+                                             rule={**tuned, **proto, **explicit}, rule_sources=dict(sources),
+                                             group=fields.pop("group", None) or f"{prof.name}", **fields))
     return configs
 
 
@@ -96,8 +149,14 @@ def run_grid(spec: GridSpec, *, dry_run: bool = False, force: bool = False, out=
     out = out or sys.stdout  # looked up per call: a default bound at import would keep a stale stream
     from tqdm import tqdm
 
-    configs = expand(spec)
+    notes: list[str] = []
+    configs = expand(spec, notes)
     resolved = validate(configs)
+    seen: set[str] = set()  # variants may coincide (e.g. EPOCHS=5 over a 5/100-epoch profile): run each once
+    pairs = [(c, r) for c, r in zip(configs, resolved) if not (r.name in seen or seen.add(r.name))]
+    configs, resolved = [c for c, _ in pairs], [r for _, r in pairs]
+    for note in dict.fromkeys(notes):
+        print(f"  {note}", file=out)
     runs_dir = spec.run.get("runs_dir")
     todo = [(c, r) for c, r in zip(configs, resolved) if force or not is_done(r, runs_dir)]
     print(f"grid: {len(configs)} runs ({len(configs) - len(todo)} already completed with the same config, "
@@ -106,8 +165,9 @@ def run_grid(spec: GridSpec, *, dry_run: bool = False, force: bool = False, out=
         for cfg, res in zip(configs, resolved):
             state = "run " if (cfg, res) in todo else "done"
             rule = " ".join(f"{k}={v} [{cfg.rule_sources.get(k, '?')}]" for k, v in cfg.rule.items())
-            print(f"  [{state}] {res.name}  epochs={cfg.epochs} arch={res.arch.text}" + (f" rule: {rule}" if rule else ""),
-                  file=out)
+            split = f" test_fraction={cfg.test_fraction}" if cfg.test_fraction is not None else ""
+            print(f"  [{state}] {res.name}  epochs={cfg.epochs}{split} arch={res.arch.text}"
+                  + (f" rule: {rule}" if rule else ""), file=out)
         return 0
     if todo:  # load each dataset once up front: a missing file fails before the first run
         from bench.data import TensorDataModule

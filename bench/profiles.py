@@ -19,6 +19,55 @@ class Profile:
     """Rules to run when METHODS is not given; None: every registered rule."""
     run: dict[str, Any] = field(default_factory=dict)
     """Other RunConfig fields (e.g. limit_train, test_fraction)."""
+    variants: tuple[dict[str, Any], ...] = ()
+    """Settings every (dataset, method, seed) run is repeated with; empty: one run each. A variant holds RunConfig
+    fields (``test_fraction``, ``epochs``, ``val_fraction``, ...) and optionally ``arch`` (an arch string; ARCH
+    wins), ``arch_options`` (appended to the run's arch, e.g. ``{"binary": 1}``), ``rule`` (rule options; SET wins)
+    and ``methods`` / ``datasets`` (the variant applies to these only). A variant's arch that a rule cannot train
+    is skipped (with a note), not an error; runs that come out identical are run once."""
+    datasets: tuple[str, ...] | None = None
+    """Datasets when DATASET is not given; None: fashion_mnist."""
+
+
+FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+"""Test fractions of the few-shot protocol (SPELA Sec. 4.2, Fig. 5; transfer Fig. 6)."""
+SEEDS5 = (0, 1, 2, 3, 4)
+FG_GRID = ("bp", "fg_gaussian", "fg_gaussian_global_activity", "fg_gaussian_local_weight",
+           "fg_gaussian_local_activity", "fg_rademacher", "fg_rademacher_global_activity",
+           "fg_rademacher_local_weight", "fg_rademacher_local_activity", "fg_local", "fg_local_global_activity",
+           "local_learning", "fg_ntk", "fg_ntk_global_activity", "fg_ntk_local_weight", "fg_ntk_local_activity",
+           "fg_fixed_ntk", "fg_fixed_ntk_global_activity", "fg_fixed_ntk_local_weight", "fg_fixed_ntk_local_activity")
+FG_WITH_HEADS = tuple(m for m in FG_GRID if m not in (
+    "bp", "fg_gaussian", "fg_gaussian_global_activity", "fg_rademacher", "fg_rademacher_global_activity"))
+"""Grid cells with auxiliary heads (local guess, NTK guess or local target): Fournier's rows Local/NTK x CNN/MLP/Linear."""
+TRANSFER = {"resnet50:aircraft": "large", "resnet50:flowers102": "large", "resnet50:food101": "large",
+            "resnet50:pets": "small", "resnet50:cifar10": "small"}
+"""SPELA App. B.2: > 50 classes: 2048-1024-1024 (SPELA(O)), BP with an extra C-way head; < 50 classes: 2048-512-64."""
+_HEADS = {"large": ("mlp:1024-1024", "mlp:1024-1024-C"), "small": ("mlp:512-64", "mlp:512-64-C")}
+
+
+def _fewshot(epochs: tuple[int, ...], fractions: tuple[float, ...]) -> tuple[dict[str, Any], ...]:
+    # val_fraction 0: the runs tune nothing, and at 0.99 the whole training part is 1% of the data (as in the paper)
+    return tuple({"test_fraction": f, "epochs": e, "val_fraction": 0.0} for e in epochs for f in fractions)
+
+
+def _transfer() -> tuple[dict[str, Any], ...]:
+    out = []
+    for size, (spela_arch, bp_arch) in _HEADS.items():
+        datasets = tuple(d for d, s in TRANSFER.items() if s == size)
+        for f in FRACTIONS:
+            common = {"test_fraction": f, "val_fraction": 0.0, "datasets": datasets, "rule": {"lr": 0.001}}
+            out.append({**common, "arch": spela_arch, "methods": ("spela_o", "spela")})
+            out.append({**common, "arch": bp_arch, "methods": ("bp", "fa", "dfa", "drtp", "pepita")})
+    return tuple(out)
+
+
+def _fg_split() -> tuple[dict[str, Any], ...]:
+    out = []
+    for arch in ("resnet18", "resnet18,blocks=16,skip=0"):
+        out.append({"arch": arch, "methods": tuple(m for m in FG_GRID if m not in FG_WITH_HEADS)})
+        out += [{"arch": arch, "methods": FG_WITH_HEADS, "rule": {"aux": aux}} for aux in ("cnn", "mlp", "linear")]
+    return tuple(out)
 
 
 PROFILES: dict[str, Profile] = {
@@ -28,13 +77,36 @@ PROFILES: dict[str, Profile] = {
                      seeds=(0, 1, 2, 3, 4), epochs=None),
     "fg_grid": Profile(
         "fg_grid", "forward gradient: guess x target x space (Fournier et al. Tables 2-4, 7) beside BP, 1 seed, 20 "
-        "epochs; give one ARCH for all (e.g. mlp:128-128-C, resnet18)", seeds=(0,), epochs=20,
-        methods=("bp", "fg_gaussian", "fg_gaussian_global_activity", "fg_gaussian_local_weight",
-                 "fg_gaussian_local_activity", "fg_rademacher", "fg_rademacher_global_activity",
-                 "fg_rademacher_local_weight", "fg_rademacher_local_activity", "fg_local", "fg_local_global_activity",
-                 "local_learning", "fg_ntk", "fg_ntk_global_activity", "fg_ntk_local_weight", "fg_ntk_local_activity",
-                 "fg_fixed_ntk", "fg_fixed_ntk_global_activity", "fg_fixed_ntk_local_weight",
-                 "fg_fixed_ntk_local_activity")),
+        "epochs; give one ARCH for all (e.g. mlp:128-128-C, resnet18)", seeds=(0,), epochs=20, methods=FG_GRID),
+    "fewshot": Profile(
+        "fewshot", "few-shot / data fraction (SPELA Sec. 4.2, Fig. 5): train+test merged, test fractions 0.1..0.9, "
+        "0.95, 0.99, 5 and 100 epochs, 5 seeds, BP and SPELA(O) (val_fraction 0); pick with --only "
+        "test_fraction=0.95,0.99 and EPOCHS=5", seeds=SEEDS5, methods=("bp", "spela_o"),
+        variants=_fewshot((5, 100), FRACTIONS)),
+    "fewshot_extreme": Profile(
+        "fewshot_extreme", "SPELA Table 4: test fractions 0.95 and 0.99, 5 epochs, 5 seeds, BP and SPELA(O)",
+        seeds=SEEDS5, methods=("bp", "spela_o"), variants=_fewshot((5,), (0.95, 0.99))),
+    "layerwise": Profile(
+        "layerwise", "layer-wise accuracy / early exit (SPELA Fig. 3a): every exit per epoch, 5 seeds; SPELA(O) on "
+        "784-1024-10 and its own arch, and the other rules with per-layer read-outs", seeds=SEEDS5,
+        methods=("spela_o", "spela", "ff", "local_learning", "fg_local"),
+        variants=({}, {"arch": "mlp:1024-C", "methods": ("spela_o",)})),
+    "ablation": Profile(
+        "ablation", "SPELA Table 6: SPELA(O) with cosine / Euclidean loss, symmetric / random class vectors, +-1 "
+        "weights, and BP / BP-Bin, 5 seeds, paper epochs", seeds=SEEDS5, methods=("spela_o", "bp"),
+        variants=({"methods": ("spela_o",)}, {"methods": ("spela_o",), "rule": {"loss": "euclidean"}},
+                  {"methods": ("spela_o",), "rule": {"vectors": "random"}},
+                  {"methods": ("spela_o",), "arch_options": {"binary": 1}},
+                  {"methods": ("bp",)}, {"methods": ("bp",), "arch_options": {"binary": 1}})),
+    "fg_split": Profile(
+        "fg_split", "forward-gradient grid on ResNet-18 split in 8 and 16 blocks (Fournier Tables 2-4): guess x "
+        "target x space x aux head (cnn, mlp, linear) beside BP, CIFAR-10 with augmentation, 100 epochs, 1 seed",
+        seeds=(0,), epochs=100, methods=FG_GRID, datasets=("cifar10",), run={"augment": True},
+        variants=_fg_split()),
+    "transfer": Profile(
+        "transfer", "transfer learning (SPELA Sec. 4.3, App. B.2): frozen ResNet-50 ImageNet features, an MLP head "
+        "per rule, top-1/top-5 vs test fraction, 50 epochs, lr 0.001, 5 seeds (needs the weights file, see README)",
+        seeds=SEEDS5, epochs=50, methods=("bp", "spela_o"), datasets=tuple(TRANSFER), variants=_transfer()),
 }
 
 

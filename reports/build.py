@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.collect import collect_runs, latest_per_config
+from reports.collect import collect_runs, history_frame, latest_per_config, load_runs
 from reports.tables import comparison_tables
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -27,26 +27,111 @@ def problems(df: pd.DataFrame) -> list[str]:
     return lines
 
 
-def build_report(source: str | None = None, out: str | Path | None = None) -> Path:
-    """Read the runs, write runs.csv, one comparison table per dataset (.tex + .md) and index.md."""
+def build_report(source: str | None = None, out: str | Path | None = None, figures: bool = True) -> Path:
+    """Read the runs and write everything into ``out`` (default reports/out): runs.csv, one comparison table per
+    dataset (<dataset>.tex + .md), the protocols' tables (tables/*.tex + .md), the figures (figures/*.png + .pdf),
+    report.tex (every table and figure in one compilable document) and index.md (all of it on one page)."""
+    from bench.efficiency import load_all
+    from reports import figures as figs
+    from reports import paper_tables as pt
+
     out = Path(out) if out else OUT
     out.mkdir(parents=True, exist_ok=True)
-    raw = collect_runs(source)
+    runs = load_runs(source)
+    raw = collect_runs(runs=runs)
     df = latest_per_config(raw)
     df.drop(columns=["start_time"], errors="ignore").to_csv(out / "runs.csv", index=False)
-    index = ["# Benchmark report", "", f"Source: `{source or 'runs'}`; {len(raw)} W&B runs read, "
-             f"{len(df)} distinct configurations. Rows of every run: [runs.csv](runs.csv).", ""]
+    hist = history_frame(runs, df["run_id"]) if len(df) else pd.DataFrame()
+    local = source is not None and not str(source).startswith("wandb:")
+    eff = load_all(source if local else None)  # measurements of `make efficiency`: <runs>/efficiency/*.json
+    index = ["# Benchmark report", "", f"Source: `{source or 'runs'}`; {len(raw)} runs read, "
+             f"{len(df)} distinct configurations. Rows of every run: [runs.csv](runs.csv); every table and figure in "
+             "one LaTeX document: [report.tex](report.tex).", ""]
+    written: list[tuple[str, str]] = []  # (section, tex path) for report.tex
+    fig_paths: list[tuple[str, Path]] = []
+
+    def table(section: str, name: str, tm: tuple[str, str] | None, folder: str = "tables") -> None:
+        if tm is None:
+            return
+        tex, md = tm
+        (out / folder).mkdir(exist_ok=True)
+        (out / folder / f"{name}.tex").write_text(tex)
+        (out / folder / f"{name}.md").write_text(md)
+        index.extend([md, f"LaTeX: [{folder}/{name}.tex]({folder}/{name}.tex)", ""])
+        written.append((section, f"{folder}/{name}.tex"))
+
+    def figures_of(section: str, paths: list[Path]) -> None:
+        for path in paths:
+            rel = path.relative_to(out)
+            index.extend([f"![{path.stem}]({rel.as_posix()})", ""])
+            fig_paths.append((section, rel))
+
     standard = df[df["test_fraction"].isna()] if "test_fraction" in df else df
-    for dataset in sorted(standard["dataset"].dropna().unique()):
+    datasets = sorted(standard["dataset"].dropna().unique())
+    index += ["## Standard split", ""]
+    for dataset in datasets:
         tex, md = comparison_tables(standard, dataset)
+        tex = pt.PREAMBLE + tex
         (out / f"{dataset}.tex").write_text(tex)
         (out / f"{dataset}.md").write_text(md)
         index += [md, f"LaTeX: [{dataset}.tex]({dataset}.tex)", ""]
-    issues = problems(df)
+        written.append(("Standard split", f"{dataset}.tex"))
+    if len(df):
+        table("Standard split", "comparison", pt.wide_comparison(df))
+    fig_dir = out / "figures"
+    if figures and len(df):
+        figures_of("Standard split", figs.learning_curves(hist, df, fig_dir))
+    if len(df):
+        sections = [
+            ("Few-shot / data fraction", pt.fewshot_tables(df), lambda: figs.fewshot_curves(df, fig_dir)),
+            ("Layer-wise accuracy / early exit", {"layerwise": pt.layerwise_table(df)},
+             lambda: figs.layerwise_curves(hist, df, fig_dir)),
+            ("SPELA ablations", {"ablation": pt.ablation_table(df)}, lambda: []),
+            ("Forward-gradient grid", pt.fg_grid_tables(df), lambda: []),
+            ("Transfer learning", pt.transfer_tables(df), lambda: figs.transfer_curves(df, fig_dir)),
+            ("Alignment with backprop", {}, lambda: figs.alignment_curves(hist, df, fig_dir)),
+        ]
+    else:
+        sections = []
+    sections.append(("Efficiency: memory and compute per update", pt.efficiency_tables(eff),
+                     lambda: figs.efficiency_bars(eff, fig_dir) + figs.accuracy_vs_memory(df, eff, fig_dir)
+                     if len(df) else figs.efficiency_bars(eff, fig_dir)))
+    for section, tables, make_figs in sections:
+        tables = {k: v for k, v in tables.items() if v is not None}
+        paths = make_figs() if figures else []
+        if not tables and not paths:
+            continue
+        index += [f"## {section}", ""]
+        for name, tm in tables.items():
+            table(section, name, tm)
+        figures_of(section, paths)
+    issues = problems(df) if len(df) else []
     index += ["## Missing or partial runs", ""] + (issues or ["None."]) + [""]
     (out / "index.md").write_text("\n".join(index))
-    print(f"report: {len(df)} runs -> {out}/runs.csv, "
-          f"{', '.join(f'{d}.tex' for d in sorted(standard['dataset'].dropna().unique())) or 'no tables'}, index.md")
+    (out / "report.tex").write_text(report_tex(written, fig_paths))
+    print(f"report: {len(df)} runs -> {out}/: runs.csv, {len(written)} tables, {len(fig_paths)} figures, "
+          "index.md, report.tex")
     if issues:
         print("missing or partial runs:", *issues, sep="\n")
     return out
+
+
+def report_tex(tables: list[tuple[str, str]], figures: list[tuple[str, Path]]) -> str:
+    """A standalone LaTeX document holding every table and figure, by section (compiles with pdflatex)."""
+    from reports.tables import tex_escape
+
+    doc = [r"\documentclass{article}", r"\usepackage[margin=2cm]{geometry}", r"\usepackage{booktabs,graphicx}",
+           r"\usepackage{float}", r"\begin{document}", r"\section*{Benchmark report}"]
+    sections = list(dict.fromkeys([s for s, _ in tables] + [s for s, _ in figures]))
+    for section in sections:
+        doc.append(f"\\subsection*{{{tex_escape(section)}}}")
+        doc += [f"\\input{{{path}}}" for s, path in tables if s == section]
+        for s, path in figures:
+            if s == section:
+                doc += [r"\begin{figure}[H]", r"\centering",
+                        f"\\includegraphics[width=\\linewidth,height=0.4\\textheight,keepaspectratio]"
+                        f"{{{path.with_suffix('.pdf').as_posix()}}}",
+                        f"\\caption{{{tex_escape(path.stem)}}}", r"\end{figure}"]
+        doc.append(r"\clearpage")
+    doc.append(r"\end{document}")
+    return "\n".join(doc) + "\n"

@@ -11,9 +11,9 @@ import pandas as pd
 
 from reports.wandb_io import WandbRun, iter_api_runs, iter_offline_runs
 
-BASE_COLUMNS = ["dataset", "method", "arch", "seed", "epochs", "epochs_done", "status", "test_acc", "val_acc",
-                "train_time_s", "peak_mem_bytes", "peak_mem_kind", "run_id", "name", "config_hash", "setting",
-                "group", "test_fraction", "source"]
+BASE_COLUMNS = ["dataset", "method", "arch", "seed", "epochs", "epochs_done", "status", "test_acc", "test_acc5",
+                "val_acc", "train_time_s", "peak_mem_bytes", "peak_mem_kind", "run_id", "name", "config_hash", "setting",
+                "group", "test_fraction", "val_fraction", "batch_size", "arch_full", "rule", "source"]
 
 
 def _setting(config: dict) -> str:
@@ -43,6 +43,8 @@ def run_row(run: WandbRun) -> dict:
         "peak_mem_kind": summ.get("peak_mem_kind"), "run_id": run.id, "name": meta.get("name") or run.name,
         "config_hash": meta.get("config_hash"), "setting": _setting(cfg), "group": meta.get("group") or run.group,
         "test_fraction": cfg.get("test_fraction"), "source": run.path, "start_time": run.start_time,
+        "test_acc5": summ.get("test/acc5"), "val_fraction": cfg.get("val_fraction"), "batch_size": cfg.get("batch_size"),
+        "arch_full": cfg.get("arch"), "rule": json.dumps(cfg.get("rule") or {}, sort_keys=True),
     }
     for key, value in summ.items():  # early-exit read-outs: test/acc/<exit>
         if key.startswith("test/acc/"):
@@ -50,19 +52,53 @@ def run_row(run: WandbRun) -> dict:
     return row
 
 
-def collect_runs(source: str | Path | None = None) -> pd.DataFrame:
-    """All runs of ``source``: a runs folder with offline W&B runs (default ./runs), or ``wandb:ENTITY/PROJECT``."""
+def record_run(record: dict, path: str = "") -> WandbRun:
+    """A run record (``<runs>/records/<name>.json``) seen as a W&B run: for runs logged with W&B disabled."""
+    import time
+
+    meta = {k: record.get(k) for k in ("name", "config_hash", "dataset", "method", "arch", "arch_full", "seed", "epochs",
+                                       "group", "git_commit")}
+    summary = {k: record.get(k) for k in ("status", "train_time_s", "peak_mem_bytes", "peak_mem_kind", "epochs_done")}
+    summary.update(record.get("test") or {})
+    try:
+        start = time.mktime(time.strptime(record.get("started", ""), "%Y-%m-%dT%H:%M:%S%z"))
+    except (TypeError, ValueError):
+        start = 0.0
+    status = record.get("status")
+    return WandbRun(id=record.get("id") or record.get("name", ""), name=record.get("name", ""), group=record.get("group") or "",
+                    config={**(record.get("config") or {}), "meta": meta}, summary=summary,
+                    history=list(record.get("history") or []), finished=status != "running",
+                    exit_code=0 if status in ("completed", "diverged") else 1, start_time=start, path=path)
+
+
+def iter_record_runs(root: str | Path) -> Iterable[WandbRun]:
+    for f in sorted((Path(root) / "records").glob("*.json")):
+        try:
+            yield record_run(json.loads(f.read_text()), str(f))
+        except (OSError, ValueError):
+            continue
+
+
+def load_runs(source: str | Path | None = None) -> list[WandbRun]:
+    """All runs of ``source``: a runs folder with offline W&B runs (default ./runs), or ``wandb:ENTITY/PROJECT``.
+    In a runs folder, the run records of configurations no W&B run holds are added (runs made with W&B disabled)."""
     from bench.paths import runs_root
 
     source = str(source) if source else str(runs_root())
-    runs: Iterable[WandbRun]
     if source.startswith("wandb:"):
-        runs = iter_api_runs(source.removeprefix("wandb:"))
-    else:
-        if not Path(source).exists():
-            raise FileNotFoundError(f"no runs folder at {source}; run `make bench` first or pass SOURCE=")
-        runs = iter_offline_runs(source)
-    rows = [run_row(r) for r in runs]
+        return list(iter_api_runs(source.removeprefix("wandb:")))
+    if not Path(source).exists():
+        raise FileNotFoundError(f"no runs folder at {source}; run `make bench` first or pass SOURCE=")
+    runs = list(iter_offline_runs(source))
+    seen = {(r.config.get("meta") or {}).get("config_hash") for r in runs} | {r.name for r in runs}
+    runs += [r for r in iter_record_runs(source)
+             if (r.config.get("meta") or {}).get("config_hash") not in seen and r.name not in seen]
+    return runs
+
+
+def collect_runs(source: str | Path | None = None, runs: list[WandbRun] | None = None) -> pd.DataFrame:
+    """One row per run of ``source`` (see ``load_runs``), or of ``runs`` when given."""
+    rows = [run_row(r) for r in (runs if runs is not None else load_runs(source))]
     df = pd.DataFrame(rows)
     for col in BASE_COLUMNS:
         if col not in df.columns:
@@ -70,6 +106,23 @@ def collect_runs(source: str | Path | None = None) -> pd.DataFrame:
     if len(df):
         df = df.sort_values(["dataset", "method", "arch", "seed", "start_time"], na_position="last")
     return df.reset_index(drop=True)
+
+
+def history_frame(runs: list[WandbRun], run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """Per-epoch rows (train loss, val accuracies per exit, alignment, ...) of the runs, with their identity columns."""
+    keep = set(run_ids) if run_ids is not None else None
+    rows = []
+    for r in runs:
+        if keep is not None and r.id not in keep:
+            continue
+        ident = run_row(r)
+        for h in r.history:
+            if "epoch" in h and any(k.startswith(("val/", "train/loss", "align/")) for k in h):
+                rows.append({"run_id": r.id, "dataset": ident["dataset"], "method": ident["method"],
+                             "arch": ident["arch"], "seed": ident["seed"], "setting": ident["setting"],
+                             "test_fraction": ident["test_fraction"], "rule": ident["rule"],
+                             **{k: v for k, v in h.items() if isinstance(v, (int, float))}})
+    return pd.DataFrame(rows)
 
 
 def latest_per_config(df: pd.DataFrame) -> pd.DataFrame:

@@ -101,10 +101,12 @@ def input_grad(op: nn.Module, weight: torch.Tensor, delta: torch.Tensor, u_shape
 
 
 def set_grads(op: nn.Module, dw: torch.Tensor, db: torch.Tensor | None, scale: float = 1.0) -> None:
-    """Write ``scale``·dW (and ``scale``·db) into the op's ``.grad``, where the shared optimiser step reads them."""
-    op.weight.grad = dw * scale
+    """Write ``scale``·dW (and ``scale``·db) into the op's ``.grad``, where the shared optimiser step reads them.
+    ``dw`` and ``db`` are fresh tensors the caller hands over: they become the grads (scaled in place), so no
+    weight-sized copy is made (bench/efficiency.py measures what an update holds)."""
+    op.weight.grad = dw if scale == 1.0 else dw.mul_(scale)
     if op.bias is not None and op.bias.requires_grad and db is not None:
-        op.bias.grad = db * scale
+        op.bias.grad = db if scale == 1.0 else db.mul_(scale)
 
 
 def output_error(out: torch.Tensor, out_act: str, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

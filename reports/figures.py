@@ -1,0 +1,263 @@
+"""Figures of the report (seaborn, Agg backend; PNG for the index, PDF for papers), one function per figure.
+
+Every curve is the mean over seeds with a ± std band; a rule keeps its colour in every figure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from reports.labels import method_name
+from reports.paper_tables import _labelled, exit_columns, standard
+
+
+def _plt():
+    from bench.paths import runs_root
+
+    os.environ.setdefault("MPLCONFIGDIR", str(runs_root() / ".mplconfig"))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook", font_scale=0.95)
+    return plt, sns
+
+
+def _palette(labels) -> dict[str, tuple]:
+    """A fixed colour per label (sorted), shared by every figure of one report."""
+    _, sns = _plt()
+    labels = sorted(set(labels))
+    return dict(zip(labels, sns.color_palette("tab10" if len(labels) <= 10 else "tab20", len(labels))))
+
+
+def _grid(n: int, w: float = 4.6, h: float = 3.6, cols: int = 3):
+    """A figure with ``n`` panels wrapped into rows of ``cols``; unused panels hidden. Returns (fig, flat axes)."""
+    plt, _ = _plt()
+    ncols = min(n, cols)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False, sharey=True)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _epochs_axis(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    lo, hi = ax.dataLim.x0, ax.dataLim.x1
+    if hi - lo < 1:  # one epoch: a window around it, not sub-epoch ticks
+        ax.set_xlim(lo - 1, hi + 1)
+
+
+def _wrap(text: str, width: int = 38) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
+def _slug(*parts) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(str(p) for p in parts)).strip("-")
+
+
+def _save(fig, out: Path, name: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / f"{name}.png"
+    fig.savefig(png, dpi=140, bbox_inches="tight")
+    fig.savefig(out / f"{name}.pdf", bbox_inches="tight")
+    _plt()[0].close(fig)
+    return png
+
+
+def fewshot_curves(df: pd.DataFrame, out: Path) -> list[Path]:
+    """SPELA Fig. 5: test accuracy vs test fraction, one panel per epoch budget, per dataset."""
+    plt, sns = _plt()
+    d = _labelled(df[(df["status"] == "completed") & df["test_fraction"].notna()
+                     & ~df["dataset"].astype(str).str.contains(":")])
+    paths = []
+    for ds, g in d.groupby("dataset"):
+        g = g.assign(acc=g["test_acc"] * 100, curve=g["label"] + " (" + g["arch"].astype(str) + ")")
+        budgets = sorted(g["epochs"].unique())
+        fig, axes = plt.subplots(1, len(budgets), figsize=(5.2 * len(budgets), 3.8), squeeze=False, sharey=True)
+        pal = _palette(g["curve"])
+        for ax, ep in zip(axes[0], budgets):
+            sns.lineplot(data=g[g["epochs"] == ep], x="test_fraction", y="acc", hue="curve", palette=pal, marker="o",
+                         errorbar="sd", ax=ax, legend=ax is axes[0][-1])
+            ax.set(title=f"{ds}, {int(ep)} epochs", xlabel="test fraction (rest: training data)",
+                   ylabel="test accuracy (%)")
+        axes[0][-1].legend(title=None, fontsize=8, loc="lower left")
+        paths.append(_save(fig, out, _slug("fewshot", ds)))
+    return paths
+
+
+def transfer_curves(df: pd.DataFrame, out: Path) -> list[Path]:
+    """SPELA Fig. 6: top-1 and top-5 vs test fraction per rule, one panel per dataset."""
+    plt, sns = _plt()
+    d = _labelled(df[(df["status"] == "completed") & df["test_fraction"].notna()
+                     & df["dataset"].astype(str).str.contains(":")])
+    if d.empty:
+        return []
+    long = pd.concat([d.assign(acc=d["test_acc"] * 100, k="top-1"), d.assign(acc=d["test_acc5"] * 100, k="top-5")])
+    datasets = sorted(long["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.8), squeeze=False)
+    pal = _palette(long["label"])
+    for ax, ds in zip(axes[0], datasets):
+        sns.lineplot(data=long[long["dataset"] == ds], x="test_fraction", y="acc", hue="label", style="k",
+                     palette=pal, marker="o", errorbar="sd", ax=ax, legend=ax is axes[0][0])
+        ax.set(title=ds, xlabel="test fraction", ylabel="test accuracy (%)")
+    return [_save(fig, out, "transfer")]
+
+
+def learning_curves(hist: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[Path]:
+    """Validation accuracy per epoch on the standard split (one curve per rule setting), per dataset. (Training
+    losses are left out: every rule has its own loss, on its own scale.)"""
+    plt, sns = _plt()
+    if hist.empty or "val/acc" not in hist:
+        return []
+    keep = _labelled(standard(runs[runs["status"].isin(["completed", "diverged"])]))
+    h = hist.merge(keep[["run_id", "label", "epochs"]], on="run_id")
+    paths = []
+    for ds, g in h.groupby("dataset"):
+        g = g[g["val/acc"].notna()]
+        if g.empty:
+            continue
+        g = g.assign(curve=g["label"] + " (" + g["arch"].astype(str) + ", " + g["epochs"].astype(int).astype(str)
+                     + " ep)", acc=g["val/acc"] * 100)
+        pal = _palette(g["curve"])
+        fig, ax = plt.subplots(figsize=(8.5, 4.6))
+        sns.lineplot(data=g, x="epoch", y="acc", hue="curve", palette=pal, errorbar="sd", marker="o", ax=ax)
+        ax.set(title=f"{ds}: validation accuracy during training (mean ± std over seeds)", xlabel="epoch",
+               ylabel="validation accuracy (%)")
+        ax.legend(fontsize=7, title=None, bbox_to_anchor=(1.02, 1), loc="upper left")
+        _epochs_axis(ax)
+        paths.append(_save(fig, out, _slug("learning", ds)))
+    return paths
+
+
+def layerwise_curves(hist: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[Path]:
+    """SPELA Fig. 3a: validation accuracy of every exit per epoch, one panel per (rule, arch), per dataset."""
+    plt, sns = _plt()
+    exits = [c for c in hist.columns if c.startswith("val/acc/")] if not hist.empty else []
+    if not exits:
+        return []
+    keep = _labelled(standard(runs[runs["status"] == "completed"]))
+    h = hist.merge(keep[["run_id", "label"]], on="run_id")
+    paths = []
+    for ds, g in h.groupby("dataset"):
+        panels = [(k, p) for k, p in g.groupby(["label", "arch"]) if p[exits].notna().any().any()]
+        if not panels:
+            continue
+        fig, axes = _grid(len(panels))
+        for ax, ((label, arch), p) in zip(axes, panels):
+            cols = [c for c in exits if p[c].notna().any()]
+            long = p.melt(id_vars=["epoch", "seed"], value_vars=cols, var_name="exit", value_name="acc").dropna()
+            long["acc"] *= 100
+            long["exit"] = long["exit"].str.removeprefix("val/acc/")
+            sns.lineplot(data=long, x="epoch", y="acc", hue="exit", marker="o", errorbar="sd", ax=ax)
+            ax.set(title=_wrap(f"{label}, {arch}"), xlabel="epoch", ylabel="validation accuracy (%)")
+            ax.legend(fontsize=7, title="exit")
+            _epochs_axis(ax)
+        fig.suptitle(f"{ds}: validation accuracy of every layer's read-out (mean ± std over seeds)")
+        fig.tight_layout()
+        paths.append(_save(fig, out, _slug("layerwise", ds)))
+    return paths
+
+
+def alignment_curves(hist: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[Path]:
+    """cos(update, BP gradient) per block over training, one panel per rule, per dataset."""
+    plt, sns = _plt()
+    blocks = sorted((c for c in hist.columns if c.startswith("align/b")), key=lambda c: int(c[7:])) if not hist.empty else []
+    if not blocks:
+        return []
+    keep = _labelled(runs[runs["status"].isin(["completed", "diverged"])])
+    h = hist.merge(keep[["run_id", "label"]], on="run_id")
+    paths = []
+    for ds, g in h.groupby("dataset"):
+        panels = [(k, p) for k, p in g.groupby(["label", "arch"]) if p[blocks].notna().any().any()]
+        if not panels:
+            continue
+        fig, axes = _grid(len(panels))
+        for ax, ((label, arch), p) in zip(axes, panels):
+            cols = [c for c in blocks if p[c].notna().any()]
+            long = p.melt(id_vars=["epoch", "seed"], value_vars=cols, var_name="block", value_name="cos").dropna()
+            long["block"] = "block " + long["block"].str.removeprefix("align/b")
+            sns.lineplot(data=long, x="epoch", y="cos", hue="block", marker="o", errorbar="sd", ax=ax)
+            ax.axhline(0, color="0.5", lw=0.8)
+            ax.set(title=_wrap(f"{label}, {arch}"), xlabel="epoch", ylabel="cos(update, BP gradient)",
+                   ylim=(-1.05, 1.05))
+            ax.legend(fontsize=7, title=None)
+            _epochs_axis(ax)
+        fig.suptitle(f"{ds}: alignment of each block's update with the BP gradient (mean ± std over seeds)")
+        fig.tight_layout()
+        paths.append(_save(fig, out, _slug("alignment", ds)))
+    return paths
+
+
+def accuracy_vs_memory(runs: pd.DataFrame, eff: list[dict], out: Path, batch: int = 64) -> list[Path]:
+    """Test accuracy against the measured peak step memory (bench/efficiency.py at ``batch``, same dataset and
+    arch), per dataset; rules without a measurement are left out."""
+    plt, sns = _plt()
+    if not eff:
+        return []
+    e = pd.DataFrame(eff)
+    e = e[e["batch"] == batch] if (e["batch"] == batch).any() else e[e["batch"] == e["batch"].max()]
+    d = _labelled(standard(runs[runs["status"] == "completed"]))
+    m = d.merge(e[["dataset", "method", "arch", "peak_bytes", "batch"]], on=["dataset", "method", "arch"])
+    if m.empty:
+        return []
+    paths = []
+    for ds, g in m.groupby("dataset"):
+        agg = g.groupby(["label", "arch"]).agg(acc=("test_acc", "mean"), sd=("test_acc", "std"),
+                                               mem=("peak_bytes", "first"), b=("batch", "first")).reset_index()
+        agg["acc"] *= 100
+        agg["sd"] = agg["sd"].fillna(0) * 100
+        agg["mem"] /= 2 ** 20
+        fig, ax = plt.subplots(figsize=(6.2, 4.2))
+        pal = _palette(agg["label"])
+        for _, r in agg.iterrows():
+            ax.errorbar(r["mem"], r["acc"], yerr=r["sd"], fmt="o", color=pal[r["label"]], capsize=3, ms=7)
+            ax.annotate(f"{r['label']}\n{r['arch']}", (r["mem"], r["acc"]), textcoords="offset points", xytext=(6, 4),
+                        fontsize=7)
+        ax.set(xlabel=f"peak step memory, MB (batch {int(agg['b'].iloc[0])}, gradients excluded)",
+               ylabel="test accuracy (%)", title=f"{ds}: accuracy vs memory of one update")
+        ax.set_xscale("log")
+        paths.append(_save(fig, out, _slug("acc_vs_memory", ds)))
+    return paths
+
+
+def efficiency_bars(eff: list[dict], out: Path) -> list[Path]:
+    """Measured peak step memory and FLOPs beside the theoretical model, per rule, per arch and batch size."""
+    plt, sns = _plt()
+    if not eff:
+        return []
+    e = pd.DataFrame(eff)
+    paths = []
+    for (ds, arch, device), g in e.groupby(["dataset", "arch", "device"]):
+        g = g.assign(rule=[method_name(m) for m in g["method"]])
+        long = pd.concat([
+            g.assign(what="memory, measured", value=g["peak_bytes"] / 2 ** 20),
+            g.assign(what="memory, theory", value=g["theory_bytes"] / 2 ** 20),
+            g.assign(what="GFLOP, measured", value=g["flops"] / 1e9),
+            g.assign(what="GFLOP, theory", value=g["theory_flops"] / 1e9)])
+        batches = sorted(g["batch"].unique())
+        fig, axes = plt.subplots(2, len(batches), figsize=(5.5 * len(batches), 6.5), squeeze=False)
+        for j, b in enumerate(batches):
+            for i, (kind, unit) in enumerate((("memory", "MB"), ("GFLOP", "GFLOP"))):
+                sub = long[(long["batch"] == b) & long["what"].str.startswith(kind)]
+                sns.barplot(data=sub, x="rule", y="value", hue="what", ax=axes[i][j],
+                            palette=["#4c72b0", "#a1c9f4"] if i == 0 else ["#dd8452", "#ffb482"])
+                axes[i][j].set(title=f"{arch}, batch {b}", xlabel="", ylabel=unit)
+                axes[i][j].set_yscale("log")
+                axes[i][j].tick_params(axis="x", rotation=30)
+                axes[i][j].legend(fontsize=7, title=None)
+        fig.suptitle(f"One training step on {ds} inputs ({device}): measured vs SPELA Table 2's model", y=1.01)
+        fig.tight_layout()
+        paths.append(_save(fig, out, _slug("efficiency", ds, arch, device)))
+    return paths

@@ -1,0 +1,76 @@
+"""How runs are named in tables and figures: the papers' rule names, plus the options that set a run apart."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+NAMES = {"bp": "BP", "fa": "FA", "dfa": "DFA", "drtp": "DRTP", "pepita": "PEPITA", "ff": "FF", "spela_o": "SPELA(O)",
+         "spela": "SPELA", "spela_cnn": "SPELA CNN", "local_learning": "Local learning", "fg": "FG",
+         "fg_gaussian": "FG Gaussian", "fg_rademacher": "FG Rademacher", "fg_local": "FG Local", "fg_ntk": "FG NTK",
+         "fg_fixed_ntk": "FG fixed NTK"}
+ABLATION_SUFFIX = {("loss", "euclidean"): "-Euc", ("vectors", "random"): "-Rand"}
+"""SPELA Table 6's row names for option values (±1 weights, from the arch, give -Bin)."""
+HIDDEN = {"align_every"}
+"""Options that never set a run apart (diagnostics)."""
+
+
+def method_name(method: str) -> str:
+    if method in NAMES:
+        return NAMES[method]
+    if method.startswith("fg_"):
+        return "FG " + method.removeprefix("fg_").replace("_", " ")
+    return method
+
+
+@functools.lru_cache(maxsize=None)
+def rule_defaults(method: str) -> dict[str, Any]:
+    """The rule's default options (empty for a rule no longer registered)."""
+    try:
+        import methods  # noqa: F401
+        from methods.config import config_to_dict
+        from methods.registry import get_rule
+
+        return config_to_dict(get_rule(method).Config())
+    except Exception:  # noqa: BLE001 - an old run of a removed rule keeps its raw options
+        return {}
+
+
+def changed_options(method: str, rule: str | dict | None) -> dict[str, Any]:
+    """Options of a run that differ from its rule's defaults (diagnostics left out)."""
+    opts = json.loads(rule) if isinstance(rule, str) else dict(rule or {})
+    defaults = rule_defaults(method)
+    return {k: v for k, v in sorted(opts.items()) if k not in HIDDEN and k in defaults and defaults[k] != v}
+
+
+def is_binary(arch_full: str | None) -> bool:
+    return "binary=1" in str(arch_full or "")
+
+
+def run_label(method: str, rule: str | dict | None, arch_full: str | None = None, ablation: bool = False,
+              show: tuple[str, ...] | None = None) -> str:
+    """``BP``, ``SPELA(O)-Euc``, ``BP [lr=0.01]``: the rule's name and what sets the run apart from its defaults.
+    ``ablation``: SPELA Table 6's suffixes (-Euc, -Rand, -Bin); ``show``: only these options in brackets."""
+    name = method_name(method)
+    opts = changed_options(method, rule)
+    if ablation:
+        for (k, v), suffix in ABLATION_SUFFIX.items():
+            if opts.get(k) == v:
+                name += suffix
+                opts.pop(k)
+        if is_binary(arch_full):
+            name += "-Bin"
+    if show is not None:
+        opts = {k: v for k, v in opts.items() if k in show}
+    if opts:
+        name += " [" + ", ".join(f"{k}={_short(v)}" for k, v in opts.items()) + "]"
+    return name
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, list):
+        return "/".join(_short(x) for x in v)
+    return str(v)
