@@ -111,8 +111,17 @@ def _env(a: argparse.Namespace) -> dict[str, Any]:
     return env
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # a SIGTERM (scancel, kill) cancels the workers like Ctrl-C does
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     a = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         return _main(a)
     except BenchError as e:
@@ -129,6 +138,8 @@ def _main(a: argparse.Namespace) -> int:
     from sweeps.storage import normalise, redact
 
     storage = normalise(a.storage)
+    if a.no_wait and a.executor != "slurm":
+        raise ConfigError("--no-wait is for --executor slurm (local workers are children of this process)")
     specs = build_specs(a)
     slurm = _pairs(a.slurm)
     if a.dry_run:
