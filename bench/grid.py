@@ -59,6 +59,12 @@ def select_variants(variants: tuple[dict[str, Any], ...], only: dict[str, tuple[
     return kept
 
 
+def _dataset_in(dataset: str, variant: dict[str, Any]) -> bool:
+    """A variant's ``datasets`` name datasets or feature sources (``cifar10`` covers ``resnet50:cifar10``)."""
+    names = variant.get("datasets")
+    return names is None or dataset in names or dataset.partition(":")[2] in names
+
+
 def _with_options(arch: str, options: dict[str, Any]) -> str:
     return ",".join([arch, *(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in options.items())])
 
@@ -100,7 +106,7 @@ def expand(spec: GridSpec, notes: list[str] | None = None) -> list[RunConfig]:
             rule_cls = get_rule(method)
             explicit = split_overrides(spec.overrides, method, methods)
             for variant in variants:
-                if method not in variant.get("methods", (method,)) or dataset not in variant.get("datasets", (dataset,)):
+                if method not in variant.get("methods", (method,)) or not _dataset_in(dataset, variant):
                     continue
                 arch = spec.arch or variant.get("arch")
                 if variant.get("arch_options"):

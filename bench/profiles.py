@@ -23,7 +23,7 @@ class Profile:
     """Settings every (dataset, method, seed) run is repeated with; empty: one run each. A variant holds RunConfig
     fields (``test_fraction``, ``epochs``, ``val_fraction``, ...) and optionally ``arch`` (an arch string; ARCH
     wins), ``arch_options`` (appended to the run's arch, e.g. ``{"binary": 1}``), ``rule`` (rule options; SET wins)
-    and ``methods`` / ``datasets`` (the variant applies to these only). A variant's arch that a rule cannot train
+    and ``methods`` / ``datasets`` (the variant applies to these only; a source name covers its feature datasets). A variant's arch that a rule cannot train
     is skipped (with a note), not an error; runs that come out identical are run once."""
     datasets: tuple[str, ...] | None = None
     """Datasets when DATASET is not given; None: fashion_mnist."""
@@ -40,8 +40,7 @@ FG_GRID = ("bp", "fg_gaussian", "fg_gaussian_global_activity", "fg_gaussian_loca
 FG_WITH_HEADS = tuple(m for m in FG_GRID if m not in (
     "bp", "fg_gaussian", "fg_gaussian_global_activity", "fg_rademacher", "fg_rademacher_global_activity"))
 """Grid cells with auxiliary heads (local guess, NTK guess or local target): Fournier's rows Local/NTK x CNN/MLP/Linear."""
-TRANSFER = {"resnet50:aircraft": "large", "resnet50:flowers102": "large", "resnet50:food101": "large",
-            "resnet50:pets": "small", "resnet50:cifar10": "small"}
+TRANSFER = {"aircraft": "large", "flowers102": "large", "food101": "large", "pets": "small", "cifar10": "small"}
 """SPELA App. B.2: > 50 classes: 2048-1024-1024 (SPELA(O)), BP with an extra C-way head; < 50 classes: 2048-512-64."""
 _HEADS = {"large": ("mlp:1024-1024", "mlp:1024-1024-C"), "small": ("mlp:512-64", "mlp:512-64-C")}
 
@@ -106,7 +105,8 @@ PROFILES: dict[str, Profile] = {
     "transfer": Profile(
         "transfer", "transfer learning (SPELA Sec. 4.3, App. B.2): frozen ResNet-50 ImageNet features, an MLP head "
         "per rule, top-1/top-5 vs test fraction, 50 epochs, lr 0.001, 5 seeds (needs the weights file, see README)",
-        seeds=SEEDS5, epochs=50, methods=("bp", "spela_o"), datasets=tuple(TRANSFER), variants=_transfer()),
+        seeds=SEEDS5, epochs=50, methods=("bp", "spela_o"), datasets=tuple(f"resnet50:{d}" for d in TRANSFER),
+        variants=_transfer()),
 }
 
 

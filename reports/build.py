@@ -29,7 +29,7 @@ def problems(df: pd.DataFrame) -> list[str]:
 
 def build_report(source: str | None = None, out: str | Path | None = None, figures: bool = True) -> Path:
     """Read the runs and write everything into ``out`` (default reports/out): runs.csv, one comparison table per
-    dataset (<dataset>.tex + .md), the protocols' tables (tables/*.tex + .md), the figures (figures/*.png + .pdf),
+    dataset (<dataset>.tex + .md), the protocols' tables (tables/*.tex + .md), the figures (figures/*.png),
     report.tex (every table and figure in one compilable document) and index.md (all of it on one page)."""
     from bench.efficiency import load_all
     from reports import figures as figs
@@ -130,7 +130,7 @@ def report_tex(tables: list[tuple[str, str]], figures: list[tuple[str, Path]]) -
             if s == section:
                 doc += [r"\begin{figure}[H]", r"\centering",
                         f"\\includegraphics[width=\\linewidth,height=0.4\\textheight,keepaspectratio]"
-                        f"{{{path.with_suffix('.pdf').as_posix()}}}",
+                        f"{{{path.as_posix()}}}",
                         f"\\caption{{{tex_escape(path.stem)}}}", r"\end{figure}"]
         doc.append(r"\clearpage")
     doc.append(r"\end{document}")

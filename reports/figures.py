@@ -1,4 +1,4 @@
-"""Figures of the report (seaborn, Agg backend; PNG for the index, PDF for papers), one function per figure.
+"""Figures of the report (seaborn, Agg backend; PNG, used by index.md and report.tex), one function per figure.
 
 Every curve is the mean over seeds with a ± std band; a rule keeps its colour in every figure.
 """
@@ -70,8 +70,7 @@ def _slug(*parts) -> str:
 def _save(fig, out: Path, name: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"{name}.png"
-    fig.savefig(png, dpi=140, bbox_inches="tight")
-    fig.savefig(out / f"{name}.pdf", bbox_inches="tight")
+    fig.savefig(png, dpi=160, bbox_inches="tight")
     _plt()[0].close(fig)
     return png
 
