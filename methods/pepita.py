@@ -12,6 +12,12 @@ No biases. SGD with momentum 0.9, lr ×0.1 at 60% and 90% of training. Variants 
 (ravifrancesco/PEPITA 6f786f7): weight decay (``--set weight_decay=1e-4``, coupled L2 as its ``torch.optim.SGD``),
 activation normalisation (``normalize=1``) and the factorised normal F (``f_init=factorised``). Weight mirroring is
 not implemented (off by default in that code too).
+
+Small CNN (``main_pytorch.py``): F e is reshaped to the image; a conv layer's difference is taken at ReLU(conv(·))
+before pooling and correlated with the patches of its modulated input (``compute_delta_w_conv``). That script adds
+its conv update with the opposite sign to its FC updates; here every layer uses the FC sign of the spec (to first
+order the flip equals using -F for that layer, and F is zero-mean). Torch's SGD momentum (v <- 0.9 v + g,
+W <- W - η v) equals the reference's v <- 0.9 v + η g, W <- W - v while η is constant.
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ class PEPITAConfig(RuleConfig):
 
     lr: float = 0.01
     """The CIFAR-10 tutorial's η (the README says it matches the paper) and the conv script's default; the MNIST
-    README command uses 0.1."""
+    README command uses 0.1. On Fashion-MNIST (standardised inputs) 0.01, 0.05 and 0.1 all train (5-epoch validation
+    87.1-87.6%, 0.05 best); ``lr=0.05`` reached 87.60% test at 30 epochs."""
     optimizer: Optimizer = "sgd"
     schedule: Schedule = "multistep"
     """η ×0.1 at epochs 60 and 90 of 100 (``milestones=(0.6, 0.9)``, ``gamma=0.1``)."""
