@@ -95,7 +95,8 @@ def theory(rule) -> Theory | None:
             # block k < L: a JVP from block k to the loss carries the tangent of its guess (one product per layer
             # from k up); ĝ = Σ_n c_n v_n (one weight-sized product); the last block gets its true ΔW
             tangents = [min(l, L - 1) for l in range(1, L + 1)]
-            return Theory(1 + (L - 1) / 2, 0, [1 + t + 1 for t in tangents],
+            # forward passes: the forward one, plus the JVPs as fractions of a pass (block k's covers L - k + 1 layers)
+            return Theory(1 + (L * (L + 1) / 2 - 1) / L, 0, [1 + t + 1 for t in tangents],
                           max(dims[i] * dims[i + 1] for i in range(L - 1)) + 2 * widest_input,
                           note="per-sample weight guess of one block + primal and tangent activations")
     return None
@@ -298,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m bench efficiency", description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated rule names")
-    ap.add_argument("--arch", default=DEFAULT_ARCH, help=f"one architecture for all (default {DEFAULT_ARCH})")
+    ap.add_argument("--arch", default=DEFAULT_ARCH,
+                    help=f"one architecture for all (default {DEFAULT_ARCH}); 'default': each rule's own")
     ap.add_argument("--batch-sizes", default="1,64", help="comma-separated (default 1,64)")
     ap.add_argument("--dataset", default="fashion_mnist", help="input shape and class count (no data is read)")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -309,13 +311,14 @@ def main(argv: list[str] | None = None) -> int:
         batches = [int(b) for b in a.batch_sizes.split(",") if b.strip()]
         methods = [m.strip() for m in a.methods.split(",") if m.strip()]
         print(f"{'method':14s} {'batch':>5s} {'peak MB':>9s} {'theory MB':>9s} {'grads MB':>8s} {'GFLOP':>9s} "
-              f"{'theory GFLOP':>12s} {'samples/s':>10s}  ({a.arch}, {a.dataset}, torch threads {torch.get_num_threads()})")
+              f"{'theory GFLOP':>12s} {'samples/s':>10s}  arch  ({a.dataset}, torch threads {torch.get_num_threads()})")
         for method in methods:
             for b in batches:
-                m = measure(method, a.arch, b, a.dataset, a.device, min_time=a.min_time)
+                m = measure(method, None if a.arch == "default" else a.arch, b, a.dataset, a.device,
+                            min_time=a.min_time)
                 save(m, a.runs_dir)
                 print(f"{method:14s} {b:5d} {_mb(m.peak_bytes):>9s} {_mb(m.theory_bytes):>9s} {_mb(m.grad_bytes):>8s} "
-                      f"{_gf(m.flops):>9s} {_gf(m.theory_flops):>12s} {m.samples_per_s:10.1f}", flush=True)
+                      f"{_gf(m.flops):>9s} {_gf(m.theory_flops):>12s} {m.samples_per_s:10.1f}  {m.arch}", flush=True)
     except BenchError as e:
         print(f"error: {e}")
         return 2

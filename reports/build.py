@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -13,17 +14,19 @@ OUT = Path(__file__).resolve().parent / "out"
 
 
 def problems(df: pd.DataFrame) -> list[str]:
-    """Runs that did not complete, and settings that lack seeds others have."""
+    """Runs that did not complete, and settings that lack seeds other settings of the same protocol (grid profile)
+    and dataset have."""
     lines = []
     for _, r in df[df["status"] != "completed"].iterrows():
         lines.append(f"- {r['status']}: {r['name']} (epochs done {r['epochs_done']}/{r['epochs']})")
-    for dataset, d in df.groupby("dataset"):
+    for (dataset, group), d in df.groupby(["dataset", df["group"].fillna("")]):
         all_seeds = set(d["seed"].dropna().astype(int))
         for (method, arch, setting), g in d.groupby(["method", "arch", "setting"]):
             done = set(g[g["status"] == "completed"]["seed"].dropna().astype(int))
             missing = sorted(all_seeds - done)
             if missing:
-                lines.append(f"- missing seeds {missing} for {dataset} / {method} / {arch} (setting {setting})")
+                lines.append(f"- missing seeds {missing} for {dataset} / {method} / {arch} (setting {setting}"
+                             + (f", {group}" if group else "") + ")")
     return lines
 
 
@@ -37,6 +40,8 @@ def build_report(source: str | None = None, out: str | Path | None = None, figur
 
     out = Path(out) if out else OUT
     out.mkdir(parents=True, exist_ok=True)
+    for folder in ("tables", "figures"):  # generated only: a rebuild leaves no stale table or figure behind
+        shutil.rmtree(out / folder, ignore_errors=True)
     runs = load_runs(source)
     raw = collect_runs(runs=runs)
     df = latest_per_config(raw)

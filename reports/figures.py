@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from reports.labels import method_name
-from reports.paper_tables import _labelled, exit_columns, standard
+from reports.paper_tables import _labelled, _order, standard
 
 
 def _plt():
@@ -246,14 +246,16 @@ def efficiency_bars(eff: list[dict], out: Path) -> list[Path]:
             g.assign(what="GFLOP, measured", value=g["flops"] / 1e9),
             g.assign(what="GFLOP, theory", value=g["theory_flops"] / 1e9)])
         batches = sorted(g["batch"].unique())
+        order = [method_name(m) for m in sorted(g["method"].unique(), key=_order)]
         fig, axes = plt.subplots(2, len(batches), figsize=(5.5 * len(batches), 6.5), squeeze=False)
         for j, b in enumerate(batches):
-            for i, (kind, unit) in enumerate((("memory", "MB"), ("GFLOP", "GFLOP"))):
+            for i, (kind, unit) in enumerate((("memory", "peak step memory, MB (log)"), ("GFLOP", "GFLOP per step"))):
                 sub = long[(long["batch"] == b) & long["what"].str.startswith(kind)]
-                sns.barplot(data=sub, x="rule", y="value", hue="what", ax=axes[i][j],
+                sns.barplot(data=sub, x="rule", y="value", hue="what", ax=axes[i][j], order=order,
                             palette=["#4c72b0", "#a1c9f4"] if i == 0 else ["#dd8452", "#ffb482"])
                 axes[i][j].set(title=f"{arch}, batch {b}", xlabel="", ylabel=unit)
-                axes[i][j].set_yscale("log")
+                if i == 0:
+                    axes[i][j].set_yscale("log")
                 axes[i][j].tick_params(axis="x", rotation=30)
                 axes[i][j].legend(fontsize=7, title=None)
         fig.suptitle(f"One training step on {ds} inputs ({device}): measured vs SPELA Table 2's model", y=1.01)

@@ -175,9 +175,10 @@ def ablation_table(df: pd.DataFrame) -> tuple[str, str] | None:
     datasets = sorted(d["dataset"].unique())
     order = {"SPELA(O)": 0, "SPELA(O)-Euc": 1, "SPELA(O)-Rand": 2, "SPELA(O)-Bin": 3, "BP": 4, "BP-Bin": 5}
     rows = []
-    for (label, arch), g in sorted(d.groupby(["label", "arch"]), key=lambda kv: (order.get(kv[0][0], 9), kv[0])):
-        rows.append([label, str(arch), *(stat(g[g["dataset"] == ds]["test_acc"]) for ds in datasets)])
-    return render(["Model", "Architecture", *datasets], rows, label="ablation",
+    for (label, arch, epochs), g in sorted(d.groupby(["label", "arch", "epochs"]),
+                                           key=lambda kv: (order.get(kv[0][0], 9), kv[0])):
+        rows.append([label, str(arch), str(epochs), *(stat(g[g["dataset"] == ds]["test_acc"]) for ds in datasets)])
+    return render(["Model", "Architecture", "Epochs", *datasets], rows, label="ablation",
                   title="Ablation (SPELA Table 6): test accuracy (%)",
                   caption="Ablations of SPELA(O) (SPELA Table 6 layout): -Euc Euclidean loss, -Rand Gaussian class "
                           "vectors, -Bin $\\pm 1$ weights (biases real); BP-Bin the matching baseline. Mean $\\pm$ "
@@ -203,9 +204,9 @@ def fg_grid_tables(df: pd.DataFrame) -> dict[str, tuple[str, str]]:
     fg = d[d["cell"].notna()]
     out = {}
     cols = [("global", "activity"), ("global", "weight"), ("local", "activity"), ("local", "weight")]
-    for (ds, arch), g in fg.groupby(["dataset", "arch"]):
+    for (ds, arch, epochs), g in fg.groupby(["dataset", "arch", "epochs"]):
         rows = []
-        bp = d[(d["method"] == "bp") & (d["dataset"] == ds) & (d["arch"] == arch)]
+        bp = d[(d["method"] == "bp") & (d["dataset"] == ds) & (d["arch"] == arch) & (d["epochs"] == epochs)]
         if len(bp):
             e2e = stat(bp["test_acc"])
             rows.append(["End-to-end (BP)", "", e2e, e2e, e2e, e2e])
@@ -218,10 +219,12 @@ def fg_grid_tables(df: pd.DataFrame) -> dict[str, tuple[str, str]]:
                 row.append(stat(sel["test_acc"]))
             rows.append(row)
         groups = [("", 2), ("Global target", 2), ("Local target", 2)]
-        key = f"fg_grid_{ds}_{arch}".replace(":", "-").replace("/", "_").replace(",", "_")
+        key = f"fg_grid_{ds}_{arch}_{int(epochs)}ep".replace(":", "-").replace("/", "_").replace(",", "_")
         out[key] = render(["Guess", "Aux. head", "Activity", "Weight", "Activity", "Weight"], rows, groups=groups,
-                          label=key.replace("_", "-"), title=f"Forward-gradient grid on {ds}, {arch}: test accuracy (%)",
-                          caption=(f"Forward gradient on {tex_escape(ds)} with {tex_escape(arch)} (Fournier et al. "
+                          label=key.replace("_", "-"),
+                          title=f"Forward-gradient grid on {ds}, {arch}, {int(epochs)} epochs: test accuracy (%)",
+                          caption=(f"Forward gradient on {tex_escape(ds)} with {tex_escape(arch)}, {int(epochs)} "
+                                   "epochs (Fournier et al. "
                                    "Tables 2-4 layout): guess (and the auxiliary head that makes it) x target x space "
                                    "(activity or weight perturbation); local guess with local target is greedy local "
                                    "learning, the same update in both spaces. Mean $\\pm$ std over seeds (n)."))
@@ -235,13 +238,14 @@ def transfer_tables(df: pd.DataFrame) -> dict[str, tuple[str, str]]:
     for ds, g in d.groupby("dataset"):
         fracs = sorted(g["test_fraction"].unique())
         rows = []
-        for (label, arch), h in g.groupby(["label", "arch"]):
+        for (label, arch, epochs), h in g.groupby(["label", "arch", "epochs"]):
             for col, name in (("test_acc", "top-1"), ("test_acc5", "top-5")):
-                rows.append([f"{label} {name}", str(arch),
+                rows.append([f"{label} {name}", str(arch), str(epochs),
                              *(stat(h[h["test_fraction"] == f][col]) for f in fracs)])
         key = f"transfer_{ds}".replace(":", "_")
-        out[key] = render(["Model", "Head", *(f"{100 * f:g}" for f in fracs)], rows, label=key.replace("_", "-"),
-                          groups=[("", 2), ("Test size (%)", len(fracs))], bold_best=False, wide=len(fracs) > 5,
+        out[key] = render(["Model", "Head", "Epochs", *(f"{100 * f:g}" for f in fracs)], rows,
+                          label=key.replace("_", "-"), groups=[("", 3), ("Test size (%)", len(fracs))],
+                          bold_best=False, wide=len(fracs) > 5,
                           title=f"Transfer learning, {ds}: top-1 / top-5 test accuracy (%) vs test size",
                           caption=(f"Transfer learning on {tex_escape(ds)} (SPELA Tables 9-16 layout): frozen backbone "
                                    "features, an MLP head trained by each rule; top-1 and top-5 test accuracy for each "
@@ -256,16 +260,17 @@ def layerwise_table(df: pd.DataFrame) -> tuple[str, str] | None:
     if d.empty or not exits:
         return None
     rows = []
-    for (ds, label, arch), g in d.groupby(["dataset", "label", "arch"]):
+    for (ds, label, arch, epochs), g in d.groupby(["dataset", "label", "arch", "epochs"]):
         mine = [c for c in exits if g[c].notna().any()]
         if not mine:
             continue
-        rows.append([ds, label, str(arch), *(stat(g[c]) if c in mine else Stat(math.nan, math.nan, 0)
-                                             for c in exits), stat(g["test_acc"])])
+        rows.append([ds, label, str(arch), str(epochs), *(stat(g[c]) if c in mine else Stat(math.nan, math.nan, 0)
+                                                          for c in exits), stat(g["test_acc"])])
     if not rows:
         return None
     names = [c.removeprefix("test_acc_") for c in exits]
-    return render(["Dataset", "Model", "Architecture", *names, "prediction"], rows, label="layerwise", bold_best=False,
+    return render(["Dataset", "Model", "Architecture", "Epochs", *names, "prediction"], rows, label="layerwise",
+                  bold_best=False,
                   wide=len(names) > 3, title="Layer-wise read-outs: test accuracy (%) of every exit",
                   caption="Test accuracy (\\%) of every exit (per-layer read-out) at the end of training, beside the "
                           "rule's prediction (SPELA Fig. 3a's last epoch); mean $\\pm$ std over seeds (n).")
@@ -293,7 +298,7 @@ def efficiency_tables(eff: list[dict]) -> dict[str, tuple[str, str]]:
                 row += [_mb(m["peak_bytes"]), _mb(m.get("theory_bytes")), _gf(m["flops"]), _gf(m.get("theory_flops")),
                         f"{m['samples_per_s']:.0f}"]
             rows.append(row)
-        groups = [("", 1), ("Theory (per update)", 3), *((f"batch {b}", 5) for b in batches)]
+        groups = [("", 1), ("per update", 3), *((f"batch {b}", 5) for b in batches)]
         columns = ["Rule", "Fwd", "Bwd", "MV", *(c for _ in batches for c in ("Mem. MB", "theory", "GFLOP", "theory",
                                                                           "samples/s"))]
         key = f"efficiency_{ds}_{arch}_{device}".replace(":", "-").replace("/", "_")
@@ -323,7 +328,7 @@ def _num(v) -> str:
 
 
 def _mb(b) -> str:
-    return "--" if b is None or (isinstance(b, float) and math.isnan(b)) else f"{b / 2 ** 20:.2f}"
+    return "--" if b is None or (isinstance(b, float) and math.isnan(b)) else f"{b / 2 ** 20:.3g}"
 
 
 def _gf(f) -> str:

@@ -74,6 +74,8 @@ def test_theory_by_hand_on_a_small_mlp():
     assert ff.forward_passes == 2 and ff.matvecs == [4, 4, 4]
     fg = theory(make("fg_gaussian"))
     assert fg.matvecs == [3, 4, 4]  # forward + tangents of the JVPs from blocks <= l + the estimate (or ΔW on top)
+    assert fg.forward_passes == 1 + (3 + 2) / 3  # the JVPs from blocks 1 and 2 cover 3 and 2 of the 3 layers
+    assert fg.stored == 784 * 10 + 2 * 784  # block 1's per-sample weight guess, primal and tangent
     assert theory(make("fg_local")) is None  # not modelled: said so, not guessed
     assert theory(get_rule("bp").create({}, "cnn:4", (1, 8, 8), 3, epochs=1)) is None
 
