@@ -480,12 +480,22 @@ def _set_grads(params: list[nn.Parameter], grads) -> None:
 
 
 # --------------------------------------------------------------------------- presets
+def _screened(guess: str, space: str) -> dict[str, Any]:
+    """Optimiser and lr of a preset: the best of a 2-epoch screen on Fashion-MNIST, mlp:128-128-C, batch 64, scored on
+    the validation split (README, "Forward gradient"). Random guesses in weight space barely move the hidden layers
+    under the normalised projection (E[ĝ] = t/d), so they take SGD with a large lr for the last block; the others Adam."""
+    if guess in RANDOM:
+        return {"optimizer": "sgd", "lr": 0.1} if space == "weight" else {"optimizer": "adam", "lr": 1e-4}
+    return {"optimizer": "adam", "lr": 1e-3 if guess == "local" else 3e-4}
+
+
 def _preset(name: str, doc: str, in_all: bool = True, **fixed: Any) -> type[ForwardGradient]:
-    """Register ``name``: the family with ``fixed`` options pinned (and defaults changed where given)."""
+    """Register ``name``: the family with ``fixed`` options pinned and the screened optimiser and lr as defaults."""
     hints = typing.get_type_hints(FGConfig)
+    fields = {**_screened(fixed["guess"], fixed["space"]), **fixed}
     cfg_cls = dataclasses.make_dataclass(
         "".join(part.title() for part in name.split("_")) + "Config",
-        [(k, hints[k], dataclasses.field(default=v)) for k, v in fixed.items()],
+        [(k, hints[k], dataclasses.field(default=v)) for k, v in fields.items()],
         bases=(FGConfig,), frozen=True, kw_only=True, namespace={"_fixed": dict(fixed), "__doc__": doc})
     cfg_cls.__module__ = __name__
     rule = type("".join(part.title() for part in name.split("_")), (ForwardGradient,),
