@@ -273,10 +273,6 @@ class ForwardGradient(LearningRule):
             loss = self._backward_step(x, y)
         return {"loss": loss}
 
-    def _guess_tensor(self, k: int, j: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-        """A random guess, drawn per sample."""
-        return pj.random_directions(self.config.guess, shape, device=device)
-
     def _redraw(self, k: int) -> None:
         if self.config.guess == "ntk":
             reinit_(self.guess_heads[k])
@@ -361,7 +357,7 @@ class ForwardGradient(LearningRule):
         """Per-sample guesses for block k's tensors (draw j)."""
         cfg = self.config
         if cfg.guess in RANDOM:
-            return [pj.PerSample(self._guess_tensor(k, j, (n, *p.shape), p.device)) for _, _, p in self._units[k]]
+            return [pj.PerSample(pj.random_directions(cfg.guess, (n, *p.shape), p.device)) for _, _, p in self._units[k]]
         if cfg.guess == "local":
             return self._contributions(taps, k, list(local))
         self._redraw(k)
@@ -375,7 +371,7 @@ class ForwardGradient(LearningRule):
         """Per-sample guess of ∂L/∂h_k (draw j): noise, or the gradient of a head's loss at the block output."""
         cfg = self.config
         if cfg.guess in RANDOM:
-            return self._guess_tensor(k, j, tuple(hk.shape), hk.device)
+            return pj.random_directions(cfg.guess, tuple(hk.shape), hk.device)
         if cfg.guess == "local":
             return local[0]
         self._redraw(k)
