@@ -73,8 +73,8 @@ def theory(rule) -> Theory | None:
     widest_input = max(dims[:-1])
     name = rule.name
     if name in ("bp", "fa"):  # forward, then δ back through W^T (FA: B): ΔW_l + δ-propagation below the top layer
-        return Theory(1, 1, [2] + [3] * (L - 1), inputs,
-                      note="every layer's input kept for the backward pass" + (" (B in place of W^T)" if name == "fa" else ""))
+        via = " (B in place of W^T)" if name == "fa" else ""
+        return Theory(1, 1, [2] + [3] * (L - 1), inputs, note=f"every layer's input kept for the backward pass{via}")
     if name == "dfa":  # e reaches every layer through its own B_l (C x n_l)
         return Theory(1, 0, [2] * L, inputs, extra_macs=C * sum(dims[1:-1]),
                       note="every layer waits for the output error")

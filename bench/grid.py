@@ -54,8 +54,9 @@ def select_variants(variants: tuple[dict[str, Any], ...], only: dict[str, tuple[
                                              for k, xs in only.items()))
     if not kept:
         have = {k: sorted({str(v.get(k, v.get("rule", {}).get(k))) for v in variants}) for k in only}
-        raise ConfigError(f"no variant of profile {profile!r} has " + ", ".join(f"{k} in {list(xs)}" for k, xs in only.items())
-                          + "; it has " + "; ".join(f"{k}: {', '.join(v)}" for k, v in have.items()))
+        wanted = ", ".join(f"{k} in {list(xs)}" for k, xs in only.items())
+        has = "; ".join(f"{k}: {', '.join(v)}" for k, v in have.items())
+        raise ConfigError(f"no variant of profile {profile!r} has {wanted}; it has {has}")
     return kept
 
 

@@ -23,8 +23,9 @@ class Profile:
     """Settings every (dataset, method, seed) run is repeated with; empty: one run each. A variant holds RunConfig
     fields (``test_fraction``, ``epochs``, ``val_fraction``, ...) and optionally ``arch`` (an arch string; ARCH
     wins), ``arch_options`` (appended to the run's arch, e.g. ``{"binary": 1}``), ``rule`` (rule options; SET wins)
-    and ``methods`` / ``datasets`` (the variant applies to these only; a source name covers its feature datasets). A variant's arch that a rule cannot train
-    is skipped (with a note), not an error; runs that come out identical are run once."""
+    and ``methods`` / ``datasets`` (the variant applies to these only; a source name covers its feature datasets).
+    A variant's arch that a rule cannot train is skipped (with a note), not an error; runs that come out identical
+    are run once."""
     datasets: tuple[str, ...] | None = None
     """Datasets when DATASET is not given; None: fashion_mnist."""
 
@@ -39,7 +40,8 @@ FG_GRID = ("bp", "fg_gaussian", "fg_gaussian_global_activity", "fg_gaussian_loca
            "fg_fixed_ntk", "fg_fixed_ntk_global_activity", "fg_fixed_ntk_local_weight", "fg_fixed_ntk_local_activity")
 FG_WITH_HEADS = tuple(m for m in FG_GRID if m not in (
     "bp", "fg_gaussian", "fg_gaussian_global_activity", "fg_rademacher", "fg_rademacher_global_activity"))
-"""Grid cells with auxiliary heads (local guess, NTK guess or local target): Fournier's rows Local/NTK x CNN/MLP/Linear."""
+"""Grid cells with auxiliary heads (local guess, NTK guess or local target): Fournier's rows Local/NTK x
+CNN/MLP/Linear."""
 TRANSFER = {"aircraft": "large", "flowers102": "large", "food101": "large", "pets": "small", "cifar10": "small"}
 """SPELA App. B.2: > 50 classes: 2048-1024-1024 (SPELA(O)), BP with an extra C-way head; < 50 classes: 2048-512-64."""
 _HEADS = {"large": ("mlp:1024-1024", "mlp:1024-1024-C"), "small": ("mlp:512-64", "mlp:512-64-C")}

@@ -203,7 +203,8 @@ class LearningRule(L.LightningModule):
                 i += len(ps)
                 continue
             est = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().flatten() for p in ps])
-            tru = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(true[i:i + len(ps)], ps)])
+            tru = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
+                             for g, p in zip(true[i:i + len(ps)], ps)])
             i += len(ps)
             self._align_sum[k] += float(F.cosine_similarity(est.double(), tru.double(), dim=0, eps=1e-30))
         self._align_n += 1

@@ -16,6 +16,10 @@ BASE_COLUMNS = ["dataset", "method", "arch", "seed", "epochs", "epochs_done", "s
                 "group", "test_fraction", "val_fraction", "batch_size", "arch_full", "rule", "source"]
 
 
+RUN_OPTIONS = {"batch_size": 64, "limit_train": None, "norm": "standard", "augment": False}
+"""Run-level settings (and their defaults) that set a run apart in labels when they differ."""
+
+
 def _setting(config: dict) -> str:
     """Hash of everything but the seed: runs sharing it are repeats of one setting (a table cell)."""
     ident = {k: v for k, v in config.items() if k not in ("seed", "meta")}
@@ -45,6 +49,7 @@ def run_row(run: WandbRun) -> dict:
         "test_fraction": cfg.get("test_fraction"), "source": run.path, "start_time": run.start_time,
         "test_acc5": summ.get("test/acc5"), "val_fraction": cfg.get("val_fraction"), "batch_size": cfg.get("batch_size"),
         "arch_full": cfg.get("arch"), "rule": json.dumps(cfg.get("rule") or {}, sort_keys=True),
+        "run_options": json.dumps({k: cfg[k] for k in RUN_OPTIONS if k in cfg and cfg[k] != RUN_OPTIONS[k]}),
     }
     for key, value in summ.items():  # early-exit read-outs: test/acc/<exit>
         if key.startswith("test/acc/"):
@@ -65,7 +70,8 @@ def record_run(record: dict, path: str = "") -> WandbRun:
     except (TypeError, ValueError):
         start = 0.0
     status = record.get("status")
-    return WandbRun(id=record.get("id") or record.get("name", ""), name=record.get("name", ""), group=record.get("group") or "",
+    return WandbRun(id=record.get("id") or record.get("name", ""), name=record.get("name", ""),
+                    group=record.get("group") or "",
                     config={**(record.get("config") or {}), "meta": meta}, summary=summary,
                     history=list(record.get("history") or []), finished=status != "running",
                     exit_code=0 if status in ("completed", "diverged") else 1, start_time=start, path=path)

@@ -103,7 +103,8 @@ def transfer_curves(df: pd.DataFrame, out: Path) -> list[Path]:
                      & df["dataset"].astype(str).str.contains(":")])
     if d.empty:
         return []
-    long = pd.concat([d.assign(acc=d["test_acc"] * 100, k="top-1"), d.assign(acc=d["test_acc5"] * 100, k="top-5")])
+    long = pd.concat([d.assign(acc=d["test_acc"] * 100, k="top-1"), d.assign(acc=d["test_acc5"] * 100, k="top-5")],
+                     ignore_index=True)
     datasets = sorted(long["dataset"].unique())
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.8), squeeze=False)
     pal = _palette(long["label"])
@@ -201,7 +202,8 @@ def alignment_curves(hist: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[
 
 def accuracy_vs_memory(runs: pd.DataFrame, eff: list[dict], out: Path, batch: int = 64) -> list[Path]:
     """Test accuracy against the measured peak step memory (bench/efficiency.py at ``batch``, same dataset and
-    arch), per dataset; rules without a measurement are left out."""
+    arch), per dataset: one point per rule and arch, its best setting (mean ± std over seeds); rules without a
+    measurement are left out."""
     plt, sns = _plt()
     if not eff:
         return []
@@ -213,20 +215,22 @@ def accuracy_vs_memory(runs: pd.DataFrame, eff: list[dict], out: Path, batch: in
         return []
     paths = []
     for ds, g in m.groupby("dataset"):
-        agg = g.groupby(["label", "arch"]).agg(acc=("test_acc", "mean"), sd=("test_acc", "std"),
-                                               mem=("peak_bytes", "first"), b=("batch", "first")).reset_index()
-        agg["acc"] *= 100
-        agg["sd"] = agg["sd"].fillna(0) * 100
-        agg["mem"] /= 2 ** 20
-        fig, ax = plt.subplots(figsize=(6.2, 4.2))
-        pal = _palette(agg["label"])
-        for _, r in agg.iterrows():
-            ax.errorbar(r["mem"], r["acc"], yerr=r["sd"], fmt="o", color=pal[r["label"]], capsize=3, ms=7)
-            ax.annotate(f"{r['label']}\n{r['arch']}", (r["mem"], r["acc"]), textcoords="offset points", xytext=(6, 4),
-                        fontsize=7)
-        ax.set(xlabel=f"peak step memory, MB (batch {int(agg['b'].iloc[0])}, gradients excluded)",
-               ylabel="test accuracy (%)", title=f"{ds}: accuracy vs memory of one update")
+        per = g.groupby(["method", "arch", "setting"]).agg(acc=("test_acc", "mean"), sd=("test_acc", "std"),
+                                                          mem=("peak_bytes", "first"), b=("batch", "first"),
+                                                          label=("label", "first")).reset_index()
+        best = per.sort_values("acc").groupby(["method", "arch"]).tail(1)  # each rule's best setting on that arch
+        best = best.assign(acc=best["acc"] * 100, sd=best["sd"].fillna(0) * 100, mem=best["mem"] / 2 ** 20,
+                           point=[f"{method_name(mt)} ({a})" for mt, a in zip(best["method"], best["arch"])])
+        best = best.sort_values("point")
+        fig, ax = plt.subplots(figsize=(7.8, 4.4))
+        pal = _palette(best["point"])
+        for _, r in best.iterrows():
+            ax.errorbar(r["mem"], r["acc"], yerr=r["sd"], fmt="o", color=pal[r["point"]], capsize=3, ms=8,
+                        label=r["point"])
+        ax.set(xlabel=f"peak step memory, MB (batch {int(best['b'].iloc[0])}, gradients excluded; log)",
+               ylabel="test accuracy (%)", title=f"{ds}: accuracy vs memory of one update (best setting per rule)")
         ax.set_xscale("log")
+        ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
         paths.append(_save(fig, out, _slug("acc_vs_memory", ds)))
     return paths
 
@@ -244,7 +248,7 @@ def efficiency_bars(eff: list[dict], out: Path) -> list[Path]:
             g.assign(what="memory, measured", value=g["peak_bytes"] / 2 ** 20),
             g.assign(what="memory, theory", value=g["theory_bytes"] / 2 ** 20),
             g.assign(what="GFLOP, measured", value=g["flops"] / 1e9),
-            g.assign(what="GFLOP, theory", value=g["theory_flops"] / 1e9)])
+            g.assign(what="GFLOP, theory", value=g["theory_flops"] / 1e9)], ignore_index=True)
         batches = sorted(g["batch"].unique())
         order = [method_name(m) for m in sorted(g["method"].unique(), key=_order)]
         fig, axes = plt.subplots(2, len(batches), figsize=(5.5 * len(batches), 6.5), squeeze=False)

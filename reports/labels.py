@@ -13,6 +13,7 @@ NAMES = {"bp": "BP", "fa": "FA", "dfa": "DFA", "drtp": "DRTP", "pepita": "PEPITA
 ABLATION_SUFFIX = {("loss", "euclidean"): "-Euc", ("vectors", "random"): "-Rand"}
 """SPELA Table 6's row names for option values (±1 weights, from the arch, give -Bin)."""
 HIDDEN = {"align_every"}
+RUN_NAMES = {"batch_size": "batch", "limit_train": "train samples"}
 """Options that never set a run apart (diagnostics)."""
 
 
@@ -49,7 +50,7 @@ def is_binary(arch_full: str | None) -> bool:
 
 
 def run_label(method: str, rule: str | dict | None, arch_full: str | None = None, ablation: bool = False,
-              show: tuple[str, ...] | None = None) -> str:
+              show: tuple[str, ...] | None = None, run_options: str | dict | None = None) -> str:
     """``BP``, ``SPELA(O)-Euc``, ``BP [lr=0.01]``: the rule's name and what sets the run apart from its defaults.
     ``ablation``: SPELA Table 6's suffixes (-Euc, -Rand, -Bin); ``show``: only these options in brackets."""
     name = method_name(method)
@@ -63,6 +64,8 @@ def run_label(method: str, rule: str | dict | None, arch_full: str | None = None
             name += "-Bin"
     if show is not None:
         opts = {k: v for k, v in opts.items() if k in show}
+    run = json.loads(run_options) if isinstance(run_options, str) else dict(run_options or {})
+    opts.update({RUN_NAMES.get(k, k): v for k, v in run.items()})
     if opts:
         name += " [" + ", ".join(f"{k}={_short(v)}" for k, v in opts.items()) + "]"
     return name

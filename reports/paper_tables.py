@@ -110,8 +110,13 @@ def _done(df: pd.DataFrame) -> pd.DataFrame:
 def _labelled(df: pd.DataFrame, ablation: bool = False) -> pd.DataFrame:
     if df.empty:
         return df.assign(label=pd.Series(dtype=object))
-    return df.assign(label=[run_label(m, r, a, ablation=ablation) for m, r, a in
-                            zip(df["method"], df["rule"], df["arch_full"])])
+    opts = df["run_options"] if "run_options" in df else [None] * len(df)
+    df = df.assign(label=[run_label(m, r, a, ablation=ablation, run_options=o) for m, r, a, o in
+                          zip(df["method"], df["rule"], df["arch_full"], opts)])
+    # settings the label cannot tell apart (a field it does not show): name them by their setting hash
+    keys = ["dataset", "label", "arch", "epochs", df["test_fraction"].fillna(-1)]
+    clash = df.groupby(keys)["setting"].transform("nunique") > 1
+    return df.assign(label=df["label"].where(~clash, df["label"] + " #" + df["setting"].astype(str)))
 
 
 def standard(df: pd.DataFrame) -> pd.DataFrame:
@@ -186,7 +191,8 @@ def ablation_table(df: pd.DataFrame) -> tuple[str, str] | None:
 
 
 # --------------------------------------------------------------------------- Fournier Tables 2-4 (forward gradient)
-GUESS_NAMES = {"local": "Local", "ntk": "NTK", "fixed_ntk": "Fixed NTK", "gaussian": "Gaussian", "rademacher": "Rademacher"}
+GUESS_NAMES = {"local": "Local", "ntk": "NTK", "fixed_ntk": "Fixed NTK", "gaussian": "Gaussian",
+               "rademacher": "Rademacher"}
 
 
 def _fg_cell(rule: str) -> tuple[str, str, str, str] | None:
@@ -214,8 +220,8 @@ def fg_grid_tables(df: pd.DataFrame) -> dict[str, tuple[str, str]]:
         for guess, head in keys:
             row = [GUESS_NAMES.get(guess, guess), head.upper() if head in ("mlp", "cnn") else head.title()]
             for target, space in cols:
-                sel = g[[c[:2] == (guess, head) and c[2] == target and (c[3] == space or (guess, target) == ("local", "local"))
-                         for c in g["cell"]]]
+                both = (guess, target) == ("local", "local")  # local learning: the same update in both spaces
+                sel = g[[c[:2] == (guess, head) and c[2] == target and (c[3] == space or both) for c in g["cell"]]]
                 row.append(stat(sel["test_acc"]))
             rows.append(row)
         groups = [("", 2), ("Global target", 2), ("Local target", 2)]

@@ -36,11 +36,20 @@ def summarise(df: pd.DataFrame, value: str = "test_acc") -> pd.DataFrame:
     for (method, arch, epochs, setting), g in df.groupby(["method", "arch", "epochs", "setting"], dropna=False):
         ok = done[(done["setting"] == setting) & (done["method"] == method)]
         mean, std, n = mean_std(ok[value])
-        rows.append({"method": method, "arch": arch, "epochs": epochs, "setting": setting, "mean": mean, "std": std,
+        first = g.iloc[0]
+        label = method
+        if "rule" in g:  # the papers' rule name and the options that set this setting apart
+            from reports.labels import run_label
+
+            label = run_label(method, first.get("rule"), first.get("arch_full"), run_options=first.get("run_options"))
+        rows.append({"method": method, "label": label, "arch": arch, "epochs": epochs, "setting": setting,
+                     "mean": mean, "std": std,
                      "n": n, "runs": len(g), "diverged": int((g["status"] == "diverged").sum()),
                      "seeds": sorted(int(s) for s in ok["seed"].dropna())})
     out = pd.DataFrame(rows)
-    if len(out):
+    if len(out):  # settings the label cannot tell apart: name them by their setting hash
+        clash = out.groupby(["label", "arch", "epochs"], dropna=False)["setting"].transform("nunique") > 1
+        out["label"] = out["label"].where(~clash, out["label"] + " #" + out["setting"].astype(str))
         out = out.sort_values(["mean", "method"], ascending=[False, True], na_position="last").reset_index(drop=True)
     return out
 
@@ -61,10 +70,10 @@ def comparison_tables(df: pd.DataFrame, dataset: str, caption: str | None = None
         is_best = not math.isnan(r["mean"]) and r["mean"] == best
         cell_tex = f"$\\mathbf{{{cell}}}$" if is_best and cell != "--" else (f"${cell}$" if cell != "--" else "--")
         note = f" ({r['diverged']} diverged)" if r["diverged"] else ""
-        tex.append(f"{tex_escape(r['method'])} & {tex_escape(r['arch'])} & {r['epochs']} & {cell_tex} & "
+        tex.append(f"{tex_escape(r['label'])} & {tex_escape(r['arch'])} & {r['epochs']} & {cell_tex} & "
                    f"{r['n']}{tex_escape(note)} \\\\")
         md_cell = fmt_pm(r["mean"], r["std"])
-        md.append(f"| {r['method']} | {r['arch']} | {r['epochs']} | {'**' + md_cell + '**' if is_best else md_cell} | "
+        md.append(f"| {r['label']} | {r['arch']} | {r['epochs']} | {'**' + md_cell + '**' if is_best else md_cell} | "
                   f"{r['n']}{note} |")
     tex += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(tex), "\n".join(md) + "\n"
