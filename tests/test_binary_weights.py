@@ -1,4 +1,4 @@
-"""Arch options added for SPELA's ablation and SPELA CNN: ±1 weights (binary=1) and convs without a head (head=0)."""
+"""Arch options added for the SPELA family: ±1 weights (binary=1), convs without a head (head=0), activations."""
 
 from __future__ import annotations
 
@@ -49,3 +49,13 @@ def test_cnn_without_head():
         ArchSpec.parse("mlp:4-C,head=0")
     with pytest.raises(ArchError, match="C-way output"):
         get_rule("bp").parse_arch("cnn:4,head=0", 10)
+
+
+@pytest.mark.parametrize("name", ["relu", "tanh", "sigmoid", "leaky_relu", "elu", "silu", "softplus", "none"])
+def test_activation_derivative_matches_autograd(name):
+    from methods.arch import Activation
+
+    act = Activation(name)
+    a = torch.linspace(-3, 3, 13, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(act(a).sum(), a)
+    assert torch.allclose(act.derivative(a.detach()), g)
