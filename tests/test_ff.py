@@ -122,3 +122,22 @@ def test_prediction_sums_goodness_over_labels_from_layer_two():
         get_rule("ff").create({"negatives": "hard"}, None, (1, 28, 28), 10, epochs=1)
     with pytest.raises(ConfigError, match="min_layer"):
         get_rule("ff").create({}, "mlp:10", (1, 28, 28), 10, epochs=1)
+
+
+@pytest.mark.parametrize("negatives", ["uniform", "hard"])
+def test_training_step_writes_the_true_label_on_positives_and_a_wrong_one_on_negatives(negatives, monkeypatch):
+    import methods.ff as ff
+
+    seen = []
+    real = ff.embed_labels
+    monkeypatch.setattr(ff, "embed_labels", lambda x, labels, c, v: seen.append(labels.clone()) or real(x, labels, c, v))
+    torch.manual_seed(0)
+    rule = get_rule("ff").create({"negatives": negatives, "readout": True}, "mlp:6-5", (1, 4, 4), 4, epochs=1)
+    with torch.no_grad():
+        rule.readout_head.weight.normal_()
+    for step in range(20):
+        x, y = torch.randn(32, 1, 4, 4), torch.randint(0, 4, (32,))
+        seen.clear()
+        rule.compute_updates(x, y)
+        pos, neg = seen
+        assert torch.equal(pos, y) and (neg != y).all()
