@@ -263,6 +263,10 @@ def run(cfg: RunConfig, resolved: Resolved | None = None) -> RunResult:
     _write_record(path, record)
 
     logger = _make_logger(cfg, res, record)
+    # Lightning's deterministic=... sets process-wide torch flags; they are restored when the run ends, so a run
+    # leaves the process (a notebook, the test suite, the next run) as it found it
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     trainer = L.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
         num_nodes=cfg.num_nodes, logger=logger if logger is not None else False, enable_checkpointing=False,
@@ -294,6 +298,8 @@ def run(cfg: RunConfig, resolved: Resolved | None = None) -> RunResult:
         record["traceback"] = traceback.format_exc()
         raise
     finally:
+        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2], flags[3]
         mem, mem_kind = peak.read()
         record.update({
             "status": status, "error": error, "history": rule.history, "test": rule.test_results,

@@ -177,6 +177,10 @@ def ablation_table(df: pd.DataFrame) -> tuple[str, str] | None:
     d = _labelled(d[d["method"].isin(["spela_o", "spela", "bp"])], ablation=True)
     if d.empty or not d["label"].str.contains("-Euc|-Rand|-Bin").any():
         return None
+    # BP only as the baseline of BP-Bin: its ±1 runs and the real-weight runs of the same arch and dataset
+    base = [(ds, str(a).replace("/bin", "")) for ds, a in zip(d["dataset"], d["arch"])]
+    bin_keys = {k for k, m, lab in zip(base, d["method"], d["label"]) if m == "bp" and "-Bin" in lab}
+    d = d[(d["method"] != "bp").to_numpy() | [k in bin_keys for k in base]]
     datasets = sorted(d["dataset"].unique())
     order = {"SPELA(O)": 0, "SPELA(O)-Euc": 1, "SPELA(O)-Rand": 2, "SPELA(O)-Bin": 3, "BP": 4, "BP-Bin": 5}
     rows = []

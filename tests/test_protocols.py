@@ -168,8 +168,9 @@ def test_report_has_every_protocols_table_and_figure(report):
     for name in figs:
         assert f"figures/{name}.png" in index
     abl = (report / "tables" / "ablation.md").read_text()
-    for row in ("SPELA(O)-Euc", "SPELA(O)-Rand", "SPELA(O)-Bin", "BP-Bin"):
-        assert f"| {row} |" in abl
+    for row in ("SPELA(O)", "SPELA(O)-Euc", "SPELA(O)-Rand", "SPELA(O)-Bin", "BP", "BP-Bin"):
+        assert re.search(rf"^\| {re.escape(row)}( \[[^]]*\])? \|", abl, re.M), (row, abl)  # [the run's options]
+    assert "cifar10" not in abl  # BP runs of other protocols are no ablation rows
     df = pd.read_csv(report / "runs.csv")
     fs = df[df["test_fraction"] == 0.99]
     cell = f"{100 * fs[fs['method'] == 'spela_o']['test_acc'].mean():.2f}"
