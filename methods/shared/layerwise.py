@@ -68,9 +68,9 @@ def post_backward(layer: Layer, trace: Trace, g: torch.Tensor) -> torch.Tensor:
     post = layer.post
     if isinstance(post, nn.Identity):
         return g
-    if isinstance(post, nn.MaxPool2d):
-        return F.max_unpool2d(g, trace.pool_idx, post.kernel_size, post.stride, post.padding,
-                              output_size=trace.z.shape[-2:])
+    if isinstance(post, nn.MaxPool2d):  # each window's max position gets the signal (scatter_add: deterministic on GPU too)
+        gz = torch.zeros_like(trace.z).flatten(2)
+        return gz.scatter_add_(2, trace.pool_idx.flatten(2), g.flatten(2)).reshape(trace.z.shape)
     if isinstance(post, nn.AvgPool2d) and post.kernel_size == 2 and post.stride == 2:
         gz = torch.zeros_like(trace.z)
         H, W = g.shape[-2:]
