@@ -8,8 +8,7 @@ import torch
 
 from methods.registry import register
 from methods.shared import layerwise as lw
-from methods.shared.error_feedback import DirectFeedbackConfig, ErrorFeedbackRule
-from methods.shared.feedback import kaiming_uniform
+from methods.shared.error_feedback import DirectFeedbackConfig, DirectFeedbackRule
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,18 +21,13 @@ class DFAConfig(DirectFeedbackConfig):
 
 
 @register
-class DFA(ErrorFeedbackRule):
+class DFA(DirectFeedbackRule):
     """Direct feedback alignment: δ_k = (e B_k) ⊙ f'(a_k) with e = y - y*, B_k ∈ R^{C×N_k} fixed random."""
 
     name = "dfa"
     Config = DFAConfig
     arch_defaults = {"act": "tanh", "out_act": "sigmoid"}
     """The DRTP repo's defaults (tanh hidden and conv units, sigmoid output, BCE)."""
-
-    def build_feedback(self) -> None:
-        # DRTP repo TrainingHook: kaiming_uniform_ on [C, N_k] (conv: [C, Ch, H, W] at the activation, before pooling)
-        for k, shape in enumerate(self.z_shapes[:-1]):
-            self.feedback.add(f"B{k}", kaiming_uniform((self.num_classes, *shape), self.config.feedback_scale))
 
     def compute_updates(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         target = self.one_hot(y, self.num_classes, x.dtype)

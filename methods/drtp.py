@@ -9,8 +9,7 @@ import torch
 
 from methods.registry import register
 from methods.shared import layerwise as lw
-from methods.shared.error_feedback import DirectFeedbackConfig, ErrorFeedbackRule
-from methods.shared.feedback import kaiming_uniform
+from methods.shared.error_feedback import DirectFeedbackConfig, DirectFeedbackRule
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,19 +30,13 @@ class DRTPConfig(DirectFeedbackConfig):
 
 
 @register
-class DRTP(ErrorFeedbackRule):
+class DRTP(DirectFeedbackRule):
     """DRTP: δ_k = (y* B_k) ⊙ f'(a_k) for hidden layers (target, not error); the output layer follows its own loss."""
 
     name = "drtp"
     Config = DRTPConfig
     arch_defaults = {"act": "tanh", "out_act": "sigmoid"}
     """The DRTP repo's defaults (tanh hidden and conv units, sigmoid output, BCE)."""
-
-    def build_feedback(self) -> None:
-        # DRTP repo TrainingHook: kaiming_uniform_ on [C, N_k], i.e. U(±sqrt(6/N_k)); a conv layer's B_k is
-        # [C, Ch, H, W], hooked after the activation and before max-pooling
-        for k, shape in enumerate(self.z_shapes[:-1]):
-            self.feedback.add(f"B{k}", kaiming_uniform((self.num_classes, *shape), self.config.feedback_scale))
 
     def compute_updates(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         target = self.one_hot(y, self.num_classes, x.dtype)

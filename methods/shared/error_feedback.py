@@ -25,7 +25,7 @@ from methods.arch import ArchSpec
 from methods.base import LearningRule
 from methods.config import Optimizer, RuleConfig
 from methods.shared import layerwise as lw
-from methods.shared.feedback import FixedFeedback
+from methods.shared.feedback import FixedFeedback, kaiming_uniform
 
 OUT_ACTS = ("none", "sigmoid")
 
@@ -128,3 +128,16 @@ class ErrorFeedbackRule(LearningRule):
         delta = g_z * self.layers[k].act.derivative(trace.a)
         scale = 1.0 if self.config.hidden_reduction == "sum" else 1.0 / signal.shape[0]
         lw.set_grads(self.layers[k].op, *lw.weight_grads(self.layers[k].op, trace.u, delta), scale=scale)
+
+
+class DirectFeedbackRule(ErrorFeedbackRule):
+    """Base of DFA and DRTP: one fixed B_k per hidden layer that maps the C-dimensional signal (error or target)
+    straight to that layer."""
+
+    config: DirectFeedbackConfig
+
+    def build_feedback(self) -> None:
+        # DRTP repo TrainingHook: kaiming_uniform_ on [C, N_k], i.e. U(+-sqrt(6/N_k)); a conv layer's B_k is
+        # [C, Ch, H, W], hooked after the activation and before max-pooling
+        for k, shape in enumerate(self.z_shapes[:-1]):
+            self.feedback.add(f"B{k}", kaiming_uniform((self.num_classes, *shape), self.config.feedback_scale))
