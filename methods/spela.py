@@ -10,7 +10,13 @@ layers. Any layer predicts argmax_c cos(h_k, v_k(c)) (early exit); the last laye
   lr schedule restarts for every layer (``methods/shared/layer_schedule.py``).
 
 The paper states lr 0.01 "initial" and He-like initial weight norms, but not the activation, optimiser, batch
-size or decay; the defaults below are the best setting of our Fashion-MNIST search (see the issue-4 note).
+size or decay; the defaults below are a plain reading (ReLU, Adam 1e-3, batch 64, cosine decay). On Fashion-MNIST
+784-1000-34 (one seed) they reach 86.48% at 15 epochs; the best of our search, leaky-ReLU hidden units, a tanh output
+layer and inputs in [0, 1] (``--norm unit``), reached 86.87% at 30 epochs, still short of the paper's 89.77. Train
+and validation accuracy stay within a point of each other, so the gap is underfitting, not overfitting, and
+the output layer adds only 1.5 to 2.4 points on top of the hidden read-out where the paper reports 3.4 (our guess,
+not measured: the hidden layer's cosine loss pulls its code towards the C class directions, leaving the output
+layer little else to use).
 Every layer needs an activation (σ_k), so ``out_act`` defaults to ReLU here. Ablations (SPELA Table 6):
 ``loss=euclidean`` (loss ||h_k - v_k(y)||, prediction = nearest vector), ``vectors=random`` (N(0, I) vectors
 scaled to unit norm), and ±1 weights through the arch option ``binary=1`` (also usable by BP: BP-Bin).
