@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from bench.errors import BenchError, ConfigError
+from bench.errors import ConfigError, exit_status
 
 
 def _csv(s: str) -> tuple[str, ...]:
@@ -221,11 +221,4 @@ def main(argv: list[str] | None = None) -> int:
 
         return sweep_main(argv[1:])
     a = build_parser().parse_args(argv)
-    try:
-        return {"list": cmd_list, "run": cmd_run, "grid": cmd_grid, "report": cmd_report, "data": cmd_data}[a.cmd](a)
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return exit_status({"list": cmd_list, "run": cmd_run, "grid": cmd_grid, "report": cmd_report, "data": cmd_data}[a.cmd], a)

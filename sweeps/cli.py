@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Any
 
-from bench.errors import BenchError, ConfigError
+from bench.errors import BenchError, ConfigError, exit_status
 
 DEFAULT_EPOCHS = 5
 DEFAULT_TRIALS = 20
@@ -122,14 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return _main(a)
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return exit_status(_main, a)
 
 
 def _main(a: argparse.Namespace) -> int:
