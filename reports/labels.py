@@ -13,8 +13,11 @@ NAMES = {"bp": "BP", "fa": "FA", "dfa": "DFA", "drtp": "DRTP", "pepita": "PEPITA
 ABLATION_SUFFIX = {("loss", "euclidean"): "-Euc", ("vectors", "random"): "-Rand"}
 """SPELA Table 6's row names for option values (±1 weights, from the arch, give -Bin)."""
 HIDDEN = {"align_every"}
-RUN_NAMES = {"batch_size": "batch", "limit_train": "train samples"}
 """Options that never set a run apart (diagnostics)."""
+ARCH_LABELLED = ("act", "out_act", "bias", "init")
+"""Architecture options named in a label when they differ from the rule's own."""
+RUN_NAMES = {"batch_size": "batch", "limit_train": "train samples"}
+"""How run options (batch size, subset) are named in a label."""
 
 
 def method_name(method: str) -> str:
@@ -45,6 +48,28 @@ def changed_options(method: str, rule: str | dict | None) -> dict[str, Any]:
     return {k: v for k, v in sorted(opts.items()) if k not in HIDDEN and k in defaults and defaults[k] != v}
 
 
+@functools.lru_cache(maxsize=None)
+def changed_arch_options(method: str, arch_full: str | None) -> dict[str, str]:
+    """Unit options of a run's architecture (``ARCH_LABELLED``) that differ from what the rule fills in for the
+    same layers; the structure (widths, blocks, skips, ±1 weights) is the architecture column's."""
+    if not arch_full or "," not in arch_full:
+        return {}
+    try:
+        import methods  # noqa: F401
+        from methods.arch import ArchSpec
+        from methods.registry import get_rule
+
+        default = ArchSpec.parse(arch_full.split(",", 1)[0], get_rule(method).arch_defaults).text
+    except Exception:  # noqa: BLE001 - a removed rule or an old arch string: nothing to compare against
+        return {}
+
+    def options(text: str) -> dict[str, str]:
+        return dict(part.split("=", 1) for part in text.split(",")[1:] if "=" in part)
+
+    theirs = options(default)
+    return {k: v for k, v in options(arch_full).items() if k in ARCH_LABELLED and theirs.get(k) != v}
+
+
 def is_binary(arch_full: str | None) -> bool:
     return "binary=1" in str(arch_full or "")
 
@@ -64,6 +89,7 @@ def run_label(method: str, rule: str | dict | None, arch_full: str | None = None
             name += "-Bin"
     if show is not None:
         opts = {k: v for k, v in opts.items() if k in show}
+    opts.update(changed_arch_options(method, arch_full))
     run = json.loads(run_options) if isinstance(run_options, str) else dict(run_options or {})
     opts.update({RUN_NAMES.get(k, k): v for k, v in run.items()})
     if opts:

@@ -64,3 +64,16 @@ def test_make_report_builds_tables(offline_runs, tmp_path):
     assert f"**{accs.mean():.2f} ± {accs.std():.2f}**" in md
     index = (out / "index.md").read_text()
     assert "partial" in index and "diverged" in index
+
+
+def test_labels_name_the_unit_options_a_run_changed_and_nothing_else():
+    from reports.labels import run_label
+
+    assert run_label("spela_o", {}, "mlp:1000-34,act=relu,out_act=relu,bias=1,init=he_normal") == "SPELA(O)"
+    assert (run_label("spela_o", {"lr": 0.01}, "mlp:1000-34,act=leaky_relu,out_act=tanh,bias=1,init=he_normal")
+            == "SPELA(O) [lr=0.01, act=leaky_relu, out_act=tanh]")
+    # DRTP's own units are tanh + sigmoid: the comparison tables' ReLU + softmax setting is named
+    assert run_label("drtp", {}, "mlp:1024-C,act=relu,out_act=none,bias=1,init=default") == "DRTP [act=relu, out_act=none]"
+    # structure (blocks, skips, ±1 weights) is the architecture column's, not the label's
+    assert run_label("bp", {}, "resnet18,act=relu,out_act=none,bias=1,init=default,blocks=16,skip=0") == "BP"
+    assert run_label("bp", {}, "mlp:1024-C,act=relu,out_act=none,bias=1,init=default,binary=1", ablation=True) == "BP-Bin"
