@@ -221,4 +221,5 @@ def main(argv: list[str] | None = None) -> int:
 
         return sweep_main(argv[1:])
     a = build_parser().parse_args(argv)
-    return exit_status({"list": cmd_list, "run": cmd_run, "grid": cmd_grid, "report": cmd_report, "data": cmd_data}[a.cmd], a)
+    commands = {"list": cmd_list, "run": cmd_run, "grid": cmd_grid, "report": cmd_report, "data": cmd_data}
+    return exit_status(commands[a.cmd], a)

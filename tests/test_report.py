@@ -73,7 +73,9 @@ def test_labels_name_the_unit_options_a_run_changed_and_nothing_else():
     assert (run_label("spela_o", {"lr": 0.01}, "mlp:1000-34,act=leaky_relu,out_act=tanh,bias=1,init=he_normal")
             == "SPELA(O) [lr=0.01, act=leaky_relu, out_act=tanh]")
     # DRTP's own units are tanh + sigmoid: the comparison tables' ReLU + softmax setting is named
-    assert run_label("drtp", {}, "mlp:1024-C,act=relu,out_act=none,bias=1,init=default") == "DRTP [act=relu, out_act=none]"
+    assert (run_label("drtp", {}, "mlp:1024-C,act=relu,out_act=none,bias=1,init=default")
+            == "DRTP [act=relu, out_act=none]")
     # structure (blocks, skips, ±1 weights) is the architecture column's, not the label's
     assert run_label("bp", {}, "resnet18,act=relu,out_act=none,bias=1,init=default,blocks=16,skip=0") == "BP"
-    assert run_label("bp", {}, "mlp:1024-C,act=relu,out_act=none,bias=1,init=default,binary=1", ablation=True) == "BP-Bin"
+    binary = "mlp:1024-C,act=relu,out_act=none,bias=1,init=default,binary=1"
+    assert run_label("bp", {}, binary, ablation=True) == "BP-Bin"
