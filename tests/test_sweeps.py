@@ -237,13 +237,16 @@ def test_a_killed_worker_loses_no_other_trial_and_a_rerun_tops_up(fmnist_root, t
                 victim = t
     assert victim is not None, "worker B never started a trial"
     os.kill(b.pid, signal.SIGKILL)
+    killed = time.time()
     b.join()
     a.join(120)
     assert a.exitcode == 0
     trials = _load(url, name).get_trials(deepcopy=False)
     mine = [t for t in trials if t.user_attrs.get("worker", "").endswith(f":{a.pid}")]
     assert len(mine) == 3 and all(t.state.name in ("COMPLETE", "PRUNED") for t in mine)
-    time.sleep(2.5)  # past the grace period: the victim's heartbeat is stale
+    # past the 2 s grace period with margin: SQLite keeps heartbeats to the second, so a heartbeat from the last
+    # second before the kill can still look 2 s old 2.5 s later (then the re-run counts it as running)
+    time.sleep(max(0.0, killed + 4.5 - time.time()))
     res = run_sweep(spec, budget=6, workers=1, storage=url, executor="inline", heartbeat=1, grace=2,
                     env=opts["env"], export=False, figures=False, out=io.StringIO())
     trials = _load(url, name).get_trials(deepcopy=False)
