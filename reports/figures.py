@@ -143,60 +143,62 @@ def learning_curves(hist: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[P
 
 def layerwise_curves(hist: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[Path]:
     """SPELA Fig. 3a: validation accuracy of every exit per epoch, one panel per (rule, arch), per dataset."""
-    plt, sns = _plt()
+    _, sns = _plt()
     exits = [c for c in hist.columns if c.startswith("val/acc/")] if not hist.empty else []
     if not exits:
         return []
+
+    def draw(ax, long: pd.DataFrame, title: str) -> None:
+        long["acc"] = 100 * long.pop("value")
+        long["exit"] = long["exit"].str.removeprefix("val/acc/")
+        sns.lineplot(data=long, x="epoch", y="acc", hue="exit", marker="o", errorbar="sd", ax=ax)
+        ax.set(title=title, xlabel="epoch", ylabel="validation accuracy (%)")
+        ax.legend(fontsize=7, title="exit")
+
     keep = _labelled(standard(runs[runs["status"] == "completed"]))
-    h = hist.merge(keep[["run_id", "label"]], on="run_id")
-    paths = []
-    for ds, g in h.groupby("dataset"):
-        panels = [(k, p) for k, p in g.groupby(["label", "arch"]) if p[exits].notna().any().any()]
-        if not panels:
-            continue
-        fig, axes = _grid(len(panels))
-        for ax, ((label, arch), p) in zip(axes, panels):
-            cols = [c for c in exits if p[c].notna().any()]
-            long = p.melt(id_vars=["epoch", "seed"], value_vars=cols, var_name="exit", value_name="acc").dropna()
-            long["acc"] *= 100
-            long["exit"] = long["exit"].str.removeprefix("val/acc/")
-            sns.lineplot(data=long, x="epoch", y="acc", hue="exit", marker="o", errorbar="sd", ax=ax)
-            ax.set(title=_wrap(f"{label}, {arch}"), xlabel="epoch", ylabel="validation accuracy (%)")
-            ax.legend(fontsize=7, title="exit")
-            _epochs_axis(ax)
-        fig.suptitle(f"{ds}: validation accuracy of every layer's read-out (mean ± std over seeds)")
-        fig.tight_layout()
-        paths.append(_save(fig, out, _slug("layerwise", ds)))
-    return paths
+    return _history_panels(hist, keep, exits, "exit", draw, out, "layerwise",
+                           "validation accuracy of every layer's read-out (mean ± std over seeds)")
 
 
 def alignment_curves(hist: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[Path]:
     """cos(update, BP gradient) per block over training, one panel per rule, per dataset."""
-    plt, sns = _plt()
+    _, sns = _plt()
     blocks = sorted((c for c in hist.columns if c.startswith("align/b")), key=lambda c: int(c[7:])) if not hist.empty else []
     if not blocks:
         return []
+
+    def draw(ax, long: pd.DataFrame, title: str) -> None:
+        long = long.rename(columns={"value": "cos"})
+        long["block"] = "block " + long["block"].str.removeprefix("align/b")
+        sns.lineplot(data=long, x="epoch", y="cos", hue="block", marker="o", errorbar="sd", ax=ax)
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set(title=title, xlabel="epoch", ylabel="cos(update, BP gradient)", ylim=(-1.05, 1.05))
+        ax.legend(fontsize=7, title=None)
+
     keep = _labelled(runs[runs["status"].isin(["completed", "diverged"])])
+    return _history_panels(hist, keep, blocks, "block", draw, out, "alignment",
+                           "alignment of each block's update with the BP gradient (mean ± std over seeds)")
+
+
+def _history_panels(hist: pd.DataFrame, keep: pd.DataFrame, columns: list[str], var_name: str, draw, out: Path,
+                    slug: str, what: str) -> list[Path]:
+    """Per dataset, one panel per (run label, arch) of the per-epoch ``columns`` (mean ± std over seeds): the
+    history is melted to long form (``var_name``, ``value``) and ``draw(ax, long, title)`` plots it."""
     h = hist.merge(keep[["run_id", "label"]], on="run_id")
     paths = []
     for ds, g in h.groupby("dataset"):
-        panels = [(k, p) for k, p in g.groupby(["label", "arch"]) if p[blocks].notna().any().any()]
+        panels = [(k, p) for k, p in g.groupby(["label", "arch"]) if p[columns].notna().any().any()]
         if not panels:
             continue
         fig, axes = _grid(len(panels))
         for ax, ((label, arch), p) in zip(axes, panels):
-            cols = [c for c in blocks if p[c].notna().any()]
-            long = p.melt(id_vars=["epoch", "seed"], value_vars=cols, var_name="block", value_name="cos").dropna()
-            long["block"] = "block " + long["block"].str.removeprefix("align/b")
-            sns.lineplot(data=long, x="epoch", y="cos", hue="block", marker="o", errorbar="sd", ax=ax)
-            ax.axhline(0, color="0.5", lw=0.8)
-            ax.set(title=_wrap(f"{label}, {arch}"), xlabel="epoch", ylabel="cos(update, BP gradient)",
-                   ylim=(-1.05, 1.05))
-            ax.legend(fontsize=7, title=None)
+            cols = [c for c in columns if p[c].notna().any()]
+            long = p.melt(id_vars=["epoch", "seed"], value_vars=cols, var_name=var_name, value_name="value").dropna()
+            draw(ax, long, _wrap(f"{label}, {arch}"))
             _epochs_axis(ax)
-        fig.suptitle(f"{ds}: alignment of each block's update with the BP gradient (mean ± std over seeds)")
-        fig.tight_layout()
-        paths.append(_save(fig, out, _slug("alignment", ds)))
+        fig.suptitle(f"{ds}: {what}")
+        fig.tight_layout(rect=(0, 0, 1, 0.98))  # keep the suptitle clear of the first row's titles
+        paths.append(_save(fig, out, _slug(slug, ds)))
     return paths
 
 
