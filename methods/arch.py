@@ -72,6 +72,9 @@ ACTIVATIONS = {
     "tanh": (torch.tanh, lambda a: 1 - torch.tanh(a) ** 2),
     "sigmoid": (torch.sigmoid, _sigmoid_grad),
     "leaky_relu": (nn.functional.leaky_relu, lambda a: torch.where(a > 0, 1.0, 0.01).to(a.dtype)),
+    # slope 0.001: the SPELA authors' MLP code
+    "leaky_relu_1e-3": (lambda a: nn.functional.leaky_relu(a, 1e-3),
+                        lambda a: torch.where(a > 0, 1.0, 1e-3).to(a.dtype)),
     "elu": (nn.functional.elu, lambda a: torch.where(a > 0, torch.ones_like(a), torch.exp(a))),
     "silu": (nn.functional.silu, lambda a: torch.sigmoid(a) * (1 + a * (1 - torch.sigmoid(a)))),
     "softplus": (nn.functional.softplus, torch.sigmoid),

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from bench.errors import ArchError
-from methods.arch import ArchSpec, Layer, build_network
+from methods.arch import ACTIVATIONS, Activation, ArchSpec, Layer, build_network
 
 
 def n_params(net: nn.Module) -> int:
@@ -80,3 +80,13 @@ def test_rule_rejects_unsupported_pairing():
 
     with pytest.raises(ArchError, match="C-way output"):
         get_rule("bp").parse_arch("mlp:1000-34", 10)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_every_activation_knows_its_own_derivative(name):
+    """The explicit f'(a) that FA/DFA/DRTP use matches autograd, away from the kink at 0."""
+    a = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    a = a[a.abs() > 1e-3].requires_grad_()
+    act = Activation(name)
+    (auto,) = torch.autograd.grad(act(a).sum(), a)
+    assert torch.allclose(act.derivative(a.detach()), auto, atol=1e-10), name

@@ -18,16 +18,20 @@ def _rule(name="spela_o", arch="mlp:5-4", overrides=None, epochs=4):
     return get_rule(name).create(overrides or {}, arch, (1, 2, 3), C, epochs=epochs)
 
 
-def _cos_layer_grads(W, b, x, v_y):
-    """By hand: x̂ = x/||x||, a = W x̂ + b, h = relu(a), L = -mean_n cos(h_n, v_{y_n}) with ||v|| = 1.
-    dL/dh = -(1/B) (v/||h|| - (h·v) h/||h||^3); dL/da = dL/dh * [a > 0]; dW = dL/da^T x̂; db = sum_n dL/da."""
+def _cos_layer_grads(W, b, x, v_y, log=False, input_norm=True, slope=0.0):
+    """By hand: x̂ = x/||x|| (x̂ = x without input_norm), a = W x̂ + b, h = leaky_relu(a, slope) (slope 0: relu),
+    L = -mean_n cos(h_n, v_{y_n}) with ||v|| = 1 (log: L = mean_n log(2 - cos_n), so each sample's -cos gradient is
+    scaled by 1/(2 - cos_n)). dL/dh = -(w_n/B) (v/||h|| - (h·v) h/||h||^3) with w_n = 1 or 1/(2 - cos_n);
+    dL/da = dL/dh * σ'(a) (1 for a > 0, else slope); dW = dL/da^T x̂; db = sum_n dL/da."""
     B = x.shape[0]
-    xh = x / x.norm(dim=1, keepdim=True)
+    xh = x / x.norm(dim=1, keepdim=True) if input_norm else x
     a = xh @ W.T + b
-    h = a.clamp_min(0)
+    h = torch.where(a > 0, a, slope * a)
     hn = h.norm(dim=1, keepdim=True)
-    dh = -(v_y / hn - (h * v_y).sum(1, keepdim=True) * h / hn**3) / B
-    da = dh * (a > 0).double()
+    cos = (h * v_y).sum(1, keepdim=True) / hn
+    w = 1.0 / (2.0 - cos) if log else torch.ones_like(cos)
+    dh = -w * (v_y / hn - (h * v_y).sum(1, keepdim=True) * h / hn**3) / B
+    da = dh * torch.where(a > 0, 1.0, slope).double()
     return da.T @ xh, da.sum(0), h
 
 
@@ -42,6 +46,27 @@ def test_spela_o_update_is_each_layers_own_cosine_gradient():
     w2, b2, _ = _cos_layer_grads(l2.weight.detach(), l2.bias.detach(), h1, rule.class_vectors1[y])
     assert torch.allclose(l1.weight.grad, w1, atol=1e-10) and torch.allclose(l1.bias.grad, b1, atol=1e-10)
     assert torch.allclose(l2.weight.grad, w2, atol=1e-10) and torch.allclose(l2.bias.grad, b2, atol=1e-10)
+
+
+def test_authors_code_options_log_cosine_loss_raw_inputs_small_leaky_slope():
+    """loss=log_cosine, input_norm=false, act=leaky_relu_1e-3 (the SPELA authors' MLP code) against the hand formula."""
+    rule = _rule(arch="mlp:5-4,act=leaky_relu_1e-3,out_act=leaky_relu_1e-3",
+                 overrides={"loss": "log_cosine", "input_norm": "false"})
+    rule.double()
+    x, y = tiny_batch((1, 2, 3), n=8, num_classes=C)
+    x = x.double()
+    out = rule.compute_updates(x, y)
+    l1, l2 = rule.net.blocks[0].op, rule.net.blocks[1].op
+    opts = {"log": True, "input_norm": False, "slope": 1e-3}
+    w1, b1, h1 = _cos_layer_grads(l1.weight.detach(), l1.bias.detach(), x.flatten(1), rule.class_vectors0[y], **opts)
+    w2, b2, h2 = _cos_layer_grads(l2.weight.detach(), l2.bias.detach(), h1, rule.class_vectors1[y], **opts)
+    assert torch.allclose(l1.weight.grad, w1, atol=1e-10) and torch.allclose(l1.bias.grad, b1, atol=1e-10)
+    assert torch.allclose(l2.weight.grad, w2, atol=1e-10) and torch.allclose(l2.bias.grad, b2, atol=1e-10)
+    cos = [torch.nn.functional.cosine_similarity(h, v[y], dim=1) for h, v in
+           ((h1, rule.class_vectors0), (h2, rule.class_vectors1))]
+    assert out["loss"].item() == pytest.approx(sum(torch.log(2 - c).mean().item() for c in cos), rel=1e-9)
+    # prediction is still the nearest class vector by cosine, now of the raw-input network
+    assert torch.equal(rule(x).argmax(1), (torch.nn.functional.normalize(h2, dim=1) @ rule.class_vectors1.T).argmax(1))
 
 
 def test_spela_o_no_gradient_crosses_layers():
@@ -87,6 +112,19 @@ def test_euclidean_ablation_loss_and_prediction():
     h = rule.net.blocks[0](x.flatten(1) / x.flatten(1).norm(dim=1, keepdim=True))
     v = rule.class_vectors0
     assert out["loss"].item() == pytest.approx((h - v[y]).norm(dim=1).mean().item(), rel=1e-5)
+    dist = ((h[:, None, :] - v[None]) ** 2).sum(-1).sqrt()
+    assert torch.equal(rule(x).argmax(1), dist.argmin(1))
+
+
+def test_euclidean_ref_ablation_trains_on_unit_distance_and_predicts_by_raw_distance():
+    """The authors' code for Table 6's Euclidean row: log(1 + ||h/||h|| - v_y||) in training, nearest raw distance."""
+    rule = _rule(overrides={"loss": "euclidean_ref"}, arch="mlp:4")
+    x, y = tiny_batch((1, 2, 3), n=6, num_classes=C)
+    out = rule.compute_updates(x, y)
+    h = rule.net.blocks[0](x.flatten(1) / x.flatten(1).norm(dim=1, keepdim=True))
+    v = rule.class_vectors0
+    hu = h / h.norm(dim=1, keepdim=True).clamp_min(1e-12)  # a dead ReLU row stays 0, as in the rule
+    assert out["loss"].item() == pytest.approx(torch.log(1 + (hu - v[y]).norm(dim=1)).mean().item(), rel=1e-5)
     dist = ((h[:, None, :] - v[None]) ** 2).sum(-1).sqrt()
     assert torch.equal(rule(x).argmax(1), dist.argmin(1))
 
