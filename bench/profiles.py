@@ -47,6 +47,19 @@ TRANSFER = {"aircraft": "large", "flowers102": "large", "food101": "large", "pet
 _HEADS = {"large": ("mlp:1024-1024", "mlp:1024-1024-C"), "small": ("mlp:512-64", "mlp:512-64-C")}
 
 
+SPELA_CODE_ARCH = "mlp:1000-34,act=leaky_relu_1e-3,out_act=leaky_relu_1e-3,init=he_uniform"
+SPELA_CODE_RULE = {"loss": "log_cosine", "input_norm": False, "optimizer": "sgd", "momentum": 0.0, "lr": 2.5,
+                   "schedule": "linear_step", "step_size": 10, "gamma": 0.04}
+"""The SPELA authors' published MLP training recipe (see methods/spela.py), with batch 50 and [0, 1] inputs."""
+
+
+def _spela_code() -> tuple[dict[str, Any], ...]:
+    base = {"arch": SPELA_CODE_ARCH, "rule": SPELA_CODE_RULE}
+    return (base, {**base, "rule": {**SPELA_CODE_RULE, "vectors": "random"}},
+            {**base, "rule": {**SPELA_CODE_RULE, "loss": "euclidean_ref"}},
+            {**base, "arch_options": {"binary": 1}})
+
+
 def _fewshot(epochs: tuple[int, ...], fractions: tuple[float, ...]) -> tuple[dict[str, Any], ...]:
     # val_fraction 0: the runs tune nothing, and at 0.99 the whole training part is 1% of the data (as in the paper)
     return tuple({"test_fraction": f, "epochs": e, "val_fraction": 0.0} for e in epochs for f in fractions)
@@ -99,6 +112,11 @@ PROFILES: dict[str, Profile] = {
                   {"methods": ("spela_o",), "rule": {"vectors": "random"}},
                   {"methods": ("spela_o",), "arch_options": {"binary": 1}},
                   {"methods": ("bp",)}, {"methods": ("bp",), "arch_options": {"binary": 1}})),
+    "spela_code": Profile(
+        "spela_code", "SPELA(O) 784-1000-34 trained with the authors' published code recipe (log(2 - cos) loss, raw "
+        "[0, 1] inputs, leaky ReLU 0.001, SGD lr 2.5 lowered by 0.1 every 10 epochs, batch 50) and Table 6's random-"
+        "vector, Euclidean (their code) and +-1-weight variants under it, 5 seeds, 100 epochs", seeds=SEEDS5,
+        epochs=100, methods=("spela_o",), run={"batch_size": 50, "norm": "unit"}, variants=_spela_code()),
     "fg_split": Profile(
         "fg_split", "forward-gradient grid on ResNet-18 split in 8 and 16 blocks (Fournier Tables 2-4): guess x "
         "target x space x aux head (cnn, mlp, linear) beside BP, CIFAR-10 with augmentation, 100 epochs, 1 seed",

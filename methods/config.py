@@ -18,7 +18,7 @@ from typing import Any, Literal, Mapping, get_args, get_origin, get_type_hints
 from bench.errors import ConfigError
 
 Optimizer = Literal["sgd", "adam", "adamw"]
-Schedule = Literal["none", "step", "multistep", "cosine", "linear"]
+Schedule = Literal["none", "step", "multistep", "cosine", "linear", "linear_step"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,13 +37,14 @@ class RuleConfig:
     """Coupled L2 weight decay (decoupled for adamw)."""
     schedule: Schedule = "none"
     """Per-epoch lr schedule: none, step (every ``step_size`` epochs), multistep (at ``milestones``),
-    cosine (to 0 over the run) or linear (constant, then linear to 0 over the last ``1 - milestones[0]``)."""
+    cosine (to 0 over the run), linear (constant, then linear to 0 over the last ``1 - milestones[0]``) or
+    linear_step (every ``step_size`` epochs the base lr times ``gamma`` is subtracted: the SPELA authors' code)."""
     step_size: int = 30
     """Epochs between decays of the step schedule."""
     milestones: tuple[float, ...] = (0.6, 0.9)
     """Multistep decay points as fractions of the run's epochs (PEPITA: 60% and 90%)."""
     gamma: float = 0.1
-    """Decay factor of the step and multistep schedules."""
+    """Decay factor of the step and multistep schedules; linear_step: the share of the base lr subtracted per step."""
     align_every: int = dataclasses.field(default=0, metadata={"diagnostic": True})
     """Every N training steps, log per block the cosine between the rule's update and the BP gradient of the same
     batch (``align/b<k>``; 0: off). Diagnostic only: the trained numbers do not change."""

@@ -29,6 +29,9 @@ def lr_factor(cfg: RuleConfig, epoch: int, epochs: int) -> float:
     if cfg.schedule == "multistep":
         # milestones are fractions of the run: PEPITA decays at 60% and 90% (epochs 60 and 90 of 100)
         return cfg.gamma ** sum(epoch >= round(m * epochs) for m in cfg.milestones)
+    if cfg.schedule == "linear_step":
+        # SPELA's code: lr 2.5 lowered by 0.1 every 10 epochs = gamma 0.04, step_size 10
+        return max(0.0, 1.0 - cfg.gamma * (epoch // cfg.step_size))
     if cfg.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
     # linear: constant until milestones[0] of the run, then linearly down towards 0 (FF's official code)

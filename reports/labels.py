@@ -10,7 +10,8 @@ NAMES = {"bp": "BP", "fa": "FA", "dfa": "DFA", "drtp": "DRTP", "pepita": "PEPITA
          "spela": "SPELA", "spela_cnn": "SPELA CNN", "local_learning": "Local learning", "fg": "FG",
          "fg_gaussian": "FG Gaussian", "fg_rademacher": "FG Rademacher", "fg_local": "FG Local", "fg_ntk": "FG NTK",
          "fg_fixed_ntk": "FG fixed NTK"}
-ABLATION_SUFFIX = {("loss", "euclidean"): "-Euc", ("vectors", "random"): "-Rand"}
+ABLATION_SUFFIX = {("loss", "euclidean"): "-Euc", ("loss", "euclidean_ref"): "-Euc(code)",
+                   ("vectors", "random"): "-Rand"}
 """SPELA Table 6's row names for option values (±1 weights, from the arch, give -Bin)."""
 HIDDEN = {"align_every"}
 """Options that never set a run apart (diagnostics)."""

@@ -69,6 +69,11 @@ def test_profiles_hold_the_papers_protocols():
     assert got == {("spela_o", None, None, False), ("spela_o", "euclidean", None, False),
                    ("spela_o", None, "random", False), ("spela_o", None, None, True), ("bp", None, None, False),
                    ("bp", None, None, True)}
+    code = expand(GridSpec(profile="spela_code", seeds=(0,), tuned=False))
+    assert all(c.batch_size == 50 and c.norm == "unit" and c.epochs == 100 and c.rule["lr"] == 2.5 for c in code)
+    assert {(c.rule["loss"], c.rule.get("vectors"), "binary=1" in c.arch) for c in code} == {
+        ("log_cosine", None, False), ("log_cosine", "random", False), ("euclidean_ref", None, False),
+        ("log_cosine", None, True)}
     tr = expand(GridSpec(profile="transfer", seeds=(0,), tuned=False))
     assert {c.dataset for c in tr} == {f"resnet50:{d}" for d in ("aircraft", "flowers102", "food101", "pets", "cifar10")}
     assert {c.arch for c in tr if c.dataset == "resnet50:flowers102"} == {"mlp:1024-1024", "mlp:1024-1024-C"}
