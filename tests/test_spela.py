@@ -105,26 +105,26 @@ def test_spela_vectors_are_simplex_per_layer_and_scores_read_every_layer():
     assert not torch.allclose(v @ v.T, torch.full((C, C), -0.5) + 1.5 * torch.eye(C), atol=1e-2)
 
 
-def test_euclidean_ablation_loss_and_prediction():
-    rule = _rule(overrides={"loss": "euclidean"}, arch="mlp:4")
-    x, y = tiny_batch((1, 2, 3), n=6, num_classes=C)
-    out = rule.compute_updates(x, y)
-    h = rule.net.blocks[0](x.flatten(1) / x.flatten(1).norm(dim=1, keepdim=True))
-    v = rule.class_vectors0
-    assert out["loss"].item() == pytest.approx((h - v[y]).norm(dim=1).mean().item(), rel=1e-5)
-    dist = ((h[:, None, :] - v[None]) ** 2).sum(-1).sqrt()
-    assert torch.equal(rule(x).argmax(1), dist.argmin(1))
+def _raw_distance_loss(h, v_y):
+    return (h - v_y).norm(dim=1).mean()
 
 
-def test_euclidean_ref_ablation_trains_on_unit_distance_and_predicts_by_raw_distance():
-    """The authors' code for Table 6's Euclidean row: log(1 + ||h/||h|| - v_y||) in training, nearest raw distance."""
-    rule = _rule(overrides={"loss": "euclidean_ref"}, arch="mlp:4")
-    x, y = tiny_batch((1, 2, 3), n=6, num_classes=C)
-    out = rule.compute_updates(x, y)
-    h = rule.net.blocks[0](x.flatten(1) / x.flatten(1).norm(dim=1, keepdim=True))
-    v = rule.class_vectors0
+def _authors_code_distance_loss(h, v_y):
     hu = h / h.norm(dim=1, keepdim=True).clamp_min(1e-12)  # a dead ReLU row stays 0, as in the rule
-    assert out["loss"].item() == pytest.approx(torch.log(1 + (hu - v[y]).norm(dim=1)).mean().item(), rel=1e-5)
+    return torch.log(1 + (hu - v_y).norm(dim=1)).mean()
+
+
+@pytest.mark.parametrize("loss, by_hand", [("euclidean", _raw_distance_loss),
+                                           ("euclidean_ref", _authors_code_distance_loss)])
+def test_euclidean_ablations_loss_and_prediction_by_raw_distance(loss, by_hand):
+    """Table 6's Euclidean row: ||h - v_y|| (euclidean) or the authors' code's log(1 + ||h/||h|| - v_y||)
+    (euclidean_ref) in training; both predict the class vector nearest to the raw h."""
+    rule = _rule(overrides={"loss": loss}, arch="mlp:4")
+    x, y = tiny_batch((1, 2, 3), n=6, num_classes=C)
+    out = rule.compute_updates(x, y)
+    h = rule.net.blocks[0](x.flatten(1) / x.flatten(1).norm(dim=1, keepdim=True))
+    v = rule.class_vectors0
+    assert out["loss"].item() == pytest.approx(by_hand(h, v[y]).item(), rel=1e-5)
     dist = ((h[:, None, :] - v[None]) ** 2).sum(-1).sqrt()
     assert torch.equal(rule(x).argmax(1), dist.argmin(1))
 
