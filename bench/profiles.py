@@ -50,7 +50,8 @@ _HEADS = {"large": ("mlp:1024-1024", "mlp:1024-1024-C"), "small": ("mlp:512-64",
 SPELA_CODE_ARCH = "mlp:1000-34,act=leaky_relu_1e-3,out_act=leaky_relu_1e-3,init=he_uniform"
 SPELA_CODE_RULE = {"loss": "log_cosine", "input_norm": False, "optimizer": "sgd", "momentum": 0.0, "lr": 2.5,
                    "schedule": "linear_step", "step_size": 10, "gamma": 0.04}
-"""The SPELA authors' published MLP training recipe (see methods/spela.py), with batch 50 and [0, 1] inputs."""
+SPELA_CODE_RUN = {"batch_size": 50, "norm": "unit"}
+"""The SPELA authors' published MLP training recipe (see methods/spela.py): unit options, rule options, run options."""
 
 
 def _spela_code() -> tuple[dict[str, Any], ...]:
@@ -116,7 +117,7 @@ PROFILES: dict[str, Profile] = {
         "spela_code", "SPELA(O) 784-1000-34 trained with the authors' published code recipe (log(2 - cos) loss, raw "
         "[0, 1] inputs, leaky ReLU 0.001, SGD lr 2.5 lowered by 0.1 every 10 epochs, batch 50) and Table 6's random-"
         "vector, Euclidean (their code) and +-1-weight variants under it, 5 seeds, 100 epochs", seeds=SEEDS5,
-        epochs=100, methods=("spela_o",), run={"batch_size": 50, "norm": "unit"}, variants=_spela_code()),
+        epochs=100, methods=("spela_o",), run=SPELA_CODE_RUN, variants=_spela_code()),
     "fg_split": Profile(
         "fg_split", "forward-gradient grid on ResNet-18 split in 8 and 16 blocks (Fournier Tables 2-4): guess x "
         "target x space x aux head (cnn, mlp, linear) beside BP, CIFAR-10 with augmentation, 100 epochs, 1 seed",

@@ -93,9 +93,26 @@ def run_label(method: str, rule: str | dict | None, arch_full: str | None = None
     opts.update(changed_arch_options(method, arch_full))
     run = json.loads(run_options) if isinstance(run_options, str) else dict(run_options or {})
     opts.update({RUN_NAMES.get(k, k): v for k, v in run.items()})
-    if opts:
-        name += " [" + ", ".join(f"{k}={_short(v)}" for k, v in opts.items()) + "]"
+    tags = []
+    for tag, (recipe_method, items) in recipes().items():
+        if method == recipe_method and all(k in opts and _short(opts[k]) == v for k, v in items.items()):
+            tags.append(tag)
+            opts = {k: v for k, v in opts.items() if k not in items}
+    if tags or opts:
+        name += " [" + ", ".join(tags + [f"{k}={_short(v)}" for k, v in opts.items()]) + "]"
     return name
+
+
+@functools.lru_cache(maxsize=None)
+def recipes() -> dict[str, tuple[str, dict[str, str]]]:
+    """Named training recipes a label shows by name instead of option by option: tag -> (rule, {option: value})
+    (the loss stays spelled out: Table 6 rows differ in it)."""
+    from bench.profiles import SPELA_CODE_ARCH, SPELA_CODE_RULE, SPELA_CODE_RUN
+
+    arch = dict(part.split("=", 1) for part in SPELA_CODE_ARCH.split(",")[1:])
+    items = {**{k: _short(v) for k, v in SPELA_CODE_RULE.items() if k != "loss"}, **arch,
+             **{RUN_NAMES.get(k, k): _short(v) for k, v in SPELA_CODE_RUN.items()}}
+    return {"authors' code": ("spela_o", items)}
 
 
 def _short(v: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
@@ -79,3 +80,21 @@ def test_labels_name_the_unit_options_a_run_changed_and_nothing_else():
     assert run_label("bp", {}, "resnet18,act=relu,out_act=none,bias=1,init=default,blocks=16,skip=0") == "BP"
     binary = "mlp:1024-C,act=relu,out_act=none,bias=1,init=default,binary=1"
     assert run_label("bp", {}, binary, ablation=True) == "BP-Bin"
+
+
+def test_labels_name_the_authors_code_recipe_instead_of_its_options():
+    from bench.profiles import SPELA_CODE_RULE, SPELA_CODE_RUN
+    from reports.labels import run_label
+
+    arch = "mlp:1000-34,act=leaky_relu_1e-3,out_act=leaky_relu_1e-3,bias=1,init=he_uniform"
+    assert run_label("spela_o", SPELA_CODE_RULE, arch, run_options=SPELA_CODE_RUN) == (
+        "SPELA(O) [authors' code, loss=log_cosine]")
+    rand = {**SPELA_CODE_RULE, "vectors": "random"}
+    assert run_label("spela_o", rand, arch, ablation=True, run_options=SPELA_CODE_RUN) == (
+        "SPELA(O)-Rand [authors' code, loss=log_cosine]")
+    euc = {**SPELA_CODE_RULE, "loss": "euclidean_ref"}
+    assert run_label("spela_o", json.dumps(euc), arch + ",binary=1", ablation=True,
+                     run_options=json.dumps(SPELA_CODE_RUN)) == "SPELA(O)-Euc(code)-Bin [authors' code]"
+    # one option off the recipe: every option is named again
+    assert run_label("spela_o", {**SPELA_CODE_RULE, "lr": 1.0}, arch, run_options=SPELA_CODE_RUN).startswith(
+        "SPELA(O) [gamma=0.04, input_norm=False, loss=log_cosine, lr=1,")
