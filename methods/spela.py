@@ -21,8 +21,9 @@ Alg. 1 in ways the paper does not mention; each is an option here, the paper's r
 loss log(2 - cos) (``loss=log_cosine``), no L2 normalisation of layer inputs (``input_norm=false``, with raw
 [0, 1] pixels: ``--norm unit``), leaky ReLU with slope 0.001 on every layer (``act=leaky_relu_1e-3``), He-uniform
 weights, plain SGD at lr 2.5 lowered by 0.1 every 10 epochs (``schedule=linear_step``), batch 50; ``make bench
-PROFILE=spela_code`` runs it, with Table 6's variants. On Fashion-MNIST 784-1000-34 (100 epochs, seed 0) it
-reached 86.68% (output) and 84.04% (hidden read-out): no closer to the paper's 89.77 / 86.39 than our own search.
+PROFILE=spela_code`` runs it, with Table 6's variants. On Fashion-MNIST 784-1000-34 (100 epochs, seeds 0-2) it
+reached 86.58 ± 0.09% (output) and 83.97 ± 0.06% (hidden read-out): no closer to the paper's 89.77 / 86.39 than
+our own search.
 Every layer needs an activation (σ_k), so ``out_act`` defaults to ReLU here. Ablations (SPELA Table 6):
 ``loss=euclidean`` (loss ||h_k - v_k(y)||, prediction = nearest vector), ``loss=euclidean_ref`` (the authors'
 code: log(1 + ||unit(h_k) - v_k(y)||), nearest vector to the raw h_k predicts, which for unit vectors is the
