@@ -55,12 +55,14 @@ def shares(remaining: int, workers: int) -> list[int]:
     return [remaining // n + (i < remaining % n) for i in range(n)] if n > 0 else []
 
 
-def create_study(spec: StudySpec, url: str, budget: int, name: str | None = None, heartbeat: int | None = 30):
-    """Create the study (or load it when it exists with the same spec), once, before any worker starts."""
+def create_study(spec: StudySpec, url: str, budget: int, name: str | None = None, heartbeat: int | None = 30,
+                 grace: int | None = None):
+    """Create the study (or load it when it exists with the same spec), once, before any worker starts. Its storage
+    carries the sweep's heartbeat and grace period: ``reap_stale`` judges stale trials with them."""
     import optuna
 
     name = name or spec.study_name()
-    st = open_storage(url, heartbeat=heartbeat)
+    st = open_storage(url, heartbeat=heartbeat, grace=grace)
     study = optuna.create_study(storage=st, study_name=name, direction="maximize", load_if_exists=True)
     old = study.user_attrs.get(SPEC_ATTR)
     if old is None:
@@ -155,7 +157,7 @@ def run_sweep(spec: StudySpec, *, budget: int, workers: int = 1, storage: str, e
     if budget < 1 or workers < 1:
         raise ConfigError(f"trials and workers must be >= 1 (got trials={budget}, workers={workers})")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = create_study(spec, storage, budget, study_name, heartbeat)
+    study = create_study(spec, storage, budget, study_name, heartbeat, grace)
     name = study.study_name
     reaped = reap_stale(study, storage)
     if reaped:

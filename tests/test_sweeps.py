@@ -221,7 +221,9 @@ def test_a_killed_worker_loses_no_other_trial_and_a_rerun_tops_up(fmnist_root, t
     from sweeps.study import work
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    spec = _spec(epochs=2)
+    # 20 short epochs make a trial last about half a second: with 2 epochs it took 0.1 s once the worker was warm,
+    # and a slow poll could miss all of worker B's trials (seen once in CI)
+    spec = _spec(epochs=20)
     name = spec.study_name()
     c = _fork(_create, spec, url, 6, None, 1)
     c.join()
@@ -230,9 +232,10 @@ def test_a_killed_worker_loses_no_other_trial_and_a_rerun_tops_up(fmnist_root, t
     b = _fork(work, url, name, 3, 1, opts)
     victim = None
     deadline = time.time() + 90
-    while victim is None and time.time() < deadline:
-        time.sleep(0.3)
-        for t in _load(url, name).get_trials(deepcopy=False, states=(optuna_state("RUNNING"),)):
+    watch = _load(url, name)  # opened once: re-opening the storage costs about half a second per poll
+    while victim is None and time.time() < deadline and b.is_alive():
+        time.sleep(0.05)
+        for t in watch.get_trials(deepcopy=False, states=(optuna_state("RUNNING"),)):
             if t.user_attrs.get("worker", "").endswith(f":{b.pid}"):
                 victim = t
     assert victim is not None, "worker B never started a trial"
@@ -255,6 +258,21 @@ def test_a_killed_worker_loses_no_other_trial_and_a_rerun_tops_up(fmnist_root, t
     assert res.counts["COMPLETE"] + res.counts["PRUNED"] == 6
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
     assert retried and retried[0].params == victim.params  # re-queued with the same parameters
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_rerun_reaps_stale_trials_with_the_sweeps_own_grace_period(tmp_path):
+    """``run_sweep`` reaps trials whose heartbeat is older than its ``grace`` (not the storage default of four
+    heartbeats): a trial last seen 3 s ago is stale under heartbeat=1, grace=2."""
+    from sweeps.launch import create_study, reap_stale
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = create_study(_spec(), url, 2, None, heartbeat=1, grace=2)
+    trial = study.ask()
+    study._storage.record_heartbeat(trial._trial_id)
+    time.sleep(3.05)  # SQLite keeps heartbeats to the second: 3.05 s later they differ by at least 3 s
+    assert reap_stale(study, url) == [trial.number]
+    assert study.get_trials(deepcopy=False)[trial.number].state.name == "FAIL"
 
 
 def optuna_state(name: str):
