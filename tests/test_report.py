@@ -11,7 +11,7 @@ import pytest
 
 from bench.paths import PROJECT_ROOT
 from bench.run import RunConfig, run
-from reports.wandb_io import iter_offline_runs
+from bench.wandb_io import iter_offline_runs
 from tests.native_files import make_idx_dataset
 
 
