@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -369,6 +370,8 @@ def work(configs: list[RunConfig], worker: int, options: dict[str, Any], on_fini
             log = runs_root(cfg.runs_dir) / "logs" / f"{res.name}.log"
             try:
                 with _output_to(log):
+                    print(f"== attempt of {res.name} by {socket.gethostname()} pid {os.getpid()} worker {worker} at "
+                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
                     result = run(cfg, res, claim=claim)
                 rec = result.record
             except (BenchError, Interrupted):

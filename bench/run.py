@@ -230,18 +230,18 @@ def run(cfg: RunConfig, resolved: Resolved | None = None, claim: Claim | None = 
             own.release()
 
 
-def _label_facts(res: Resolved) -> dict[str, Any]:
-    """What a report needs to label the run without importing training code: the rule's default options and
-    the architecture the rule would build from the same layer string."""
+def label_facts(rule_cls: type, arch_text: str) -> dict[str, Any]:
+    """What a report needs to label a run of ``rule_cls`` on ``arch_text`` without importing training code: the
+    rule's default options, the architecture the rule builds from the same layer string, its display name."""
+    from methods.arch import ArchSpec
     from methods.config import config_to_dict
 
-    base = res.arch.text.split(",", 1)[0]
     try:
-        arch_default = type(res.arch).parse(base, res.rule_cls.arch_defaults).text
+        arch_default = ArchSpec.parse(arch_text.split(",", 1)[0], rule_cls.arch_defaults).text
     except BenchError:
         arch_default = None
-    return {"rule_defaults": config_to_dict(res.rule_cls.Config(), identity=True), "arch_default": arch_default,
-            "display_name": getattr(res.rule_cls, "display_name", None)}
+    return {"rule_defaults": config_to_dict(rule_cls.Config(), identity=True), "arch_default": arch_default,
+            "display_name": getattr(rule_cls, "display_name", None)}
 
 
 def _run(cfg: RunConfig, res: Resolved) -> RunResult:
@@ -271,7 +271,7 @@ def _run(cfg: RunConfig, res: Resolved) -> RunResult:
         "name": res.name, "id": f"{res.name}-{uuid.uuid4().hex[:6]}", "config_hash": res.config_hash,
         "status": "running", "dataset": cfg.dataset, "method": cfg.method, "arch": res.arch.short,
         "arch_full": res.arch.text, "seed": cfg.seed, "epochs": cfg.epochs, "group": cfg.group,
-        "config": res.canonical, "rule_sources": cfg.rule_sources, "labels": _label_facts(res), "history": [],
+        "config": res.canonical, "rule_sources": cfg.rule_sources, "labels": label_facts(res.rule_cls, res.arch.text), "history": [],
         "test": {}, "test_acc": None, "versions": _versions(), "git_commit": _git_commit(),
         "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
