@@ -292,14 +292,18 @@ def _fan_out(configs: list[RunConfig], launch: Launch, options: dict[str, Any], 
     if not launch.wait:
         say("  submitted; follow with `make bench ... ARGS=--status` (the records tell the progress)")
         return
-    names = {resolve(c).name for c in configs}
+    names = sorted({resolve(c).name for c in configs})
+
+    def scan() -> None:  # progress comes from the records (no sacct): report attempts that ended in this launch
+        for name in names:
+            rec = _newest_attempt(name, options.get("runs_dir"))
+            if rec is not None and (rec.get("finished_ts") or 0) >= started:
+                report(rec)
+
     try:
         while True:
             over = all(job_done(j) for j in jobs)
-            for name in sorted(names):
-                rec = load_record(name, options.get("runs_dir"))
-                if rec is not None and (rec.get("finished_ts") or 0) >= started and rec.get("status") != "running":
-                    report(rec)
+            scan()
             if over:
                 break
             time.sleep(launch.poll)
@@ -308,6 +312,7 @@ def _fan_out(configs: list[RunConfig], launch: Launch, options: dict[str, Any], 
         deadline = time.time() + 30
         while time.time() < deadline and not all(job_done(j) for j in jobs):
             time.sleep(0.5)
+        scan()
         raise
     for i, j in enumerate(jobs):
         err = job_error(j)
@@ -374,15 +379,32 @@ def work(configs: list[RunConfig], worker: int, options: dict[str, Any], on_fini
                           f"{time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
                     result = run(cfg, res, claim=claim)
                 rec = result.record
-            except (BenchError, Interrupted):
+            except BenchError:
+                raise
+            except Interrupted:
+                if on_finish is not None:
+                    on_finish(_last_attempt(res.name, cfg.runs_dir, "interrupted"))
                 raise
             except Exception:  # noqa: BLE001 - the run recorded its crash; the worker goes on
-                rec = load_record(res.name, cfg.runs_dir) or {"name": res.name, "status": "crashed"}
-                for f in (runs_root(cfg.runs_dir) / "records" / "attempts").glob(f"{res.name}.*.json"):
-                    rec = read_record(f) or rec  # a crash beside a completed record was kept there
+                rec = _last_attempt(res.name, cfg.runs_dir, "crashed")
             made[res.name] = rec.get("status", "?")
             if on_finish is not None:
                 on_finish(rec)
         finally:
             claim.release()
     return made
+
+
+def _newest_attempt(name: str, runs_dir: str | None) -> dict[str, Any] | None:
+    """The record of the cell's latest attempt: the record itself, or one kept beside a result (``attempts/``)."""
+    from bench.paths import runs_root
+
+    found = [read_record(p) for p in (runs_root(runs_dir) / "records" / "attempts").glob(f"{name}.*.json")]
+    found = [r for r in [load_record(name, runs_dir), *found] if r is not None]
+    return max(found, key=lambda r: r.get("finished_ts") or 0) if found else None
+
+
+def _last_attempt(name: str, runs_dir: str | None, status: str) -> dict[str, Any]:
+    """The record an attempt that raised left behind (a stub when it could not write one)."""
+    rec = _newest_attempt(name, runs_dir)
+    return rec if rec is not None and rec.get("status") == status else {"name": name, "status": status}
