@@ -22,7 +22,7 @@ STORAGE ?=
 EXECUTOR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data bench run report test test-fast perf clean sweep sweep-all efficiency
+.PHONY: help venv data bench run report test test-fast perf perf-grid clean sweep sweep-all efficiency
 
 help: ## list the targets and the variables they take
 	@echo "Targets:"
@@ -75,6 +75,9 @@ efficiency: $(STAMP) ## memory, FLOPs and samples/s of one training step per rul
 
 perf: $(STAMP) data ## seconds per epoch of the harness beside a plain PyTorch loop, and the ratio
 	$(PY) -m bench perf $(ARGS)
+
+perf-grid: $(STAMP) data ## wall time of a small grid (8 short BP/FA runs) inline vs EXECUTOR=local vs slurm, WORKERS=2
+	$(PY) -m bench perf-grid $(if $(filter-out file,$(origin WORKERS)),--workers $(WORKERS)) $(ARGS)
 
 clean: ## remove runs and generated reports (keeps data and the venv)
 	rm -rf runs reports/out

@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
 
     sub.add_parser("perf", help="harness vs plain PyTorch seconds per epoch", add_help=False)
+    sub.add_parser("perf-grid", help="wall time of a small grid inline vs local workers vs SLURM (make perf-grid)",
+                   add_help=False)
     sub.add_parser("efficiency", help="memory, FLOPs, samples/s of one step per rule beside the theory (make efficiency)",
                    add_help=False)
     sub.add_parser("sweep", help="Optuna sweep of a rule's options on validation accuracy (make sweep)", add_help=False)
@@ -234,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.perf import main as perf_main
 
         return perf_main(argv[1:])
+    if argv[:1] == ["perf-grid"]:
+        from bench.perf_grid import main as perf_grid_main
+
+        return exit_status(perf_grid_main, argv[1:])
     if argv[:1] == ["efficiency"]:
         from bench.efficiency import main as efficiency_main
 

@@ -38,10 +38,12 @@ def owned_cpus() -> list[int]:
 
 
 def thread_count() -> int:
-    """Threads for this worker: SLURM's CPUs for the task when set, else the CPUs of its affinity."""
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK")
-    if slurm and slurm.isdigit() and int(slurm) > 0:
-        return int(slurm)
+    """Threads for this worker: the CPUs SLURM gave its task (``SLURM_CPUS_PER_TASK``, else the job's CPUs on this
+    node), else the CPUs of its affinity."""
+    for key in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
+        v = os.environ.get(key, "")
+        if v.isdigit() and int(v) > 0:
+            return min(int(v), max(1, len(owned_cpus())))
     return max(1, len(owned_cpus()))
 
 

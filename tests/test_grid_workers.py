@@ -368,3 +368,25 @@ def test_cell_state_reads_records_and_claims(tmp_path):
     save_attempt(tmp_path / "records" / "n.json", {"name": "n", "config_hash": "h", "status": "diverged"})
     assert cell_state("n", "h", tmp_path)[0] == "diverged"
     assert cell_state("n", "other-hash", tmp_path)[0] == "pending"
+
+
+def test_a_record_that_cannot_be_written_says_where_the_metrics_are(mnist_dir, tmp_path, monkeypatch):
+    """A full disk at the final record write: one clear error naming the W&B file, and the report still shows the
+    run (from that file) as completed."""
+    import bench.run as br
+    from bench.run import RecordWriteError, RunConfig, run
+
+    def full(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(br, "save_attempt", full)
+    runs = tmp_path / "runs"
+    cfg = RunConfig(dataset="mnist", method="bp", arch="mlp:16-C", epochs=1, data_dir=str(mnist_dir),
+                    verify_data=False, runs_dir=str(runs), wandb="offline", progress=False)
+    with pytest.raises(RecordWriteError, match=r"No space left on device; its metrics are in the W&B run .*\.wandb"):
+        run(cfg)
+    assert not list((runs / "records").glob("*.json"))
+    from reports.collect import collect_runs
+
+    df = collect_runs(str(runs))
+    assert list(df["status"]) == ["completed"] and df["test_acc"].iloc[0] > 0
