@@ -154,10 +154,6 @@ def validate(configs: list[RunConfig]):
     return resolved
 
 
-def is_done(res, runs_dir: str | None) -> bool:
-    return cell_state(res.name, res.config_hash, runs_dir)[0] in DONE
-
-
 @dataclass
 class Launch:
     """How a grid's cells are run: the executor, its workers and where they may run."""
