@@ -265,7 +265,7 @@ def _summary(cells, finished: dict[str, dict[str, Any]], runs_dir, out) -> int:
 
 def _fan_out(configs: list[RunConfig], launch: Launch, options: dict[str, Any], started: float, report, say) -> None:
     """Submit the workers, then follow the cells through their records until every job is over."""
-    from bench.executors import cancel, cpu_sets, device_plan, job_done, job_error, submit, visible_gpus
+    from bench.executors import cpu_sets, device_plan, job_done, job_error, submit, visible_gpus
     from bench.paths import runs_root
 
     n = launch.workers
@@ -282,6 +282,8 @@ def _fan_out(configs: list[RunConfig], launch: Launch, options: dict[str, Any], 
     else:
         calls = [(share, i, dict(options)) for i, share in enumerate(shares)]
     folder = runs_root(options.get("runs_dir")) / "grid" / time.strftime("%Y%m%d-%H%M%S")
+    if launch.executor == "local":  # local workers leave their pid: a stop is a SIGTERM to each, graceful
+        calls = [(share, i, {**opts, "pid_dir": str(folder)}) for share, i, opts in calls]
     jobs = submit(work, calls, launch.executor, folder, launch.slurm, name="bench-grid")
     say(f"  {len(jobs)} {launch.executor} worker(s): jobs {', '.join(str(j.job_id) for j in jobs)}; "
         f"worker logs in {folder}/")
@@ -304,16 +306,35 @@ def _fan_out(configs: list[RunConfig], launch: Launch, options: dict[str, Any], 
                 break
             time.sleep(launch.poll)
     except Interrupted:
-        cancel(jobs)
-        deadline = time.time() + 30
-        while time.time() < deadline and not all(job_done(j) for j in jobs):
-            time.sleep(0.5)
+        _stop(jobs, folder if launch.executor == "local" else None)
         scan()
         raise
     for i, j in enumerate(jobs):
         err = job_error(j)
         if err:
             say(f"  worker {i} (job {j.job_id}) {err}")
+
+
+def _stop(jobs: list, pid_dir: Path | None, grace: float = 60.0) -> None:
+    """Stop the workers so that each records its running cell ``interrupted``: SIGTERM to every local worker
+    (submitit's own cancel would SIGKILL it a second later), ``scancel`` for SLURM tasks (SIGTERM, then SIGKILL
+    after the cluster's KillWait); whatever is left after ``grace`` seconds is cancelled."""
+    import signal
+
+    from bench.executors import cancel, job_done
+
+    if pid_dir is not None:
+        for f in pid_dir.glob("worker-*.pid"):
+            try:
+                os.kill(int(f.read_text()), signal.SIGTERM)
+            except (OSError, ValueError):
+                pass
+    else:
+        cancel(jobs)
+    deadline = time.time() + grace
+    while time.time() < deadline and not all(job_done(j) for j in jobs):
+        time.sleep(0.5)
+    cancel([j for j in jobs if not job_done(j)])
 
 
 @contextlib.contextmanager
@@ -350,6 +371,8 @@ def work(configs: list[RunConfig], worker: int, options: dict[str, Any], on_fini
 
     if not options.get("inline"):
         install_signal_handlers()
+        if options.get("pid_dir"):
+            Path(options["pid_dir"], f"worker-{worker}.pid").write_text(str(os.getpid()))
         claim_resources(options.get("cpus"), options.get("gpu"))
         for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
             logging.getLogger(name).setLevel(logging.WARNING)

@@ -44,3 +44,30 @@ def fmnist_root() -> Path:
 def tiny_batch(in_shape=(1, 28, 28), n: int = 8, num_classes: int = 10, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, *in_shape, generator=g), torch.randint(0, num_classes, (n,), generator=g)
+
+
+def slurm_up() -> bool:
+    """A SLURM node answers (``sinfo``) as idle, mixed or allocated."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("sinfo"):
+        return False
+    for _ in range(3):  # slurmctld can be slow to answer on a loaded machine
+        try:
+            out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if any(s in out for s in ("idle", "mix", "alloc")):
+            return True
+    return False
+
+
+@pytest.fixture
+def slurm():
+    """A real SLURM cluster (.ci/slurm-up starts a single-node one): skipped without one, a failure when
+    BENCH_REQUIRE_SLURM is set (CI)."""
+    if not slurm_up():
+        if os.environ.get("BENCH_REQUIRE_SLURM"):
+            pytest.fail("BENCH_REQUIRE_SLURM is set but no SLURM node answers `sinfo` (.ci/slurm-up starts one)")
+        pytest.skip("no SLURM cluster here (.ci/slurm-up starts a single-node one)")

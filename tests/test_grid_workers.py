@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -303,24 +302,6 @@ def test_a_signal_stops_local_workers_too(mnist_dir, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ SLURM
-
-
-def _slurm_up() -> bool:
-    if not shutil.which("sinfo"):
-        return False
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return any(s in out for s in ("idle", "mix", "alloc"))
-
-
-@pytest.fixture
-def slurm():
-    if not _slurm_up():
-        if os.environ.get("BENCH_REQUIRE_SLURM"):
-            pytest.fail("BENCH_REQUIRE_SLURM is set but no SLURM node answers `sinfo` (.ci/slurm-up starts one)")
-        pytest.skip("no SLURM cluster here (.ci/slurm-up starts a single-node one)")
 
 
 def test_slurm_array_runs_the_grid_and_a_cancelled_task_is_redone(slurm, mnist_dir, tmp_path):

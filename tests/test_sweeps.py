@@ -137,49 +137,20 @@ def test_two_local_workers_share_a_sqlite_study(fmnist_root, tmp_path, tuned_dir
     assert {f.name for f in res.figures} >= {"optimization_history.png", "trials.csv"}
 
 
-FAKE_SLURM = {
-    # sbatch: keep the script, start every array task in the background as SLURM would, print the job id
-    "sbatch": """#!/bin/bash
-script="$1"; id=$((RANDOM + 1000)); cp "$script" "$FAKE_SLURM_DIR/sbatch_$id.sh"
-range=$(sed -n 's/^#SBATCH --array=\\([0-9]*-[0-9]*\\).*/\\1/p' "$script")
-for t in $(seq "${range%-*}" "${range#*-}"); do
-  SLURM_JOB_ID=$((id + t + 1)) SLURM_ARRAY_JOB_ID=$id SLURM_ARRAY_TASK_ID=$t SLURM_PROCID=0 SLURM_LOCALID=0 \\
-  SLURM_NODEID=0 SLURM_NTASKS=1 SLURM_JOB_NUM_NODES=1 SLURM_JOB_NODELIST=localhost \\
-  nohup bash "$script" > "$FAKE_SLURM_DIR/task_${id}_$t.log" 2>&1 &
-done
-echo "Submitted batch job $id"
-""",
-    # srun: drop srun's own options, run the command
-    "srun": """#!/bin/bash
-while [[ "$1" == --* ]]; do case "$1" in --unbuffered) shift;; *) shift 2;; esac; done
-exec "$@"
-""",
-    "sacct": "#!/bin/bash\necho 'JobID|State|NodeList'\n",
-    "scancel": "#!/bin/bash\nexit 0\n",
-}
-
-
-def test_slurm_job_array_of_two_workers_on_a_journal_study(fmnist_root, tmp_path, monkeypatch):
-    """The SLURM launcher (submitit) against stand-ins for sbatch/srun/sacct that run the array tasks on this
-    machine: one job array of two tasks, both workers on one journal-file study, each trial recorded once."""
+def test_slurm_job_array_of_two_workers_on_a_journal_study(slurm, fmnist_root, tmp_path):
+    """The SLURM launcher (submitit) on the real single-node cluster (.ci/slurm-up): one job array of two tasks,
+    both workers on one journal-file study, each trial recorded once."""
     from sweeps.launch import run_sweep
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, text in FAKE_SLURM.items():
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_SLURM_DIR", str(tmp_path))
     url = f"journal:{tmp_path / 'study.log'}"
     out = io.StringIO()
     res = run_sweep(_spec(), budget=4, workers=2, storage=url, executor="slurm", heartbeat=None, threads=1,
-                    slurm={"slurm_partition": "debug", "timeout_min": "30"}, poll=0.5, export=False, figures=False,
+                    slurm={"slurm_partition": "debug", "timeout_min": "30", "cpus_per_task": "1"}, poll=0.5,
+                    export=False, figures=False,
                     env={"data_dir": str(fmnist_root), "wandb": "disabled", "runs_dir": str(tmp_path / "runs")},
                     out=out)
-    logs = "\n".join(p.read_text() for p in tmp_path.glob("task_*.log"))
-    assert not res.worker_errors, out.getvalue() + logs
-    (script,) = [p.read_text() for p in tmp_path.glob("sbatch_*.sh")]
+    assert not res.worker_errors, out.getvalue()
+    (script,) = [p.read_text() for p in (tmp_path / "runs" / "sweeps").glob("*/submitit/*_submission.sh")]
     assert "#SBATCH --array=0-1%2" in script and "#SBATCH --partition=debug" in script  # one array, two tasks
     _check_each_trial_once(_load(url, res.study_name), 4, 2)
 
