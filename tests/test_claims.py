@@ -264,3 +264,19 @@ def test_ledger_and_claims_loader_import_no_training_code():
 
 def test_claims_dir_is_in_the_project():
     assert CLAIMS_DIR == PROJECT_ROOT / "reports" / "claims" and CLAIMS_DIR.is_dir()
+
+
+def test_claims_command_lists_checks_and_fails_with_one_line(tmp_path, capsys):
+    from bench.claims import main
+
+    (tmp_path / "toy.toml").write_text(ONE)
+    assert main(["--dir", str(tmp_path)]) == 0
+    assert "toy/a" in capsys.readouterr().out
+    assert main(["--dir", str(tmp_path), "--check"]) == 2  # no resolved.json yet
+    assert "out of date for toy/a" in capsys.readouterr().err
+    assert main(["--dir", str(tmp_path), "--write"]) == 0 and main(["--dir", str(tmp_path), "--check"]) == 0
+    assert set(json.loads((tmp_path / "resolved.json").read_text())) == {"toy/a"}
+    (tmp_path / "toy.toml").write_text(ONE.replace("value = 90.0", "value = 900.0"))
+    assert main(["--dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: toy.toml: claim 'a': value is an accuracy") and err.count("\n") == 1
