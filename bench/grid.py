@@ -180,10 +180,7 @@ def run_grid(spec: GridSpec, *, dry_run: bool = False, force: bool = False, out=
     if dry_run:
         for cfg, res in zip(configs, resolved):
             state = "run " if (cfg, res) in todo else "done"
-            by_source: dict[str, list[str]] = {}
-            for k, v in cfg.rule.items():
-                by_source.setdefault(cfg.rule_sources.get(k, "?"), []).append(f"{k}={v}")
-            rule = " ".join(f"{' '.join(kv)} [{src}]" for src, kv in by_source.items())
+            rule = " ".join(f"{k}={v} [{cfg.rule_sources.get(k, '?')}]" for k, v in cfg.rule.items())
             split = f" test_fraction={cfg.test_fraction}" if cfg.test_fraction is not None else ""
             print(f"  [{state}] {res.name}  epochs={cfg.epochs}{split} arch={res.arch.text}"
                   + (f" rule: {rule}" if rule else ""), file=out)
