@@ -34,14 +34,12 @@ def record_view(record: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def load_records(source: str | Path) -> list[dict[str, Any]]:
-    """Every readable run record of a runs folder (``<source>/records/*.json``); [] when there is none."""
-    out = []
-    for path in sorted((Path(source) / "records").glob("*.json")):
-        try:
-            out.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
-    return out
+    """Every readable run record of a runs folder (``<source>/records/*.json``, not the kept failed attempts);
+    [] when there is none."""
+    from bench.records import read_record, records_dir
+
+    recs = (read_record(p) for p in sorted(records_dir(source).glob("*.json")))
+    return [r for r in recs if r is not None]
 
 
 def setting_key(setting: dict[str, Any]) -> str:
