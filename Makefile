@@ -46,7 +46,8 @@ DATASETS_GIVEN = $(filter-out file,$(origin DATASET))
 data: $(STAMP) ## make sure DATASET's (or the PROFILE's) files are present (Debian package for Fashion-MNIST, else download)
 	$(PY) -m bench data $(if $(DATASETS_GIVEN),--datasets $(DATASET),--profile $(PROFILE))
 
-bench: $(STAMP) data ## run the METHODS x SEEDS grid on DATASET (PROFILE: python -m bench list; EXECUTOR, WORKERS), W&B offline
+# a dry run (ARGS=--dry-run) lists the runs without fetching any data
+bench: $(STAMP) $(if $(findstring --dry-run,$(ARGS)),,data) ## run the METHODS x SEEDS grid on DATASET (PROFILE: python -m bench list; EXECUTOR, WORKERS), W&B offline
 	$(PY) -m bench grid $(if $(DATASETS_GIVEN),--datasets $(DATASET)) --methods $(METHODS) --profile $(PROFILE) \
 	  $(if $(ARCH),--arch '$(ARCH)') $(if $(SEEDS),--seeds $(SEEDS)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 	  $(if $(SET),--set '$(SET)') $(if $(EXECUTOR),--executor $(EXECUTOR)) \

@@ -1,4 +1,6 @@
-"""Command line: ``python -m bench {list,run,grid,report,perf}``. User errors print one line and exit 2."""
+"""Command line: ``python -m bench {list,run,grid,report,data,perf,efficiency,sweep,claims}``.
+
+User errors print one line and exit 2."""
 
 from __future__ import annotations
 
@@ -137,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("efficiency", help="memory, FLOPs, samples/s of one step per rule beside the theory (make efficiency)",
                    add_help=False)
     sub.add_parser("sweep", help="Optuna sweep of a rule's options on validation accuracy (make sweep)", add_help=False)
+    sub.add_parser("claims", help="list the paper claims (reports/claims); --check validates them, --write rewrites "
+                   "their resolved settings", add_help=False)
     return ap
 
 
@@ -244,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.efficiency import main as efficiency_main
 
         return efficiency_main(argv[1:])
+    if argv[:1] == ["claims"]:
+        from bench.claims import main as claims_main
+
+        return claims_main(argv[1:])
     if argv[:1] == ["sweep"]:
         from sweeps.cli import main as sweep_main
 

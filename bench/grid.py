@@ -42,7 +42,9 @@ class GridSpec:
     """Keep only the profile's variants whose field ``key`` is one of the values (e.g. test_fraction: 0.95, 0.99)."""
 
 
-_VARIANT_KEYS = ("methods", "datasets", "arch", "arch_options", "rule")
+_VARIANT_KEYS = ("methods", "datasets", "arch", "arch_options", "rule", "seeds", "exact_dataset", "claim", "paper")
+"""Variant keys that are not RunConfig fields (``seeds``: the variant's own seeds unless SEEDS is given;
+``exact_dataset``: ``datasets`` names datasets exactly, not feature sources; ``claim``/``paper``: for --only)."""
 
 
 def select_variants(variants: tuple[dict[str, Any], ...], only: dict[str, tuple[str, ...]], profile: str
@@ -71,6 +73,8 @@ def select_variants(variants: tuple[dict[str, Any], ...], only: dict[str, tuple[
 def _dataset_in(dataset: str, variant: dict[str, Any]) -> bool:
     """A variant's ``datasets`` name datasets or feature sources (``cifar10`` covers ``resnet50:cifar10``)."""
     names = variant.get("datasets")
+    if names is not None and variant.get("exact_dataset"):
+        return dataset in names
     return names is None or dataset in names or dataset.partition(":")[2] in names
 
 
@@ -103,6 +107,10 @@ def expand(spec: GridSpec, notes: list[str] | None = None) -> list[RunConfig]:
     from sweeps.best import tuned_params
 
     prof = get_profile(spec.profile)
+    if prof.exact and (spec.arch or spec.epochs or spec.overrides):
+        given = ", ".join(n for n, v in (("ARCH", spec.arch), ("EPOCHS", spec.epochs), ("SET", spec.overrides)) if v)
+        raise ConfigError(f"profile {prof.name!r} runs each variant's own settings; {given} would make runs that match "
+                          "none of them (narrow it with DATASET, METHODS, SEEDS or --only instead)")
     methods = spec.methods
     if not methods or methods == ("all",):
         methods = prof.methods or tuple(m for m in list_rules() if get_rule(m).in_all)
@@ -128,12 +136,13 @@ def expand(spec: GridSpec, notes: list[str] | None = None) -> list[RunConfig]:
                             notes.append(f"skipped {dataset} / {method} / {arch}: {e}")
                         continue
                 epochs = spec.epochs or variant.get("epochs") or prof.epochs or rule_cls.paper_epochs
-                tuned, where = tuned_params(dataset, method, arch) if spec.tuned else ({}, None)
+                tuned, where = tuned_params(dataset, method, arch) if spec.tuned and not prof.exact else ({}, None)
                 proto = dict(variant.get("rule", {}))
-                sources = {**{k: f"tuned: {where}" for k in tuned}, **{k: f"profile {prof.name}" for k in proto},
+                origin = f"claim {variant['claim']}" if "claim" in variant else f"profile {prof.name}"
+                sources = {**{k: f"tuned: {where}" for k in tuned}, **{k: origin for k in proto},
                            **{k: "--set" for k in explicit}}
                 run_fields = {k: v for k, v in variant.items() if k not in _VARIANT_KEYS and k != "epochs"}
-                for seed in seeds:
+                for seed in (spec.seeds if spec.seeds is not None else variant.get("seeds", seeds)):
                     fields = {**prof.run, **run_fields, **spec.run}
                     configs.append(RunConfig(dataset=dataset, method=method, arch=arch, seed=seed, epochs=epochs,
                                              rule={**tuned, **proto, **explicit}, rule_sources=dict(sources),

@@ -28,6 +28,8 @@ class Profile:
     are run once."""
     datasets: tuple[str, ...] | None = None
     """Datasets when DATASET is not given; None: fashion_mnist."""
+    exact: bool = False
+    """The variants fix every setting (PROFILE=claims): no tuned options, and ARCH, EPOCHS and SET are refused."""
 
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -128,11 +130,27 @@ PROFILES: dict[str, Profile] = {
         "per rule, top-1/top-5 vs test fraction, 50 epochs, lr 0.001, 5 seeds (needs the weights file, see README)",
         seeds=SEEDS5, epochs=50, methods=("bp", "spela_o"), datasets=tuple(f"resnet50:{d}" for d in TRANSFER),
         variants=_transfer()),
+    "claims": Profile(
+        "claims", "every paper claim of reports/claims/*.toml at its own settings, seeds and epochs (DATASET narrows; "
+        "--only paper=spela or claim=spela/<id> picks claims); no tuned options", exact=True),
 }
+
+
+def _claims_profile(base: Profile) -> Profile:
+    """PROFILE=claims from reports/claims/*.toml (read when asked for, so a bad claims file breaks only this profile)."""
+    import dataclasses
+
+    from bench.claims import load_claims
+
+    claims = load_claims()
+    return dataclasses.replace(base, variants=tuple(c.variant() for c in claims),
+                               methods=tuple(dict.fromkeys(c.method for c in claims)),
+                               datasets=tuple(dict.fromkeys(c.dataset for c in claims)))
 
 
 def get_profile(name: str) -> Profile:
     try:
-        return PROFILES[name]
+        prof = PROFILES[name]
     except KeyError:
         raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+    return _claims_profile(prof) if name == "claims" else prof

@@ -16,8 +16,8 @@ class DFAConfig(DirectFeedbackConfig):
     """DFA with the DRTP repo's settings (its ``--train-mode DFA``: NAG, momentum 0.9, lr 1e-4, tanh, sigmoid + BCE)."""
 
     lr: float = 1e-4
-    """The DRTP repo's default for every rule (``--lr 1e-4``, batch 100, 100 epochs). On Fashion-MNIST within 30 epochs
-    ``lr=3e-3`` was best of 1e-3, 3e-3, 1e-2, 3e-2 (5-epoch validation scan) and reached 88.77% test at 30 epochs."""
+    """The DRTP repo's default for every rule (``--lr 1e-4``, batch 100, 100 epochs); too slow for a 30-epoch budget
+    here (a scan: docs/measurements.md; tuned values: sweeps/best/)."""
 
 
 @register

@@ -19,14 +19,13 @@ class DRTPConfig(DirectFeedbackConfig):
     Its defaults use tanh hidden/conv units and a sigmoid output with BCE (this rule's ``arch_defaults``); the
     comparison tables' setting (Dellaferrera & Kreiman 2022) is ``--arch mlp:1024-C,act=relu,out_act=none``
     (ReLU, softmax + CE). With ReLU the hidden signal y* B never vanishes (no saturation, and it does not depend on
-    the output), so the hidden weights grow without bound (|W_1| ~18 -> ~4000 in 3 epochs at lr 1e-3) and accuracy
-    peaks after the first epoch (~74-76% validation on Fashion-MNIST) and then falls; weight decay up to 0.1 did not
-    stop the growth. tanh saturates (f' -> 0), which bounds it.
+    the output), so the hidden weights grow without bound and accuracy peaks after the first epoch and then falls
+    (measured: docs/measurements.md). tanh saturates (f' -> 0), which bounds the growth.
     """
 
     lr: float = 1e-4
-    """The DRTP repo's ``--lr`` default (batch 100, 100 epochs). On Fashion-MNIST within 30 epochs ``lr=1e-2`` was
-    best of 1e-4, 1e-3, 3e-3, 1e-2 (5-epoch validation scan) and reached 86.61% test at 30 epochs."""
+    """The DRTP repo's ``--lr`` default (batch 100, 100 epochs); too slow for a 30-epoch budget here (a scan:
+    docs/measurements.md; tuned values: sweeps/best/)."""
 
 
 @register

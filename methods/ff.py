@@ -1,4 +1,4 @@
-"""Forward-Forward (Hinton 2022; METHODS.md section 4): every layer separates positive from negative data by goodness.
+"""Forward-Forward (Hinton 2022; docs/methods.md section 4): every layer separates positive from negative data by goodness.
 
 Positive data = the input with its true label written into the first C values, negative data = the same input
 with a wrong label (``methods/shared/label_embedding.py``). Before every layer (the input included) the activity
@@ -14,8 +14,7 @@ the neutral input (label values 1/C), trained on detached features; it also supp
 Settings follow loeweX/Forward-Forward (da516f0: RMS normalisation, theta = N_l, ReLU with straight-through
 gradient, peer normalisation 0.03, read-out lr 1e-2 and wd 3e-3) and the official code's lr decay (linear to 0 over
 the second half), except the optimiser: Adam at 1e-3 instead of loeweX's SGD at 1e-3 (momentum 0.9, wd 3e-4, tuned
-for 100 epochs), which learned far more slowly in our screen (3x500 on 12k Fashion-MNIST samples, 4 epochs: 67.7%
-vs 58.6% goodness accuracy; Adam at 3e-4 gave 53.7%, at 3e-3 65.8%).
+for 100 epochs), which learned far more slowly in a short screen (docs/measurements.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SPELA CNN (revised SPELA paper, Sec. 3.5, Alg. 2, Table 17; METHODS.md section 8): kernels that vote for class groups.
+"""SPELA CNN (revised SPELA paper, Sec. 3.5, Alg. 2, Table 17; docs/methods.md section 8): kernels that vote for class groups.
 
 Each conv layer's input is L2-normalised per sample (as before every SPELA layer). Every kernel's output map goes to
 its own tiny head (``methods/shared/kernel_heads.py``) trained with the cosine loss towards the fixed vector of the
@@ -12,10 +12,9 @@ the epochs of conv layer 1 and conv layer 2 trained one after the other (Alg. 2 
 run's epochs are split 15:10 across two conv layers (all to the one layer of a 1-conv net; ``layer_epochs``);
 ``mode=joint`` trains all layers on every batch instead (SPELA(O)-style). The paper does not state the optimiser,
 the pooling (the arch's 2x2 max-pool here; the heads read the pooled map, which is what the next layer receives) nor
-the head activation (ReLU, as a SPELA MLP layer). Plain SGD at Table 17's lr 0.1 (with or without momentum 0.9, or
-at lr 3) left the votes at chance on Fashion-MNIST (6000 samples, 3 epochs: 10-18% validation accuracy): with
-unit-norm maps and N(0, 1) head weights its steps are tiny relative to the weights. Adam at 3e-3 learns
-(71% after 3 epochs on the same subset), so it is the default; ``optimizer=sgd lr=0.1`` is the literal reading.
+the head activation (ReLU, as a SPELA MLP layer). Plain SGD at Table 17's lr 0.1 left the votes at chance in a
+short screen (docs/measurements.md): with unit-norm maps and N(0, 1) head weights its steps are tiny relative to the
+weights. Adam at 3e-3 learns, so it is the default; ``optimizer=sgd lr=0.1`` is the literal reading.
 The authors' CIFAR-10 code (github.com/BorthakurAyonIITG/SPELA-TMLR-2025, read, not copied) uses Adam for Table 17's
 lr 0.1, BatchNorm and leaky ReLU (slope 1e-4) after each conv, images resized to 64x64, per-kernel projections to
 100-dim group vectors trained with (1 - cos)^2, and reads the prediction from a SPELA MLP layer trained for the

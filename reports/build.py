@@ -30,10 +30,16 @@ def problems(df: pd.DataFrame) -> list[str]:
     return lines
 
 
-def build_report(source: str | None = None, out: str | Path | None = None, figures: bool = True) -> Path:
+def build_report(source: str | None = None, out: str | Path | None = None, figures: bool = True,
+                 claims_dir: str | Path | None = None) -> Path:
     """Read the runs and write everything into ``out`` (default reports/out): runs.csv, one comparison table per
-    dataset (<dataset>.tex + .md), the protocols' tables (tables/*.tex + .md), the figures (figures/*.png),
-    report.tex (every table and figure in one compilable document) and index.md (all of it on one page)."""
+    dataset (<dataset>.tex + .md), the protocols' tables (tables/*.tex + .md), the figures (figures/*.png), the
+    claims ledger (tables/claims.tex + .md: every paper claim of ``claims_dir``, default reports/claims, beside the
+    runs at its settings), report.tex (every table and figure in one compilable document) and index.md (all of it on
+    one page)."""
+    from bench.claims import load_claims, load_resolved
+    from bench.paths import runs_root
+    from reports.ledger import claims_tables, ledger, load_records
     from bench.efficiency import load_all
     from reports import figures as figs
     from reports import paper_tables as pt
@@ -110,6 +116,14 @@ def build_report(source: str | None = None, out: str | Path | None = None, figur
         for name, tm in tables.items():
             table(section, name, tm)
         figures_of(section, paths)
+    claims = load_claims(claims_dir)
+    if claims:  # every claim is listed, run or not
+        wandb = source is not None and str(source).startswith("wandb:")
+        records = [] if wandb else load_records(source or runs_root())
+        entries = ledger(claims, load_resolved(claims_dir), records,
+                         source=f"{source or 'runs'}" + (" (W&B runs carry no run records)" if wandb else ""))
+        index += ["## Paper claims", ""]
+        table("Paper claims", "claims", claims_tables(entries))
     issues = problems(df) if len(df) else []
     index += ["## Missing or partial runs", ""] + (issues or ["None."]) + [""]
     (out / "index.md").write_text("\n".join(index))
@@ -125,7 +139,7 @@ def report_tex(tables: list[tuple[str, str]], figures: list[tuple[str, Path]]) -
     """A standalone LaTeX document holding every table and figure, by section (compiles with pdflatex)."""
     from reports.tables import tex_escape
 
-    doc = [r"\documentclass{article}", r"\usepackage[margin=2cm]{geometry}", r"\usepackage{booktabs,graphicx}",
+    doc = [r"\documentclass{article}", r"\usepackage[margin=2cm]{geometry}", r"\usepackage{booktabs,graphicx,longtable}",
            r"\usepackage{float}", r"\begin{document}", r"\section*{Benchmark report}"]
     sections = list(dict.fromkeys([s for s, _ in tables] + [s for s, _ in figures]))
     for section in sections:

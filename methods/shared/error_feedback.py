@@ -1,6 +1,6 @@
 """What FA, DFA and DRTP share: config fields, the explicit forward pass with its traces, the output layer's error.
 
-The three rules differ only in the signal a hidden layer receives (METHODS.md sections 1-2):
+The three rules differ only in the signal a hidden layer receives (docs/methods.md sections 1-2):
 FA sends δ_{k+1} down through a fixed B_{k+1} shaped like W_{k+1}; DFA sends the output error e through a fixed
 B_k ∈ R^{C×N_k}; DRTP sends the one-hot target y* through B_k. The output layer always learns from the gradient of
 its own loss. Settings follow the DRTP repo (ChFrenkel/DirectRandomTargetProjection, b84e3fe), the one reference code

@@ -1,4 +1,4 @@
-"""Per-kernel class groups, tiny per-kernel heads and voting (SPELA CNN, revised paper Sec. 3.5 / Alg. 2; METHODS.md s. 8).
+"""Per-kernel class groups, tiny per-kernel heads and voting (SPELA CNN, revised paper Sec. 3.5 / Alg. 2; docs/methods.md s. 8).
 
 Kernel j of a conv layer owns a random partition of the C classes into m_j groups (m_j and the membership vary
 between kernels; kernel j gets the same partition in every conv layer). Its output map o_j is flattened,

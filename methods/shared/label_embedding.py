@@ -1,4 +1,4 @@
-"""Labels written into the input (Forward-Forward, METHODS.md section 4) and the negative labels.
+"""Labels written into the input (Forward-Forward, docs/methods.md section 4) and the negative labels.
 
 The first C values of the flattened input (the first C pixels of the first channel's top row for 1- and
 3-channel images alike) are overwritten by ``value`` * one-hot(label); a neutral input carries value/C in each

@@ -4,7 +4,7 @@ They work on the ``LayeredNet`` of ``mlp`` and ``cnn`` archs, where every block 
 (h_k = post(act(op(pre(h_{k-1}))))). Nothing here records an autograd graph: every function computes one layer's
 quantity from tensors the rule already holds, so a rule states exactly what it stores and what flows where.
 
-Notation (METHODS.md): u_k = pre(h_{k-1}) (flattened input of ``op``, after any input dropout mask), a_k = op(u_k),
+Notation (docs/methods.md): u_k = pre(h_{k-1}) (flattened input of ``op``, after any input dropout mask), a_k = op(u_k),
 z_k = act(a_k) (after any output mask, before pooling), h_k = post(z_k).
 """
 
