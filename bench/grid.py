@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from bench.errors import BenchError, ConfigError, Interrupted
 from bench.executors import check_executor
 from bench.profiles import get_profile
-from bench.records import DONE, STATES, Claim, cell_state, claim_path, load_record, read_record
+from bench.records import DONE, STATES, CellClaim, cell_state, claim_path, load_record, read_record
 from bench.run import RunConfig, resolve, run
 
 
@@ -392,7 +392,7 @@ def work(configs: list[RunConfig], worker: int, options: dict[str, Any], on_fini
         state, rec = cell_state(res.name, res.config_hash, cfg.runs_dir)
         if state == "running" or (state in DONE and (since is None or (rec.get("finished_ts") or 0) >= since)):
             continue
-        claim = Claim.acquire(claim_path(res.name, cfg.runs_dir))
+        claim = CellClaim.acquire(claim_path(res.name, cfg.runs_dir))
         if claim is None:
             continue
         try:  # another worker may have finished the cell between the look and the claim

@@ -187,8 +187,8 @@ def read_claim(path: str | os.PathLike) -> ClaimInfo | None:
         return ClaimInfo("?", "?", -1, None, None, 0.0, float("inf"))
 
 
-class Claim:
-    """A held claim on one cell. ``Claim.acquire`` returns one or None (held by a live worker elsewhere). The
+class CellClaim:
+    """A held claim on one cell. ``CellClaim.acquire`` returns one or None (held by a live worker elsewhere). The
     owner's heartbeat thread touches the file until ``release`` (or the process's death)."""
 
     def __init__(self, path: Path, token: str, heartbeat: float):
@@ -198,7 +198,7 @@ class Claim:
         self._thread.start()
 
     @classmethod
-    def acquire(cls, path: str | os.PathLike, grace: float = GRACE, heartbeat: float = HEARTBEAT) -> Claim | None:
+    def acquire(cls, path: str | os.PathLike, grace: float = GRACE, heartbeat: float = HEARTBEAT) -> CellClaim | None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex

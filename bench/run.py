@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.errors import BenchError, ConfigError, Interrupted
 from bench.paths import PROJECT_ROOT, runs_root, set_tool_dirs
-from bench.records import DONE, Claim, claim_path, read_claim, record_path, save_attempt
+from bench.records import DONE, CellClaim, claim_path, read_claim, record_path, save_attempt
 
 WANDB_MODES = ("offline", "online", "disabled")
 
@@ -205,7 +205,7 @@ def _rank_zero() -> bool:
     return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
-def run(cfg: RunConfig, resolved: Resolved | None = None, claim: Claim | None = None) -> RunResult:
+def run(cfg: RunConfig, resolved: Resolved | None = None, claim: CellClaim | None = None) -> RunResult:
     """Seed, train, evaluate, log to W&B and write the run record. Returns the result.
 
     The run holds its cell's claim while it trains (``claim``: one the caller already holds; else it takes one
@@ -218,7 +218,7 @@ def run(cfg: RunConfig, resolved: Resolved | None = None, claim: Claim | None = 
     res = resolved or resolve(cfg)
     own = None
     if claim is None and _rank_zero():
-        own = Claim.acquire(claim_path(res.name, cfg.runs_dir))
+        own = CellClaim.acquire(claim_path(res.name, cfg.runs_dir))
         if own is None:
             info = read_claim(claim_path(res.name, cfg.runs_dir))
             raise RunningElsewhere(f"{res.name} is running elsewhere ({info.owner if info else 'another worker'}); "

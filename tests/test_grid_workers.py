@@ -19,7 +19,7 @@ import pytest
 from bench.errors import ConfigError
 from bench.executors import cpu_sets, device_plan
 from bench.grid import GridSpec, Launch, run_grid
-from bench.records import Claim, cell_state, claim_path, read_claim, read_record, save_attempt
+from bench.records import CellClaim, cell_state, claim_path, read_claim, read_record, save_attempt
 from tests.native_files import make_idx_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,12 +62,12 @@ def attempts(runs: Path, name: str) -> int:
 
 def test_a_claim_is_exclusive_and_released(tmp_path):
     p = tmp_path / "records" / "x.claim"
-    a = Claim.acquire(p)
+    a = CellClaim.acquire(p)
     assert a is not None and read_claim(p).pid == os.getpid()
-    assert Claim.acquire(p) is None  # a live owner (this process) holds it
+    assert CellClaim.acquire(p) is None  # a live owner (this process) holds it
     a.release()
     assert not p.exists()
-    b = Claim.acquire(p)
+    b = CellClaim.acquire(p)
     assert b is not None
     b.release()
 
@@ -84,14 +84,14 @@ def test_stale_claims_are_taken_over_fresh_ones_are_not(tmp_path):
     dead.wait()
     p = tmp_path / "records" / "dead.claim"
     _write_claim(p, socket.gethostname(), dead.pid)  # this host, process gone: stale at once
-    c = Claim.acquire(p)
+    c = CellClaim.acquire(p)
     assert c is not None and read_claim(p).token == c.token
     c.release()
     other = tmp_path / "records" / "other.claim"
     _write_claim(other, "node-b", 1234, age=5)  # another node, fresh heartbeat: left alone
-    assert Claim.acquire(other) is None
+    assert CellClaim.acquire(other) is None
     _write_claim(other, "node-b", 1234, age=500)  # another node, heartbeat too old: its worker died
-    c = Claim.acquire(other, grace=120)
+    c = CellClaim.acquire(other, grace=120)
     assert c is not None
     c.release()
 
@@ -103,7 +103,7 @@ def test_one_winner_when_many_take_over_a_stale_claim(tmp_path):
 
     def contender():
         barrier.wait()
-        c = Claim.acquire(p, grace=60)
+        c = CellClaim.acquire(p, grace=60)
         if c is not None:
             won.append(c)
 
@@ -117,7 +117,7 @@ def test_one_winner_when_many_take_over_a_stale_claim(tmp_path):
 
 def test_the_heartbeat_keeps_a_claim_fresh(tmp_path):
     p = tmp_path / "records" / "beat.claim"
-    c = Claim.acquire(p, heartbeat=0.05)
+    c = CellClaim.acquire(p, heartbeat=0.05)
     old = time.time() - 100
     os.utime(p, (old, old))
     time.sleep(0.3)
@@ -341,7 +341,7 @@ def test_slurm_array_runs_the_grid_and_a_cancelled_task_is_redone(slurm, mnist_d
 
 def test_cell_state_reads_records_and_claims(tmp_path):
     assert cell_state("n", "h", tmp_path)[0] == "pending"
-    c = Claim.acquire(claim_path("n", tmp_path))
+    c = CellClaim.acquire(claim_path("n", tmp_path))
     assert cell_state("n", "h", tmp_path)[0] == "running"
     c.release()
     save_attempt(tmp_path / "records" / "n.json", {"name": "n", "config_hash": "h", "status": "crashed"})
