@@ -93,10 +93,19 @@ class Row:
     rule_s: list[float] = field(default_factory=list)
     bp_s: list[float] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
+    compiled_s: list[float] = field(default_factory=list)
+    """--compile: the rule's seconds per epoch with its step compiled, run right after its eager run."""
 
     @property
     def ratio(self) -> float:
         return statistics.median(self.ratios)
+
+    @property
+    def compile_gain(self) -> float | None:
+        """Median over rounds of compiled/eager seconds per epoch of the rule (None without --compile)."""
+        if not self.compiled_s:
+            return None
+        return statistics.median(c / e for c, e in zip(self.compiled_s, self.rule_s))
 
 
 def bp_arch_for(arch: str, num_classes: int) -> str:
@@ -165,8 +174,9 @@ def _epoch_seconds(cfg) -> list[float]:
     return clock.epochs[1:]
 
 
-def rule_table(rows: list[Row], base: dict, rounds: int, log=print) -> None:
-    """Fill every row's times, alternating BP and the rule within each round (rounds outermost)."""
+def rule_table(rows: list[Row], base: dict, rounds: int, log=print, compiled: bool = False) -> None:
+    """Fill every row's times, alternating BP and the rule within each round (rounds outermost); ``compiled``: the
+    rule once more with ``--compile`` after its eager run."""
     from bench.run import RunConfig
 
     for r in range(rounds):
@@ -176,18 +186,26 @@ def rule_table(rows: list[Row], base: dict, rounds: int, log=print) -> None:
             row.bp_s.append(bp)
             row.rule_s.append(rule)
             row.ratios.append(rule / bp)
+            extra = ""
+            if compiled:
+                comp = statistics.mean(_epoch_seconds(RunConfig(method=row.method, arch=row.arch, seed=r, compile=True,
+                                                                **base)))
+                row.compiled_s.append(comp)
+                extra = f"; compiled {comp:7.3f}: {comp / rule:.2f} of eager"
             log(f"  round {r + 1}/{rounds} {row.method:14s} {row.arch:22s} {rule:7.3f} s/epoch, bp {bp:7.3f}: "
-                f"{rule / bp:.2f}", flush=True)
+                f"{rule / bp:.2f}{extra}", flush=True)
 
 
 def format_table(rows: list[Row]) -> str:
     lines = [f"{'method':14s} {'arch':22s} {'bp arch':22s} {'opt':5s} {'s/epoch':>8s} {'bp s/ep':>8s} "
-             f"{'rule/bp':>7s} {'model':>6s}  rounds (rule/bp)"]
+             f"{'rule/bp':>7s} {'model':>6s}{'  compiled/eager' if any(r.compiled_s for r in rows) else ''}  "
+             f"rounds (rule/bp)"]
     for row in rows:
         model = "-" if row.model is None else f"{row.model:.2f}"
         lines.append(f"{row.method:14s} {row.arch:22s} {row.bp_arch:22s} {row.optimizer:5s} "
                      f"{statistics.median(row.rule_s):8.3f} {statistics.median(row.bp_s):8.3f} {row.ratio:7.2f} "
-                     f"{model:>6s}  {', '.join(f'{q:.2f}' for q in row.ratios)}")
+                     f"{model:>6s}{'' if row.compile_gain is None else f'{row.compile_gain:16.2f}'}  "
+                     f"{', '.join(f'{q:.2f}' for q in row.ratios)}")
     return "\n".join(lines)
 
 
@@ -218,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit-train", type=int, default=None, help="train on only this many samples (quicker)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--no-plain", action="store_true", help="skip the harness-vs-plain-loop line")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time every rule with --compile (torch.compile of its step), beside its eager run")
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args(argv)
     try:
@@ -249,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
           f"train samples={len(x)} epochs={args.epochs} (first not timed) rounds={args.rounds} torch={torch.__version__}",
           flush=True)
     if rows:
-        rule_table(rows, base, args.rounds)
+        rule_table(rows, base, args.rounds, compiled=args.compile)
         print("\nseconds per training epoch, median over rounds; rule/bp: median of the per-round ratios; model: "
               "bench/efficiency.py's multiply-adds per update, rule/bp\n" + format_table(rows), flush=True)
     if not args.no_plain:

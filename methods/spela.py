@@ -96,6 +96,7 @@ class _SpelaMLP(LearningRule):
     """σ_k on every layer (ReLU); He init fits the paper's initial weight norms (45.24, 4.46 for 784-1024-10)."""
     default_arch = "mlp:1000-34"
     needs_class_output = False
+    compiled_step = "local_update"
 
     def __init__(self, config: SpelaConfig, arch, in_shape, num_classes, epochs):
         super().__init__(config, arch, in_shape, num_classes, epochs)
