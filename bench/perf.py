@@ -90,6 +90,9 @@ class Row:
     model: float | None
     """Ratio rule/BP of the efficiency model's multiply-adds per update (None: the model does not cover the rule)."""
     optimizer: str
+    short: str = ""
+    """The rule's arch as the table shows it (``ArchSpec.short``)."""
+    bp_short: str = ""
     rule_s: list[float] = field(default_factory=list)
     bp_s: list[float] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
@@ -158,7 +161,7 @@ def plan(methods: list[str], arch: str, in_shape: tuple[int, ...], num_classes: 
                 dims = [math.prod(in_shape), *rule.net.widths]
                 dims_bp = [math.prod(in_shape), *ref.net.widths]
                 model = th.macs(dims) / th_bp.macs(dims_bp)
-            rows.append(Row(m, rule.arch.short, ref.arch.short, model, rule.config.optimizer))
+            rows.append(Row(m, a, b, model, rule.config.optimizer, rule.arch.short, ref.arch.short))
     return rows
 
 
@@ -192,7 +195,7 @@ def rule_table(rows: list[Row], base: dict, rounds: int, log=print, compiled: bo
                                                                 **base)))
                 row.compiled_s.append(comp)
                 extra = f"; compiled {comp:7.3f}: {comp / rule:.2f} of eager"
-            log(f"  round {r + 1}/{rounds} {row.method:14s} {row.arch:22s} {rule:7.3f} s/epoch, bp {bp:7.3f}: "
+            log(f"  round {r + 1}/{rounds} {row.method:14s} {row.short:22s} {rule:7.3f} s/epoch, bp {bp:7.3f}: "
                 f"{rule / bp:.2f}{extra}", flush=True)
 
 
@@ -202,7 +205,7 @@ def format_table(rows: list[Row]) -> str:
              f"rounds (rule/bp)"]
     for row in rows:
         model = "-" if row.model is None else f"{row.model:.2f}"
-        lines.append(f"{row.method:14s} {row.arch:22s} {row.bp_arch:22s} {row.optimizer:5s} "
+        lines.append(f"{row.method:14s} {row.short:22s} {row.bp_short:22s} {row.optimizer:5s} "
                      f"{statistics.median(row.rule_s):8.3f} {statistics.median(row.bp_s):8.3f} {row.ratio:7.2f} "
                      f"{model:>6s}{'' if row.compile_gain is None else f'{row.compile_gain:16.2f}'}  "
                      f"{', '.join(f'{q:.2f}' for q in row.ratios)}")

@@ -15,17 +15,19 @@ SHAPE, C = (1, 28, 28), 10
 
 def test_plan_puts_every_rule_on_the_shared_shape_and_class_vector_rules_also_on_their_own():
     rows = perf.plan(["bp", "spela_o", "ff", "pepita"], "mlp:1024-C", SHAPE, C)
-    got = [(r.method, r.arch, r.bp_arch) for r in rows]
+    got = [(r.method, r.short, r.bp_short) for r in rows]
     assert got == [("bp", "mlp:1024-C", "mlp:1024-C"), ("spela_o", "mlp:1024-C", "mlp:1024-C"),
                    ("spela_o", "mlp:1000-34", "mlp:1000-34-C"), ("ff", "mlp:1024-C", "mlp:1024-C"),
                    ("ff", "mlp:1000-1000-1000", "mlp:1000-1000-1000-C"), ("pepita", "mlp:1024-C", "mlp:1024-C")]
-    model = {(r.method, r.arch): r.model for r in rows}
+    model = {(r.method, r.short): r.model for r in rows}
     bp = 2 * 784 * 1024 + 3 * 1024 * 10  # forward + ΔW on every layer, δ sent down through the top layer
     assert model[("bp", "mlp:1024-C")] == 1.0
     assert model[("spela_o", "mlp:1024-C")] == pytest.approx((2 * 784 * 1024 + 2 * 1024 * 10) / bp)
     # PEPITA: two forward passes and ΔW per layer, plus F e (C x 784)
     assert model[("pepita", "mlp:1024-C")] == pytest.approx((3 * 784 * 1024 + 3 * 1024 * 10 + 10 * 784) / bp)
     assert perf.bp_arch_for("cnn:32,head=0", C) == "cnn:32"
+    cnn = perf.plan(["spela_cnn"], "mlp:1024-C", SHAPE, C)  # the runs get parseable arch strings, the table short ones
+    assert [(r.arch, r.short, r.bp_arch, r.bp_short) for r in cnn] == [("cnn:32", "cnn:32/nohead", "cnn:32", "cnn:32")]
 
 
 def test_rule_table_times_rule_and_bp_alternately(tmp_path):
