@@ -71,8 +71,8 @@ efficiency: $(STAMP) ## memory, FLOPs and samples/s of one training step per rul
 	$(PY) -m bench efficiency $(if $(filter-out all,$(METHODS)),--methods $(METHODS)) $(if $(ARCH),--arch '$(ARCH)') \
 	  $(if $(DATASETS_GIVEN),--dataset $(DATASET)) $(ARGS)
 
-perf: $(STAMP) data ## seconds per epoch of the harness beside a plain PyTorch loop, and the ratio
-	$(PY) -m bench perf $(ARGS)
+perf: $(STAMP) data ## seconds per epoch of every rule of METHODS beside BP (ARCH: the shared shape), and of the harness beside a plain loop
+	$(PY) -m bench perf --methods $(METHODS) $(if $(ARCH),--arch '$(ARCH)') $(if $(DATASETS_GIVEN),--dataset $(DATASET)) $(ARGS)
 
 clean: ## remove runs and generated reports (keeps data and the venv)
 	rm -rf runs reports/out

@@ -93,6 +93,8 @@ class Row:
     short: str = ""
     """The rule's arch as the table shows it (``ArchSpec.short``)."""
     bp_short: str = ""
+    note: str = ""
+    """The model's note on the rule (what it counts, what it leaves out)."""
     rule_s: list[float] = field(default_factory=list)
     bp_s: list[float] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
@@ -156,12 +158,12 @@ def plan(methods: list[str], arch: str, in_shape: tuple[int, ...], num_classes: 
             rule = cls.create({}, a, in_shape, num_classes, epochs=3)
             ref = get_rule("bp").create({}, b, in_shape, num_classes, epochs=3)
             th, th_bp = theory(rule), theory(ref)
-            model = None
+            model, note = None, th.note if th is not None else ""
             if th is not None and th_bp is not None:
                 dims = [math.prod(in_shape), *rule.net.widths]
                 dims_bp = [math.prod(in_shape), *ref.net.widths]
                 model = th.macs(dims) / th_bp.macs(dims_bp)
-            rows.append(Row(m, a, b, model, rule.config.optimizer, rule.arch.short, ref.arch.short))
+            rows.append(Row(m, a, b, model, rule.config.optimizer, rule.arch.short, ref.arch.short, note))
     return rows
 
 
@@ -209,6 +211,15 @@ def format_table(rows: list[Row]) -> str:
                      f"{statistics.median(row.rule_s):8.3f} {statistics.median(row.bp_s):8.3f} {row.ratio:7.2f} "
                      f"{model:>6s}{'' if row.compile_gain is None else f'{row.compile_gain:16.2f}'}  "
                      f"{', '.join(f'{q:.2f}' for q in row.ratios)}")
+    off = [row for row in rows if row.model is None or not 1 / 1.2 <= row.ratio / row.model <= 1.2]
+    if off:
+        lines.append("\nrows off the model by more than 1.2x (or without one):")
+    for row in off:
+        if row.model is None:
+            lines.append(f"  {row.method} {row.short}: bench/efficiency.py has no model of this rule")
+        else:
+            lines.append(f"  {row.method} {row.short}: {row.ratio / row.model:.2f}x the model's ratio; the model: "
+                         f"{row.note}; elementwise work, random draws and the optimiser step are not counted")
     return "\n".join(lines)
 
 
