@@ -136,7 +136,7 @@ class _SpelaMLP(LearningRule):
 
         n is clamped as in ``layer_loss`` (1e-8 for the cosine, 1e-12 for ``unit``); only an all-zero h, where every
         formula gives 0 or the ReLU derivative does, can tell the clamps apart."""
-        v, B, kind = self.vectors(k)[y], h.shape[0], self.config.loss
+        v, B, kind = self.vectors(k).index_select(0, y), h.shape[0], self.config.loss
         if kind in ("cosine", "log_cosine"):
             n = h.norm(dim=1, keepdim=True).clamp_min_(1e-8)
             cos = torch.linalg.vecdot(h, v, dim=1).unsqueeze(1).div_(n)
@@ -168,8 +168,8 @@ class _SpelaMLP(LearningRule):
         a = block.op(u)  # a BinaryLinear (binary=1) multiplies by sign(W); its straight-through grad is the same δ^T u
         h = block.act(a)
         loss, g = self.loss_and_grad(k, h, y)
-        if block.act.name == "relu":
-            delta = g.masked_fill_(a <= 0, 0.0)
+        if block.act.name == "relu":  # autograd's own ReLU backward (g where h > 0, else 0): one pass, no bool mask
+            delta = torch.ops.aten.threshold_backward(g, h, 0.0)
         else:
             delta = g.mul_(block.act.derivative(a))
         dw, db = lw.weight_grads(block.op, u, delta)
