@@ -54,6 +54,8 @@ def _run_fields(a: argparse.Namespace) -> dict[str, Any]:
         fields["download"] = True
     if getattr(a, "augment", False):
         fields["augment"] = True
+    if getattr(a, "compile", False):
+        fields["compile"] = True
     if getattr(a, "no_progress", False):
         fields["progress"] = False
     return fields
@@ -80,6 +82,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", default=None, help="devices per node")
     p.add_argument("--strategy", default=None, help="Lightning strategy (auto, ddp, ...)")
     p.add_argument("--num-nodes", type=int, default=None, help="nodes of a multi-node run (DDP; e.g. under SLURM)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the rule's step (SPELA, SPELA(O), PEPITA) or its network (others); off by default")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
 

@@ -98,7 +98,8 @@ def theory(rule) -> Theory | None:
             # forward passes: the forward one, plus the JVPs as fractions of a pass (block k's covers L - k + 1 layers)
             return Theory(1 + (L * (L + 1) / 2 - 1) / L, 0, [1 + t + 1 for t in tangents],
                           max(dims[i] * dims[i + 1] for i in range(L - 1)) + 2 * widest_input,
-                          note="per-sample weight guess of one block + primal and tangent activations")
+                          note="per-sample weight guess of one block + primal and tangent activations (drawing "
+                               "the guesses, batch x parameters random numbers per step, is not counted)")
     return None
 
 

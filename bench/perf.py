@@ -1,28 +1,45 @@
-"""``make perf``: seconds per epoch of the harness beside a plain PyTorch loop doing the same math.
+"""``make perf``: seconds per training epoch of every rule beside BP, and of the harness beside a plain PyTorch loop.
 
-Both train BP on the same in-memory tensors (same arch, batch size, optimiser, shuffling by index)
-in the same process, alternating, so machine noise hits both alike. The ratio harness/plain is the
-harness's overhead (Lightning hooks, logging, metric bookkeeping).
+* **Per-rule table.** Each rule trains through the harness (``bench.run``) on one shared shape (``--arch``, default
+  784-1024-C) when it can train it, and also on its own default architecture when that is not a C-way classifier
+  (SPELA, SPELA(O), FF, SPELA CNN read out class vectors or goodness). Beside every rule run, in the same process and
+  alternating with it round by round, BP trains the same network (plus a C-way output layer where the rule's network
+  has none), so machine noise hits both alike. The table gives the median over rounds of rule/BP, beside the ratio
+  bench/efficiency.py's model predicts (weight-sized multiply-adds per update, the optimiser not counted).
+* **Harness vs plain loop.** BP through the harness beside a textbook loop on the same in-memory tensors (same arch,
+  batch size, optimiser builder, shuffling by index); the ratio is the harness's overhead (Lightning hooks, logging,
+  metric bookkeeping).
+
+Seconds per epoch count the training loop only (first to last training batch, validation excluded) and leave out
+each run's first epoch (warm-up), so ``--epochs`` must be at least 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import statistics
 import time
+import warnings
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 
 
-def plain_epochs(x: torch.Tensor, y: torch.Tensor, arch: str, num_classes: int, batch_size: int, lr: float,
-                 epochs: int, seed: int) -> list[float]:
-    """A textbook PyTorch loop: same network builder, Adam, shuffled index batches. Seconds per epoch."""
+def plain_epochs(x: torch.Tensor, y: torch.Tensor, arch: str, num_classes: int, batch_size: int, epochs: int,
+                 seed: int) -> list[float]:
+    """A textbook PyTorch loop: same network builder and optimiser builder as BP's defaults, shuffled index batches.
+    Seconds per epoch."""
     from methods.arch import ArchSpec, build_network
+    from methods.bp import BPConfig
+    from methods.optim import build_optimizer
 
     torch.manual_seed(seed)
     net = build_network(ArchSpec.parse(arch), tuple(x.shape[1:]), num_classes).to(x.device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    opt = build_optimizer(net.parameters(), BPConfig())
     g = torch.Generator(device=x.device).manual_seed(seed)
     times = []
     for _ in range(epochs):
@@ -40,37 +57,247 @@ def plain_epochs(x: torch.Tensor, y: torch.Tensor, arch: str, num_classes: int, 
     return times
 
 
-def main(argv: list[str] | None = None) -> int:
-    from bench.data import TensorDataModule
-    from bench.run import RunConfig, run
+class TrainClock(Callback):
+    """Seconds from each training epoch's start to the end of its last training batch (validation excluded)."""
 
-    ap = argparse.ArgumentParser(prog="python -m bench perf", description=__doc__)
+    def __init__(self) -> None:
+        self.epochs: list[float] = []
+        self._t0 = self._last = 0.0
+
+    @staticmethod
+    def _now(pl_module) -> float:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._t0 = self._last = self._now(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._last = self._now(pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epochs.append(self._last - self._t0)
+
+
+@dataclass
+class Row:
+    """One line of the per-rule table: a rule on one arch, BP beside it."""
+
+    method: str
+    arch: str
+    bp_arch: str
+    model: float | None
+    """Ratio rule/BP of the efficiency model's multiply-adds per update (None: the model does not cover the rule)."""
+    optimizer: str
+    short: str = ""
+    """The rule's arch as the table shows it (``ArchSpec.short``)."""
+    bp_short: str = ""
+    note: str = ""
+    """The model's note on the rule (what it counts, what it leaves out)."""
+    rule_s: list[float] = field(default_factory=list)
+    bp_s: list[float] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+    compiled_s: list[float] = field(default_factory=list)
+    """--compile: the rule's seconds per epoch with its step compiled, run right after its eager run."""
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def compile_gain(self) -> float | None:
+        """Median over rounds of compiled/eager seconds per epoch of the rule (None without --compile)."""
+        if not self.compiled_s:
+            return None
+        return statistics.median(c / e for c, e in zip(self.compiled_s, self.rule_s))
+
+
+def bp_arch_for(arch: str, num_classes: int) -> str:
+    """BP's network beside a rule's: the same one when BP can train it, else the same layers plus a C-way read-out
+    (an MLP gets a C-unit last layer, a CNN its Linear head)."""
+    from bench.errors import ArchError
+    from methods.arch import ArchSpec
+    from methods.registry import get_rule
+
+    bp = get_rule("bp")
+    try:
+        bp.parse_arch(arch, num_classes)
+        return arch
+    except ArchError:
+        pass
+    spec = ArchSpec.parse(arch)
+    head, *opts = arch.split(",")
+    if spec.kind == "mlp":
+        return ",".join([f"{head}-C", *opts])
+    return ",".join([head, *[o for o in opts if not o.startswith("head=")]])
+
+
+def plan(methods: list[str], arch: str, in_shape: tuple[int, ...], num_classes: int) -> list[Row]:
+    """The table's rows: every rule on ``arch`` if it can train it, and on its own default arch when that is not a
+    C-way classifier; each with BP's arch beside it and the model's ratio."""
+    from bench.efficiency import theory
+    from bench.errors import ArchError
+    from methods.registry import get_rule
+
+    rows = []
+    for m in methods:
+        cls = get_rule(m)
+        archs = []
+        try:
+            cls.parse_arch(arch, num_classes)
+            archs.append(arch)
+        except ArchError:
+            pass
+        if not cls.needs_class_output or not archs:
+            own = cls.default_arch
+            if own not in archs:
+                archs.append(own)
+        for a in archs:
+            b = bp_arch_for(a, num_classes)
+            rule = cls.create({}, a, in_shape, num_classes, epochs=3)
+            ref = get_rule("bp").create({}, b, in_shape, num_classes, epochs=3)
+            th, th_bp = theory(rule), theory(ref)
+            model, note = None, th.note if th is not None else ""
+            if th is not None and th_bp is not None:
+                dims = [math.prod(in_shape), *rule.net.widths]
+                dims_bp = [math.prod(in_shape), *ref.net.widths]
+                model = th.macs(dims) / th_bp.macs(dims_bp)
+            rows.append(Row(m, a, b, model, rule.config.optimizer, rule.arch.short, ref.arch.short, note))
+    return rows
+
+
+def _epoch_seconds(cfg) -> list[float]:
+    """Train ``cfg`` through the harness; seconds of every training epoch after the first."""
+    from bench.run import run
+
+    clock = TrainClock()
+    cfg.callbacks = [clock]
+    res = run(cfg)
+    if res.status != "completed":
+        raise RuntimeError(f"{cfg.method} on {cfg.arch}: run {res.status}")
+    return clock.epochs[1:]
+
+
+def rule_table(rows: list[Row], base: dict, rounds: int, log=print, compiled: bool = False) -> None:
+    """Fill every row's times, alternating BP and the rule within each round (rounds outermost); ``compiled``: the
+    rule once more with ``--compile`` after its eager run."""
+    from bench.run import RunConfig
+
+    for r in range(rounds):
+        for row in rows:
+            bp = statistics.mean(_epoch_seconds(RunConfig(method="bp", arch=row.bp_arch, seed=r, **base)))
+            rule = statistics.mean(_epoch_seconds(RunConfig(method=row.method, arch=row.arch, seed=r, **base)))
+            row.bp_s.append(bp)
+            row.rule_s.append(rule)
+            row.ratios.append(rule / bp)
+            extra = ""
+            if compiled:
+                comp = statistics.mean(_epoch_seconds(RunConfig(method=row.method, arch=row.arch, seed=r, compile=True,
+                                                                **base)))
+                row.compiled_s.append(comp)
+                extra = f"; compiled {comp:7.3f}: {comp / rule:.2f} of eager"
+            log(f"  round {r + 1}/{rounds} {row.method:14s} {row.short:22s} {rule:7.3f} s/epoch, bp {bp:7.3f}: "
+                f"{rule / bp:.2f}{extra}", flush=True)
+
+
+def format_table(rows: list[Row]) -> str:
+    lines = [f"{'method':14s} {'arch':22s} {'bp arch':22s} {'opt':5s} {'s/epoch':>8s} {'bp s/ep':>8s} "
+             f"{'rule/bp':>7s} {'model':>6s}{'  compiled/eager' if any(r.compiled_s for r in rows) else ''}  "
+             f"rounds (rule/bp)"]
+    for row in rows:
+        model = "-" if row.model is None else f"{row.model:.2f}"
+        lines.append(f"{row.method:14s} {row.short:22s} {row.bp_short:22s} {row.optimizer:5s} "
+                     f"{statistics.median(row.rule_s):8.3f} {statistics.median(row.bp_s):8.3f} {row.ratio:7.2f} "
+                     f"{model:>6s}{'' if row.compile_gain is None else f'{row.compile_gain:16.2f}'}  "
+                     f"{', '.join(f'{q:.2f}' for q in row.ratios)}")
+    off = [row for row in rows if row.model is None or not 1 / 1.2 <= row.ratio / row.model <= 1.2]
+    if off:
+        lines.append("\nrows off the model by more than 1.2x (or without one):")
+    for row in off:
+        if row.model is None:
+            lines.append(f"  {row.method} {row.short}: bench/efficiency.py has no model of this rule")
+        else:
+            lines.append(f"  {row.method} {row.short}: {row.ratio / row.model:.2f}x the model's ratio; the model: "
+                         f"{row.note}; elementwise work, random draws and the optimiser step are not counted")
+    return "\n".join(lines)
+
+
+def _methods(spec: str) -> list[str]:
+    import methods  # noqa: F401 - registers the rules
+    from methods.registry import get_rule, list_rules
+
+    names = [m.strip() for m in spec.split(",") if m.strip()]
+    if names == ["all"]:
+        return [m for m in list_rules() if get_rule(m).in_all]
+    for m in names:
+        get_rule(m)  # an unknown name is a ConfigError listing the valid ones
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.data import TensorDataModule, get_dataset_info
+    from bench.errors import BenchError
+
+    ap = argparse.ArgumentParser(prog="python -m bench perf", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--methods", default="all", help="comma-separated rule names, or all (every rule METHODS=all runs); "
+                    "none: only the harness/plain line")
     ap.add_argument("--dataset", default="fashion_mnist")
-    ap.add_argument("--arch", default="mlp:1024-C")
+    ap.add_argument("--arch", default="mlp:1024-C", help="the shared shape (default mlp:1024-C)")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=3, help="epochs per measurement (the first is warm-up)")
-    ap.add_argument("--rounds", type=int, default=2, help="alternating harness/plain rounds")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs per run (>= 2; the first is warm-up)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating BP/rule rounds (the table shows the median)")
+    ap.add_argument("--limit-train", type=int, default=None, help="train on only this many samples (quicker)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--no-plain", action="store_true", help="skip the harness-vs-plain-loop line")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time every rule with --compile (torch.compile of its step), beside its eager run")
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args(argv)
+    try:
+        if args.epochs < 2:
+            raise BenchError(f"--epochs must be >= 2 (the first epoch is warm-up), got {args.epochs}")
+        if args.rounds < 1:
+            raise BenchError(f"--rounds must be >= 1, got {args.rounds}")
+        info = get_dataset_info(args.dataset)
+        methods = [] if args.methods == "none" else _methods(args.methods)
+        rows = plan(methods, args.arch, info.shape, info.num_classes)
+    except BenchError as e:
+        print(f"error: {e}")
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):  # the table, not a Trainer banner per run
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*(LeafSpec|srun).*")
     torch.set_flush_denormal(True)
-
-    dm = TensorDataModule(args.dataset, root=args.data_dir, batch_size=args.batch_size,
-                          device="cuda" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    base = dict(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, wandb="disabled", progress=False,
+                data_dir=args.data_dir, runs_dir=None, group="perf", limit_train=args.limit_train, limit_eval=500,
+                evaluate_test=False)
+    dm = TensorDataModule(args.dataset, root=args.data_dir, batch_size=args.batch_size, device=device,
+                          limit_train=args.limit_train)
     dm.setup()
     x, y = dm.splits["train"]
-    harness, plain = [], []
-    for r in range(args.rounds):
-        res = run(RunConfig(dataset=args.dataset, method="bp", arch=args.arch, epochs=args.epochs,
-                            batch_size=args.batch_size, seed=r, wandb="disabled", progress=False,
-                            data_dir=args.data_dir, runs_dir=None, group="perf"))
-        harness += [row["train/epoch_time_s"] for row in res.record["history"][1:]]
-        plain += plain_epochs(x, y, args.arch, dm.num_classes, args.batch_size, 1e-3, args.epochs, r)[1:]
-    h, p = statistics.median(harness), statistics.median(plain)
-    print(f"dataset={args.dataset} arch={args.arch} batch={args.batch_size} device={x.device.type} "
-          f"threads={torch.get_num_threads()} train samples={len(x)}")
-    print(f"harness (Lightning, bench.run): {h:.3f} s/epoch  (epochs measured: {', '.join(f'{t:.2f}' for t in harness)})")
-    print(f"plain PyTorch loop:             {p:.3f} s/epoch  (epochs measured: {', '.join(f'{t:.2f}' for t in plain)})")
-    print(f"ratio harness/plain:            {h / p:.3f}")
+    print(f"dataset={args.dataset} batch={args.batch_size} device={x.device.type} threads={torch.get_num_threads()} "
+          f"train samples={len(x)} epochs={args.epochs} (first not timed) rounds={args.rounds} torch={torch.__version__}",
+          flush=True)
+    if rows:
+        rule_table(rows, base, args.rounds, compiled=args.compile)
+        print("\nseconds per training epoch, median over rounds; rule/bp: median of the per-round ratios; model: "
+              "bench/efficiency.py's multiply-adds per update, rule/bp\n" + format_table(rows), flush=True)
+    if not args.no_plain:
+        from bench.run import RunConfig
+
+        harness, plain = [], []
+        for r in range(args.rounds):
+            harness += _epoch_seconds(RunConfig(method="bp", arch=args.arch, seed=r, **base))
+            plain += plain_epochs(x, y, args.arch, dm.num_classes, args.batch_size, args.epochs, r)[1:]
+        h, p = statistics.median(harness), statistics.median(plain)
+        print(f"\nharness (Lightning, bench.run) BP {args.arch}: {h:.3f} s/epoch  "
+              f"(epochs measured: {', '.join(f'{t:.2f}' for t in harness)})")
+        print(f"plain PyTorch loop:             {p:.3f} s/epoch  (epochs measured: {', '.join(f'{t:.2f}' for t in plain)})")
+        print(f"ratio harness/plain:            {h / p:.3f}")
     return 0
 
 

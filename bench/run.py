@@ -78,11 +78,15 @@ class RunConfig:
     """Evaluate the test split after training (sweep trials set False: tuning never looks at test data)."""
     rule_sources: dict[str, str] = field(default_factory=dict)
     """Where each ``rule`` option came from (--set, tuned file, sweep trial); stored in the record."""
+    compile: bool = False
+    """``torch.compile`` the rule's step (``LearningRule.compile_step``). Not part of the run's identity: the same
+    numbers to float rounding; stored in the record as ``compiled``."""
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the numbers a run produces (hashed into its id)."""
         skip = {"callbacks", "progress", "runs_dir", "wandb", "wandb_project", "wandb_entity", "data_dir", "download",
-                "verify_data", "accelerator", "devices", "strategy", "num_nodes", "group", "evaluate_test", "rule_sources"}
+                "verify_data", "accelerator", "devices", "strategy", "num_nodes", "group", "evaluate_test", "rule_sources",
+                "compile"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
@@ -265,15 +269,17 @@ def _run(cfg: RunConfig, res: Resolved) -> RunResult:
 
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     rule = res.rule_cls(res.rule_config, res.arch, dm.in_shape, dm.num_classes, cfg.epochs)
+    if cfg.compile:
+        rule.compile_step()
 
     path = record_path(res.name, cfg.runs_dir)
     record: dict[str, Any] = {
         "name": res.name, "id": f"{res.name}-{uuid.uuid4().hex[:6]}", "config_hash": res.config_hash,
         "status": "running", "dataset": cfg.dataset, "method": cfg.method, "arch": res.arch.short,
         "arch_full": res.arch.text, "seed": cfg.seed, "epochs": cfg.epochs, "group": cfg.group,
-        "config": res.canonical, "rule_sources": cfg.rule_sources, "labels": label_facts(res.rule_cls, res.arch.text), "history": [],
-        "test": {}, "test_acc": None, "versions": _versions(), "git_commit": _git_commit(),
-        "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": res.canonical, "rule_sources": cfg.rule_sources, "labels": label_facts(res.rule_cls, res.arch.text),
+        "history": [], "test": {}, "test_acc": None, "versions": _versions(), "git_commit": _git_commit(),
+        "host": socket.gethostname(), "compiled": cfg.compile, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
     logger = _make_logger(cfg, res, record)

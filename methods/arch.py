@@ -67,14 +67,19 @@ def _sigmoid_grad(a: torch.Tensor) -> torch.Tensor:
     return s * (1 - s)
 
 
+def _leaky_grad(a: torch.Tensor, slope: float) -> torch.Tensor:
+    """1 where a > 0, else ``slope``, in a's dtype (the slope is not rounded to float32 first)."""
+    return torch.where(a > 0, a.new_ones(()), a.new_full((), slope))
+
+
 ACTIVATIONS = {
     "relu": (torch.relu, lambda a: (a > 0).to(a.dtype)),
     "tanh": (torch.tanh, lambda a: 1 - torch.tanh(a) ** 2),
     "sigmoid": (torch.sigmoid, _sigmoid_grad),
-    "leaky_relu": (nn.functional.leaky_relu, lambda a: torch.where(a > 0, 1.0, 0.01).to(a.dtype)),
+    "leaky_relu": (nn.functional.leaky_relu, lambda a: _leaky_grad(a, 0.01)),
     # slope 0.001: the SPELA authors' MLP code
     "leaky_relu_1e-3": (lambda a: nn.functional.leaky_relu(a, 1e-3),
-                        lambda a: torch.where(a > 0, 1.0, 1e-3).to(a.dtype)),
+                        lambda a: _leaky_grad(a, 1e-3)),
     "elu": (nn.functional.elu, lambda a: torch.where(a > 0, torch.ones_like(a), torch.exp(a))),
     "silu": (nn.functional.silu, lambda a: torch.sigmoid(a) * (1 + a * (1 - torch.sigmoid(a)))),
     "softplus": (nn.functional.softplus, torch.sigmoid),

@@ -62,6 +62,9 @@ class LearningRule(L.LightningModule):
     """The rule predicts from a C-way last layer (False for SPELA, FF: they read out class vectors/goodness)."""
     in_all: ClassVar[bool] = True
     """Run by ``METHODS=all`` (False for variants reached by name or through a profile, e.g. grid cells)."""
+    compiled_step: ClassVar[str | None] = None
+    """The method ``compile_step`` compiles: the rule's written-out update (no autograd graph, no random draws inside);
+    None: the network's forward pass (autograd differentiates the compiled graph)."""
     layerwise: ClassVar[bool] = False
     """Greedy layer-by-layer training: ``self.current_epoch`` decides which layer trains, and a step leaves the
     other layers without a grad (SPELA, SPELA CNN)."""
@@ -138,6 +141,15 @@ class LearningRule(L.LightningModule):
         spec = ArchSpec.parse(arch or cls.default_arch, cls.arch_defaults)
         cls.check_arch(spec, num_classes)
         return spec
+
+    def compile_step(self) -> None:
+        """``torch.compile`` the rule's step where it is written out (``compiled_step``), else the network's forward
+        (in place: parameter names do not change). Same math; kernels fused, launches fewer; the first batches of a
+        run pay the compilation."""
+        if self.compiled_step:
+            setattr(self, self.compiled_step, torch.compile(getattr(self, self.compiled_step)))
+        else:
+            self.net.compile()
 
     # ---------------------------------------------------------------- the shared loop
     def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:

@@ -88,6 +88,8 @@ class PEPITA(LearningRule):
     arch_defaults = {"bias": False, "init": "he_uniform"}
     """The reference models: ``bias=False`` everywhere, He-uniform U(±sqrt(6/fan_in)) weights."""
     config: PEPITAConfig
+    compiled_step = "updates_with_masks"
+    """Compiled without the dropout masks, drawn eagerly (a compiled draw would not be the eager random stream)."""
 
     @classmethod
     def check_arch(cls, spec: ArchSpec, num_classes: int) -> None:

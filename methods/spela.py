@@ -39,6 +39,7 @@ from bench.errors import ConfigError
 from methods.base import LearningRule
 from methods.config import Optimizer, RuleConfig, Schedule
 from methods.registry import register
+from methods.shared import layerwise as lw
 from methods.shared.class_vectors import class_vectors, cosine_scores, euclidean_scores, random_vectors
 from methods.shared.layer_schedule import layerwise_optimizers, phase, split_epochs
 
@@ -91,6 +92,7 @@ class _SpelaMLP(LearningRule):
     """σ_k on every layer (ReLU); He init fits the paper's initial weight norms (45.24, 4.46 for 784-1024-10)."""
     default_arch = "mlp:1000-34"
     needs_class_output = False
+    compiled_step = "local_update"
 
     def __init__(self, config: SpelaConfig, arch, in_shape, num_classes, epochs):
         super().__init__(config, arch, in_shape, num_classes, epochs)
@@ -109,7 +111,8 @@ class _SpelaMLP(LearningRule):
         return self.net.blocks[k](unit(h) if self.config.input_norm else h.flatten(1))
 
     def layer_loss(self, k: int, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Batch mean of the layer's loss towards v_k(y) (``loss``: see the config)."""
+        """Batch mean of the layer's loss towards v_k(y) (``loss``: see the config), as an autograd expression: the
+        definition ``loss_and_grad`` differentiates by hand (the tests check the two agree)."""
         target, loss = self.vectors(k)[y], self.config.loss
         if loss in ("cosine", "log_cosine"):
             cos = F.cosine_similarity(h, target, dim=1, eps=1e-8)
@@ -117,6 +120,57 @@ class _SpelaMLP(LearningRule):
         if loss == "euclidean":
             return (h - target).norm(dim=1).mean()
         return torch.log1p((unit(h) - target).norm(dim=1)).mean()
+
+    def loss_and_grad(self, k: int, h: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(``layer_loss``, its gradient ∂loss/∂h) of layer k, by hand and without an autograd graph. With B the batch,
+        v = v_k(y) (unit norm), n = ||h||, ĥ = h/n and c = cos(h, v) = ĥ·v, ∂c/∂h = (v - c ĥ)/n, so
+
+        * cosine, -mean c:            ∂/∂h = -(v - c ĥ)/(B n)
+        * log_cosine, mean log(2 - c): ∂/∂h = -(v - c ĥ)/(B n (2 - c))
+        * euclidean, mean ||h - v||:   ∂/∂h = (h - v)/(B ||h - v||)          (0 where h = v)
+        * euclidean_ref, mean log(1 + r), r = ||ĥ - v||: with g = (ĥ - v)/(B r (1 + r)), ∂/∂h = (g - ĥ (ĥ·g))/n.
+
+        n is clamped as in ``layer_loss`` (1e-8 for the cosine, 1e-12 for ``unit``); only an all-zero h, where every
+        formula gives 0 or the ReLU derivative does, can tell the clamps apart."""
+        v, B, kind = self.vectors(k).index_select(0, y), h.shape[0], self.config.loss
+        if kind in ("cosine", "log_cosine"):
+            n = h.norm(dim=1, keepdim=True).clamp_min_(1e-8)
+            cos = torch.linalg.vecdot(h, v, dim=1).unsqueeze(1).div_(n)
+            if kind == "cosine":
+                loss, coef = -cos.mean(), (-1.0 / B) / n
+            else:
+                two_minus = 2.0 - cos
+                loss, coef = torch.log(two_minus).mean(), (-1.0 / B) / (n * two_minus)
+            return loss, torch.addcmul(v * coef, h, -coef * cos / n)  # coef (v - c h/n)
+        if kind == "euclidean":
+            d = h - v
+            r = d.norm(dim=1, keepdim=True)
+            return r.mean(), d.div_(r.clamp_min(torch.finfo(d.dtype).tiny) * B)
+        n = h.norm(dim=1, keepdim=True).clamp_min_(1e-12)
+        hu = h / n
+        d = hu - v
+        r = d.norm(dim=1, keepdim=True)
+        g = d.div_(r.clamp_min(torch.finfo(d.dtype).tiny) * (1.0 + r) * B)
+        return torch.log1p(r).mean(), torch.addcmul(g, hu, -torch.linalg.vecdot(hu, g, dim=1).unsqueeze(1)).div_(n)
+
+    @torch.no_grad()
+    def local_update(self, k: int, h_prev: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer k's forward pass and its update from its own loss: h_k, and the loss, with ``.grad`` of (W_k, b_k)
+        set to ∂loss/∂W_k = δ^T u and ∂loss/∂b_k = Σ_n δ_n, δ = ∂loss/∂h ⊙ σ'(W_k u + b_k), u = unit(h_{k-1}).
+        Written out (``loss_and_grad``) instead of through autograd: the same numbers as backpropagating
+        ``layer_loss`` into the layer alone, without building or walking a graph per layer and per step."""
+        block = self.net.blocks[k]
+        u = unit(h_prev) if self.config.input_norm else h_prev.flatten(1)
+        a = block.op(u)  # a BinaryLinear (binary=1) multiplies by sign(W); its straight-through grad is the same δ^T u
+        h = block.act(a)
+        loss, g = self.loss_and_grad(k, h, y)
+        if block.act.name == "relu":  # autograd's own ReLU backward (g where h > 0, else 0): one pass, no bool mask
+            delta = torch.ops.aten.threshold_backward(g, h, 0.0)
+        else:
+            delta = g.mul_(block.act.derivative(a))
+        dw, db = lw.weight_grads(block.op, u, delta)
+        lw.set_grads(block.op, dw, db)
+        return h, loss
 
     def layer_scores(self, k: int, h: torch.Tensor) -> torch.Tensor:
         if self.config.loss in ("cosine", "log_cosine"):
@@ -143,12 +197,10 @@ class SpelaO(_SpelaMLP):
     name = "spela_o"
 
     def compute_updates(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        total, h = torch.zeros((), device=x.device), x
+        total, h = torch.zeros((), device=x.device, dtype=x.dtype), x
         for k in range(len(self.net.blocks)):
-            h = self.layer(k, h.detach())  # detached input: loss_k reaches (W_k, b_k) only
-            loss = self.layer_loss(k, h, y)
-            self.manual_backward(loss)
-            total = total + loss.detach()
+            h, loss = self.local_update(k, h, y)  # loss_k reaches (W_k, b_k) only
+            total += loss
         return {"loss": total}
 
 
@@ -178,10 +230,7 @@ class Spela(_SpelaMLP):
         with torch.no_grad():  # the layers already trained only carry the data
             for k in range(k_train):
                 h = self.layer(k, h)
-        h = self.layer(k_train, h)
-        loss = self.layer_loss(k_train, h, y)
-        self.manual_backward(loss)
-        return {"loss": loss.detach()}
+        return {"loss": self.local_update(k_train, h, y)[1]}
 
     def configure_optimizers(self) -> dict[str, Any]:
         return layerwise_optimizers(self.param_groups(), self.config, self.layer_epoch_counts)

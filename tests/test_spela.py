@@ -69,6 +69,61 @@ def test_authors_code_options_log_cosine_loss_raw_inputs_small_leaky_slope():
     assert torch.equal(rule(x).argmax(1), (torch.nn.functional.normalize(h2, dim=1) @ rule.class_vectors1.T).argmax(1))
 
 
+def _autograd_updates(rule, x, y, layers):
+    """The previous implementation: each layer's ``layer_loss`` backpropagated by autograd into that layer alone
+    (its input detached; the layers before it only carry the data). Returns the grads and the summed loss."""
+    for p in rule.parameters():
+        p.grad = None
+    h, total = x, 0.0
+    for k in range(max(layers) + 1):
+        h = rule.layer(k, h.detach())
+        if k in layers:
+            loss = rule.layer_loss(k, h, y)
+            loss.backward()
+            total += loss.item()
+    grads = [None if p.grad is None else p.grad.clone() for p in rule.parameters()]
+    for p in rule.parameters():
+        p.grad = None
+    return grads, total
+
+
+@pytest.mark.parametrize("loss", ["cosine", "log_cosine", "euclidean", "euclidean_ref"])
+@pytest.mark.parametrize("arch, norm", [("mlp:5-4", "true"), ("mlp:5-4,act=tanh,out_act=leaky_relu_1e-3", "false"),
+                                        ("mlp:5-4,binary=1", "true")])
+def test_explicit_updates_match_autograd_of_the_layer_loss(loss, arch, norm):
+    """The written-out updates (``local_update``) equal backpropagating ``layer_loss`` into each layer alone, for every
+    loss, activation, input normalisation and ±1 weights: SPELA(O) all layers at once, SPELA one layer per phase."""
+    x, y = tiny_batch((1, 2, 3), n=8, num_classes=C)
+    x = x.double()
+    rule = _rule(arch=arch, overrides={"loss": loss, "input_norm": norm})
+    rule.double()
+    for k in range(2):  # unit norm in double precision too (the float vectors are unit to ~1e-8)
+        v = getattr(rule, f"class_vectors{k}")
+        v.copy_(torch.nn.functional.normalize(v, dim=1))
+    want, want_loss = _autograd_updates(rule, x, y, layers=[0, 1])
+    out = rule.compute_updates(x, y)
+    got = [p.grad for p in rule.parameters()]
+    assert all(torch.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in zip(got, want)), loss
+    assert out["loss"].item() == pytest.approx(want_loss, rel=1e-9)
+    layerwise = _rule("spela", arch=arch, overrides={"loss": loss, "input_norm": norm}, epochs=2)
+    layerwise.double()
+    layerwise.load_state_dict(rule.state_dict())
+    for epoch in (0, 1):
+        layerwise.trainer_epoch = epoch
+        type(layerwise).current_epoch = property(lambda self: self.trainer_epoch)
+        try:
+            for p in layerwise.parameters():
+                p.grad = None
+            out = layerwise.compute_updates(x, y)
+            got = [p.grad for p in layerwise.parameters()]
+        finally:
+            del type(layerwise).current_epoch
+        want, want_loss = _autograd_updates(layerwise, x, y, layers=[epoch])
+        assert all((a is None) == (b is None) for a, b in zip(got, want))
+        assert all(torch.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in zip(got, want) if a is not None)
+        assert out["loss"].item() == pytest.approx(want_loss, rel=1e-9)
+
+
 def test_spela_o_no_gradient_crosses_layers():
     """Changing layer 2's class vectors (its loss) leaves layer 1's update untouched, and vice versa."""
     rule = _rule()
