@@ -11,22 +11,13 @@ from methods.config import RuleConfig
 
 
 def build_optimizer(param_groups: Iterable, cfg: RuleConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, optional Nesterov), Adam or AdamW over ``param_groups`` with ``cfg``'s settings.
-
-    Adam and AdamW run torch's fused implementation (one kernel per step over all parameters) where it exists for
-    every parameter's device and dtype (CPU and CUDA floating point): the per-tensor loop's update to float rounding,
-    at a fraction of its cost for the benchmark's small networks. SGD keeps torch's default: its fused kernel fails on
-    a momentum buffer that starts mid-run (a parameter whose first grad comes after others', as in layer-wise rules)."""
-    groups = [{**g, "params": list(g["params"])} if isinstance(g, dict) else g for g in param_groups]
+    """SGD (momentum, optional Nesterov), Adam or AdamW over ``param_groups`` with ``cfg``'s settings."""
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+        return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)
-    tensors = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
-    # None: torch's own choice (e.g. a device without fused kernels)
-    fused = True if tensors and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in tensors) else None
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+        return torch.optim.Adam(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(cfg: RuleConfig, epoch: int, epochs: int) -> float:

@@ -37,35 +37,3 @@ def test_linear_step_is_the_spela_codes_decrement():
 def test_unknown_schedule_is_a_config_error():
     with pytest.raises(ConfigError, match="schedule"):
         RuleConfig(schedule="exponential")
-
-
-@pytest.mark.parametrize("kw", [{"optimizer": "sgd", "nesterov": True, "weight_decay": 1e-3},
-                                {"optimizer": "adam", "weight_decay": 1e-3}, {"optimizer": "adamw"}])
-def test_optimisers_take_the_per_tensor_loops_steps(kw):
-    """build_optimizer picks torch's fused kernel for Adam/AdamW on CPU (SGD: torch's default); ten steps with two groups (one with its own lr, one
-    parameter left without a grad) land where torch's per-tensor loop lands, to float rounding."""
-    import torch
-
-    from methods.optim import build_optimizer
-
-    cfg = RuleConfig(lr=1e-2, **kw)
-    g = torch.Generator().manual_seed(0)
-    init = [torch.randn(5, 4, generator=g), torch.randn(4, generator=g), torch.randn(3, 5, generator=g)]
-    grads = [[torch.randn(t.shape, generator=g) for t in init] for _ in range(10)]
-    a = [torch.nn.Parameter(t.clone()) for t in init]
-    b = [torch.nn.Parameter(t.clone()) for t in init]
-    fused = build_optimizer([{"params": a[:2]}, {"params": iter(a[2:]), "lr": 3e-2}], cfg)
-    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
-    extra = {"momentum": cfg.momentum, "nesterov": cfg.nesterov} if cfg.optimizer == "sgd" else {}
-    loop = cls([{"params": b[:2]}, {"params": b[2:], "lr": 3e-2}], lr=cfg.lr, weight_decay=cfg.weight_decay,
-               foreach=False, **extra)
-    assert bool(fused.defaults.get("fused")) == (cfg.optimizer != "sgd")
-    for step in grads:
-        for ps in (a, b):
-            for i, (p, gr) in enumerate(zip(ps, step)):
-                p.grad = None if i == 1 and step is grads[0] else gr.clone()
-        fused.step()
-        loop.step()
-    for p, q in zip(a, b):
-        assert torch.allclose(p, q, rtol=1e-5, atol=1e-6)
-    assert not torch.equal(a[0], init[0])
