@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
+from bench.paths import runs_root
+
 
 def plain_epochs(x: torch.Tensor, y: torch.Tensor, arch: str, num_classes: int, batch_size: int, epochs: int,
                  seed: int) -> list[float]:
@@ -273,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_flush_denormal(True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     base = dict(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, wandb="disabled", progress=False,
-                data_dir=args.data_dir, runs_dir=None, group="perf", limit_train=args.limit_train, limit_eval=500,
+                data_dir=args.data_dir, runs_dir=str(runs_root() / "perf"), group="perf", limit_train=args.limit_train, limit_eval=500,
                 evaluate_test=False)
     dm = TensorDataModule(args.dataset, root=args.data_dir, batch_size=args.batch_size, device=device,
                           limit_train=args.limit_train)
