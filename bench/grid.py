@@ -135,7 +135,8 @@ def expand(spec: GridSpec, notes: list[str] | None = None) -> list[RunConfig]:
                         if notes is not None:
                             notes.append(f"skipped {dataset} / {method} / {arch}: {e}")
                         continue
-                epochs = spec.epochs or variant.get("epochs") or prof.epochs or rule_cls.paper_epochs
+                epochs = (spec.epochs or variant.get("epochs") or prof.method_epochs.get(method) or prof.epochs
+                          or rule_cls.paper_epochs)
                 tuned, where = tuned_params(dataset, method, arch) if spec.tuned and not prof.exact else ({}, None)
                 proto = dict(variant.get("rule", {}))
                 origin = f"claim {variant['claim']}" if "claim" in variant else f"profile {prof.name}"

@@ -28,6 +28,8 @@ class Profile:
     are run once."""
     datasets: tuple[str, ...] | None = None
     """Datasets when DATASET is not given; None: fashion_mnist."""
+    method_epochs: dict[str, int] = field(default_factory=dict)
+    """Epochs of a rule's runs when neither EPOCHS nor a variant sets them (before ``epochs``)."""
     exact: bool = False
     """The variants fix every setting (PROFILE=claims): no tuned options, and ARCH, EPOCHS and SET are refused."""
 
@@ -54,6 +56,16 @@ SPELA_CODE_RULE = {"loss": "log_cosine", "input_norm": False, "optimizer": "sgd"
                    "schedule": "linear_step", "step_size": 10, "gamma": 0.04}
 SPELA_CODE_RUN = {"batch_size": 50, "norm": "unit"}
 """The SPELA authors' published MLP training recipe (see methods/spela.py): unit options, rule options, run options."""
+
+
+CPU_EPOCHS = {"ff": 3, "spela_cnn": 3, "local_learning": 3, "fg_local": 3, "fg_ntk": 3, "fg_fixed_ntk": 3,
+              "fg_gaussian": 1, "fg_rademacher": 1}
+"""Epochs per rule of the CPU results set where 5 is too many for two cores (per-epoch cost several times BP's)."""
+RESULTS_OWN_ARCH = ("ff", "spela_cnn", "fg_gaussian", "fg_rademacher")
+"""Rules the results set trains on their own default architecture (FF's 3 x 1000, SPELA CNN's conv layer; random-guess
+forward gradient on 128-128, where one epoch fits a CPU); every other rule of METHODS=all runs on mlp:1024-C."""
+RESULTS_SHARED = ("bp", "fa", "dfa", "drtp", "sign_symmetry", "pepita", "spela_o", "spela", "local_learning",
+                  "fg_local", "fg_ntk", "fg_fixed_ntk")
 
 
 def _spela_code() -> tuple[dict[str, Any], ...]:
@@ -130,6 +142,13 @@ PROFILES: dict[str, Profile] = {
         "per rule, top-1/top-5 vs test fraction, 50 epochs, lr 0.001, 5 seeds (needs the weights file, see README)",
         seeds=SEEDS5, epochs=50, methods=("bp", "spela_o"), datasets=tuple(f"resnet50:{d}" for d in TRANSFER),
         variants=_transfer()),
+    "results": Profile(
+        "results", "the published CPU results set (results/<dataset>/): every rule of METHODS=all, 3 seeds, on the "
+        "shared mlp:1024-C where its tuned settings are (FF, SPELA CNN and random-guess forward gradient on their own "
+        "archs), a CPU-sized budget: 5 epochs; 3 for FF, SPELA CNN, local learning and forward gradient with "
+        "local/NTK guesses; 1 for random-guess forward gradient", seeds=(0, 1, 2), epochs=5,
+        method_epochs=CPU_EPOCHS, variants=({"arch": "mlp:1024-C", "methods": RESULTS_SHARED},
+                                            {"methods": RESULTS_OWN_ARCH})),
     "claims": Profile(
         "claims", "every paper claim of reports/claims/*.toml at its own settings, seeds and epochs (DATASET narrows; "
         "--only paper=spela or claim=spela/<id> picks claims); no tuned options", exact=True),
