@@ -212,7 +212,7 @@ class LearningRule(L.LightningModule):
         row.update(getattr(self, "_val", {}))
         row.update(self.epoch_metrics())
         self._val = {}
-        if not math.isfinite(loss) or not all(torch.isfinite(p).all() for p in self.parameters()):
+        if self._diverged(loss):
             self.diverged = True
             row["diverged"] = 1.0
             self.trainer.should_stop = True
@@ -221,6 +221,10 @@ class LearningRule(L.LightningModule):
         sched = self.lr_schedulers()
         if sched is not None:
             sched.step()
+
+    def _diverged(self, loss: float) -> bool:
+        """The epoch's loss or a parameter is NaN/inf: the loop then stops the run, which is recorded as diverged."""
+        return not math.isfinite(loss) or not all(torch.isfinite(p).all() for p in self.parameters())
 
     def _samples_seen(self) -> int:
         """Training samples of this epoch, summed over processes (DDP pads each rank's share to equal size)."""
