@@ -45,12 +45,6 @@ def backward_sync_off(trainer: Any):
     return contextlib.nullcontext()
 
 
-def sync_grads(params: list[torch.nn.Parameter], trainer: Any) -> None:
-    """Average the grads of ``params`` over the Trainer's processes; a no-op in one process."""
-    if distributed(trainer):
-        average_grads(params, trainer.world_size)
-
-
 def reduce(value: torch.Tensor, trainer: Any, op: str) -> torch.Tensor:
     """``value`` reduced over the Trainer's processes (``op``: sum or mean); unchanged in one process."""
     if distributed(trainer):
