@@ -15,6 +15,8 @@ Every block but the last gets an estimate of a *target* gradient t from its proj
     estimate ĝ_h is backpropagated inside the block only.
 The last block always receives its true gradient. Local target with local guess is greedy local learning (the
 guess is the target, so the projection returns it): ``local_learning``. ``num_guesses`` estimates are averaged.
+Guess kinds and spaces are strategy objects (methods/fg_strategies.py); the step functions here are the same
+sequence for every combination.
 
 How ⟨t_n, v_n⟩ is obtained (``derivative``):
   * ``jvp``: forward mode. The tangent of each perturbed module's output is written in closed form (it is linear
@@ -54,9 +56,12 @@ from bench.errors import ArchError, ConfigError
 from methods.arch import ArchSpec
 from methods.base import LearningRule
 from methods.config import Optimizer, RuleConfig
+from methods.fg_strategies import GUESSES, SPACES
+from methods.fg_strategies import grad as _grad
+from methods.fg_strategies import set_grads as _set_grads
 from methods.registry import register
 from methods.shared import projection as pj
-from methods.shared.aux_heads import make_aux_head, reinit_
+from methods.shared.aux_heads import make_aux_head
 
 Guess = Literal["gaussian", "rademacher", "local", "ntk", "fixed_ntk"]
 Target = Literal["global", "local"]
@@ -65,7 +70,7 @@ Projection = Literal["auto", "normalized", "unnormalized"]
 Derivative = Literal["auto", "jvp", "backward"]
 AuxKind = Literal["linear", "mlp", "cnn"]
 
-RANDOM = ("gaussian", "rademacher")
+RANDOM = tuple(name for name, g in GUESSES.items() if g.random)
 _BN = nn.modules.batchnorm._BatchNorm
 
 
@@ -114,7 +119,7 @@ class FGConfig(RuleConfig):
                 raise ConfigError(f"this preset fixes {key}={value}; use method 'fg' to set {key}={getattr(self, key)}")
         if self.num_guesses < 1:
             raise ConfigError(f"num_guesses must be >= 1, got {self.num_guesses}")
-        if self.num_guesses > 1 and self.guess not in (*RANDOM, "ntk"):
+        if self.num_guesses > 1 and not GUESSES[self.guess].varies:
             raise ConfigError(f"guess={self.guess} is deterministic, so num_guesses={self.num_guesses} would repeat "
                               "the same guess; use num_guesses=1 or a random/ntk guess")
         if not (math.isfinite(self.eps) and self.eps >= 0):
@@ -197,21 +202,25 @@ class ForwardGradient(LearningRule):
             except ValueError as e:
                 raise ArchError(f"{self.name} on {arch.short}: {e}") from None
 
+        self.guess = GUESSES[cfg.guess]
+        """How block k's guess is drawn (methods/fg_strategies.py)."""
+        self.space = SPACES[cfg.space]
+        """Where target and guess live, and how the estimate becomes a block's update."""
         self.local_learning = cfg.guess == "local" and cfg.target == "local"
         self.heads = heads() if "local" in (cfg.guess, cfg.target) else None
         """Trained auxiliary heads (local target and/or local guess), one per block below the last."""
         self.guess_heads = None
         """Untrained heads of the ntk / fixed_ntk guesses (no trainable parameters)."""
-        if cfg.guess in ("ntk", "fixed_ntk"):
+        if self.guess.guess_heads:
             self.guess_heads = heads().requires_grad_(False)
         coupled = net_bn or (aux_bn and cfg.target == "local")
         if cfg.derivative == "jvp" and coupled:
             raise ArchError(f"{self.name}: derivative=jvp computes one directional derivative per sample from "
                             f"per-sample losses, which BatchNorm's batch statistics couple ({arch.short}"
                             f"{', aux_bn' if not net_bn else ''}); use derivative=backward or auto")
-        self.use_jvp = cfg.derivative == "jvp" or (cfg.derivative == "auto" and cfg.guess in RANDOM and not coupled)
+        self.use_jvp = cfg.derivative == "jvp" or (cfg.derivative == "auto" and self.guess.random and not coupled)
         self.normalize = cfg.projection == "normalized" or (
-            cfg.projection == "auto" and not (cfg.guess in RANDOM and cfg.space == "activity"))
+            cfg.projection == "auto" and not (self.guess.random and not self.space.weight))
 
     # ---------------------------------------------------------------- structure
     def _block_units(self, k: int, block: nn.Module) -> list[tuple[nn.Module, str, nn.Parameter]]:
@@ -273,10 +282,6 @@ class ForwardGradient(LearningRule):
             loss = self._backward_step(x, y)
         return {"loss": loss}
 
-    def _redraw(self, k: int) -> None:
-        if self.config.guess == "ntk":
-            reinit_(self.guess_heads[k])
-
     def _head_loss(self, head: nn.Module, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(head(h), y)
 
@@ -298,50 +303,39 @@ class ForwardGradient(LearningRule):
             h = hk
         return self._set_last_block_grad(h, y)
 
+    def _train_head(self, k: int, hk: torch.Tensor, y: torch.Tensor, points: list[torch.Tensor]):
+        """Set head k's gradient of ℓ_k (trained heads only); return ∂ℓ_k at ``points`` (None without trained heads)."""
+        if self.heads is None:
+            return None
+        hp = [p for p in self.heads[k].parameters() if p.requires_grad]
+        with torch.enable_grad():
+            gl = _grad(self._head_loss(self.heads[k], hk, y), hp + points)
+        _set_grads(hp, gl[:len(hp)])
+        return gl[len(hp):]
+
     # ---------------------------------------------------------------- two reverse passes (Fournier et al.'s code)
     def _backward_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        cfg, blocks, n = self.config, self.net.blocks, x.shape[0]
-        weight = cfg.space == "weight"
-        mods = [m for ms in self._block_mods for m in ms]
-        with _Taps(mods) as taps:
+        """One forward pass, the end-to-end gradient at every block's points (global target), then block by block:
+        the head's local gradient, the target, and the space's projection of the guesses on it."""
+        blocks, hidden = self.net.blocks, range(len(self.net.blocks) - 1)
+        with _Taps([m for ms in self._block_mods for m in ms]) as taps:
             hs, h = [], x
             for block in blocks:
                 h = block(h)
                 hs.append(h)
         loss = F.cross_entropy(hs[-1], y)
+        points = [self.space.points(self, k, taps, hs[k]) for k in hidden]
         last = self._block_params(len(blocks) - 1)
-        # target pass: the end-to-end gradient at every perturbed module output (or block output)
-        points = [taps.out[m] for m in mods] if weight else hs[:-1]
-        wrt = last + (points if cfg.target == "global" else [])
-        g = _grad(loss, wrt)
+        glob = self.config.target == "global"
+        g = _grad(loss, last + ([p for ps in points for p in ps] if glob else []))
         _set_grads(last, g[:len(last)])
-        glob = dict(zip(mods if weight else range(len(hs) - 1), g[len(last):]))
-        for k in range(len(blocks) - 1):
-            kpoints = [taps.out[m] for m in self._block_mods[k]] if weight else [hs[k]]
-            local = None
-            if self.heads is not None:  # trained head: its own gradient, and ∂ℓ_k at the block's perturbed points
-                hp = [p for p in self.heads[k].parameters() if p.requires_grad]
-                gl = _grad(self._head_loss(self.heads[k], hs[k], y), hp + kpoints)
-                _set_grads(hp, gl[:len(hp)])
-                local = gl[len(hp):]
-            tgt = [glob[m] for m in self._block_mods[k]] if weight and cfg.target == "global" else (
-                [glob[k]] if cfg.target == "global" else local)
-            if weight:
-                t_ps = self._contributions(taps, k, tgt)
-                est: dict[int, torch.Tensor] = {}
-                for j in range(cfg.num_guesses):
-                    v_ps = self._weight_guess(k, j, taps, hs[k], y, local, n)
-                    for i, (_, _, p) in enumerate(self._units[k]):
-                        e = pj.project(t_ps[i], v_ps[i], self.normalize, cfg.eps)
-                        est[i] = est[i] + e if i in est else e
-                _set_grads([p for _, _, p in self._units[k]], [est[i] / cfg.num_guesses for i in range(len(est))])
-            else:
-                ghat = 0
-                for j in range(cfg.num_guesses):
-                    v = self._activity_guess(k, j, hs[k], y, local)
-                    ghat = ghat + pj.project_activity(tgt[0], v, self.normalize, cfg.eps)
-                params = self._block_params(k)
-                _set_grads(params, _grad(hs[k], params, grad_outputs=ghat / cfg.num_guesses))
+        targets, i = [], len(last)
+        for ps in points:  # the end-to-end gradient at each block's points
+            targets.append(list(g[i:i + len(ps)]))
+            i += len(ps)
+        for k in hidden:
+            local = self._train_head(k, hs[k], y, points[k])
+            self.space.update_from_target(self, k, taps, hs[k], y, targets[k] if glob else local, local)
         return loss.detach()
 
     def _contributions(self, taps: _Taps, k: int, deltas: list[torch.Tensor | None]) -> list[pj.PerSample]:
@@ -352,72 +346,19 @@ class ForwardGradient(LearningRule):
             by_mod[m] = pj.contributions(m, taps.inp[m], d if d is not None else torch.zeros_like(out))
         return [by_mod[m][pname] for m, pname, _ in self._units[k]]
 
-    def _weight_guess(self, k: int, j: int, taps: _Taps, hk: torch.Tensor, y: torch.Tensor,
-                      local: list[torch.Tensor] | None, n: int) -> list[pj.PerSample]:
-        """Per-sample guesses for block k's tensors (draw j)."""
-        cfg = self.config
-        if cfg.guess in RANDOM:
-            return [pj.PerSample(pj.random_directions(cfg.guess, (n, *p.shape), p.device)) for _, _, p in self._units[k]]
-        if cfg.guess == "local":
-            return self._contributions(taps, k, list(local))
-        self._redraw(k)
-        points = [taps.out[m] for m in self._block_mods[k]]
-        with torch.enable_grad():
-            deltas = _grad(self._head_loss(self.guess_heads[k], hk, y), points)
-        return self._contributions(taps, k, list(deltas))
-
-    def _activity_guess(self, k: int, j: int, hk: torch.Tensor, y: torch.Tensor,
-                        local: list[torch.Tensor] | None) -> torch.Tensor:
-        """Per-sample guess of ∂L/∂h_k (draw j): noise, or the gradient of a head's loss at the block output."""
-        cfg = self.config
-        if cfg.guess in RANDOM:
-            return pj.random_directions(cfg.guess, tuple(hk.shape), hk.device)
-        if cfg.guess == "local":
-            return local[0]
-        self._redraw(k)
-        with torch.enable_grad():
-            return _grad(self._head_loss(self.guess_heads[k], hk, y), [hk])[0]
-
     # ---------------------------------------------------------------- forward mode
     def _jvp_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Block by block: the guesses, then ⟨t_n, v_n⟩ for all of them from one vmapped torch.func.jvp."""
-        cfg, blocks, n = self.config, self.net.blocks, x.shape[0]
-        weight = cfg.space == "weight"
+        """Block by block: the head's local gradient, then the space's guesses with ⟨t_n, v_n⟩ for all of them from
+        one vmapped torch.func.jvp; the last block gets its true gradient."""
         h = x.detach()
-        for k in range(len(blocks) - 1):
+        for k in range(len(self.net.blocks) - 1):
             # a local graph of block k only where a local gradient is needed (heads, activity backprop)
-            local_graph = cfg.guess not in RANDOM or not weight
-            with torch.set_grad_enabled(local_graph), _Taps(self._block_mods[k]) as taps:
-                hk = blocks[k](h)
-            kpoints = [taps.out[m] for m in self._block_mods[k]] if weight else [hk]
-            local = None
-            if self.heads is not None:
-                hp = [p for p in self.heads[k].parameters() if p.requires_grad]
-                with torch.enable_grad():
-                    gl = _grad(self._head_loss(self.heads[k], hk, y), hp + (kpoints if cfg.guess == "local" else []))
-                _set_grads(hp, gl[:len(hp)])
-                local = gl[len(hp):]
-            with torch.no_grad():
-                if weight:
-                    guesses = [self._weight_guess(k, j, taps, hk, y, local, n) for j in range(cfg.num_guesses)]
-                    dots = self._weight_dots(k, h, y, taps, guesses)  # (num_guesses, units, B)
-                    ests = []
-                    for i in range(len(self._units[k])):
-                        e = 0
-                        for j, g in enumerate(guesses):
-                            sq = g[i].sqnorm() if self.normalize else None
-                            e = e + g[i].weighted_sum(pj.coefficients(dots[j, i], sq, self.normalize, cfg.eps))
-                        ests.append(e / cfg.num_guesses)
-                    _set_grads([p for _, _, p in self._units[k]], ests)
-                else:
-                    vs = [self._activity_guess(k, j, hk, y, local) for j in range(cfg.num_guesses)]
-                    vs = torch.stack([v.detach() for v in vs])
-                    dots = self._activity_dots(k, hk.detach(), y, vs)  # (num_guesses, B)
-                    ghat = sum(pj.scale_samples(v, pj.coefficients(d, pj.batch_dot(v, v), self.normalize, cfg.eps))
-                               for v, d in zip(vs, dots)) / cfg.num_guesses
-            if not weight:
-                params = self._block_params(k)
-                _set_grads(params, _grad(hk, params, grad_outputs=ghat))
+            with torch.set_grad_enabled(not self.guess.random or not self.space.weight), \
+                    _Taps(self._block_mods[k]) as taps:
+                hk = self.net.blocks[k](h)
+            points = self.space.points(self, k, taps, hk) if self.guess.uses_local_gradient else []
+            local = self._train_head(k, hk, y, points)
+            self.space.update_from_jvp(self, k, h, taps, hk, y, local)
             h = hk.detach()
         return self._set_last_block_grad(h, y)
 
@@ -460,19 +401,6 @@ class ForwardGradient(LearningRule):
 
         zero = torch.zeros_like(hk)
         return torch.func.vmap(lambda v: torch.func.jvp(losses, (zero,), (v,))[1])(vs)
-
-
-def _grad(out: torch.Tensor, inputs: list[torch.Tensor], grad_outputs: torch.Tensor | None = None) -> tuple:
-    """Gradients of ``out`` at ``inputs`` (None where unused), keeping the graph for the next pass."""
-    if not inputs:
-        return ()
-    return torch.autograd.grad(out, inputs, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True)
-
-
-def _set_grads(params: list[nn.Parameter], grads) -> None:
-    for p, g in zip(params, grads):
-        g = torch.zeros_like(p) if g is None else g.detach()
-        p.grad = g if p.grad is None else p.grad + g
 
 
 # --------------------------------------------------------------------------- presets

@@ -1,5 +1,5 @@
 """The alignment diagnostic of the base: cos(rule's update, BP gradient) per block for every rule with a BP
-counterpart, computed from one place (``LearningRule.update_step``), free when off, training unchanged when on."""
+counterpart, computed from one place (the ``GradientAlignment`` callback, run by ``LearningRule.update_step``), free when off, training unchanged when on."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from methods.registry import get_rule, list_rules
+from methods.shared.alignment import GradientAlignment
 from tests.conftest import tiny_batch
 
 
@@ -84,7 +85,7 @@ def test_the_diagnostic_is_off_by_default_and_leaves_training_unchanged(monkeypa
     for every in (0, 1):
         rule = _make("pepita", "mlp:8-6-C", align_every=every)
         if not every:
-            monkeypatch.setattr(rule, "_record_alignment", lambda *a: pytest.fail("diagnostic ran while off"))
+            monkeypatch.setattr(GradientAlignment, "record", lambda *a: pytest.fail("diagnostic ran while off"))
         opt = torch.optim.SGD(rule.parameters(), lr=0.1)
         torch.manual_seed(5)
         for _ in range(3):
@@ -93,6 +94,7 @@ def test_the_diagnostic_is_off_by_default_and_leaves_training_unchanged(monkeypa
             opt.step()
         finals.append([p.detach().clone() for p in rule.parameters()])
         assert bool(rule.epoch_metrics()) == bool(every)
+        monkeypatch.undo()  # the diagnostic may run when on
     for a, b in zip(*finals):
         assert torch.equal(a, b)
 

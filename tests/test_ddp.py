@@ -18,7 +18,7 @@ from bench.paths import PROJECT_ROOT
 def _average_in_rank(rank: int, world: int, init: str, queue) -> None:
     import torch.distributed as dist
 
-    from methods.base import average_grads
+    from methods.shared.ddp import average_grads
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)

@@ -13,6 +13,7 @@ from torch import nn
 from bench.errors import ArchError, ConfigError
 from methods.registry import get_rule
 from methods.shared import projection as pj
+from methods.shared.alignment import GradientAlignment
 
 GUESSES = ("gaussian", "rademacher", "local", "ntk", "fixed_ntk")
 
@@ -286,7 +287,7 @@ def test_alignment_diagnostic_is_the_cosine_with_the_true_gradient_and_free_when
     assert row["align/b2"] == pytest.approx(1.0, abs=1e-6)  # the last block gets its true gradient
     assert rule.epoch_metrics() == {}  # reset for the next epoch
     off = _fg({"guess": "ntk"}, "mlp:6-5-C", (1, 3, 3))
-    monkeypatch.setattr(off, "_record_alignment", lambda *a: pytest.fail("diagnostic ran while off"))
+    monkeypatch.setattr(GradientAlignment, "record", lambda *a: pytest.fail("diagnostic ran while off"))
     _step(off, x, y)
     assert off.epoch_metrics() == {}
 
