@@ -272,13 +272,18 @@ def test_a_killed_rerun_keeps_the_completed_record(mnist_dir, tmp_path):
 # ------------------------------------------------------------------------------------------------ signals
 
 
+def training(runs: Path) -> bool:
+    """A run of the grid has built its Trainer (Lightning's banner is in its log): training is under way."""
+    return any("GPU available" in f.read_text() for f in (runs / "logs").glob("*.log")) if (runs / "logs").exists() \
+        else False
+
+
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_stops_the_grid_with_its_exit_code(mnist_dir, tmp_path, sig, code):
     runs = tmp_path / "runs"
     p = subprocess.Popen(grid_args(mnist_dir, runs, methods="bp", seeds="0", epochs=300), env=env1(),
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(lambda: next(iter((runs / "records").glob("*.claim")), None))
-    time.sleep(2)
+    _wait_for(lambda: training(runs))
     p.send_signal(sig)
     out = p.communicate(timeout=120)[0]
     assert p.returncode == code, out
@@ -292,8 +297,7 @@ def test_a_signal_stops_local_workers_too(mnist_dir, tmp_path):
     runs = tmp_path / "runs"
     p = subprocess.Popen(grid_args(mnist_dir, runs, "--executor", "local", "--workers", "1", methods="bp", seeds="0",
                                    epochs=300), env=env1(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(lambda: next(iter((runs / "records").glob("*.claim")), None))
-    time.sleep(2)
+    _wait_for(lambda: training(runs))
     p.send_signal(signal.SIGTERM)
     out = p.communicate(timeout=120)[0]
     assert p.returncode == 143, out
