@@ -20,6 +20,14 @@ def _seeds(s: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"seeds are comma-separated integers, got {s!r}") from None
 
 
+def _nonempty(a: argparse.Namespace, *names: str) -> None:
+    """A list option given but empty (``--methods ""``) would silently mean 'all' or 'nothing': refuse it."""
+    for name in names:
+        if getattr(a, name, None) == ():
+            raise ConfigError(f"--{name} is empty; give comma-separated values"
+                              + (" (or all)" if name == "methods" else ""))
+
+
 def _pairs(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items or []:
@@ -166,8 +174,17 @@ def cmd_list(a: argparse.Namespace) -> int:
 def cmd_run(a: argparse.Namespace) -> int:
     from bench.run import RunConfig, resolve, run
 
+    from bench.grid import split_overrides
+
     fields = _run_fields(a)
-    cfg = RunConfig(dataset=a.dataset, method=a.method, arch=a.arch, seed=a.seed, rule=_pairs(a.set), **fields,
+    pairs = _pairs(a.set)
+    for key in pairs:  # --set pepita.lr=0.01 scopes lr to pepita: it is this run's option only when it runs pepita
+        scope, dot, _ = key.partition(".")
+        if dot and scope != a.method:
+            raise ConfigError(f"option {key!r} is scoped to rule {scope!r}, but this run trains {a.method!r}; "
+                              f"use --method {scope} or --set {key.partition('.')[2]}=...")
+    rule = split_overrides(pairs, a.method, (a.method,))
+    cfg = RunConfig(dataset=a.dataset, method=a.method, arch=a.arch, seed=a.seed, rule=rule, **fields,
                     **({"epochs": a.epochs} if a.epochs is not None else {}))
     res = resolve(cfg)
     if a.dry_run:
@@ -182,6 +199,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 def cmd_grid(a: argparse.Namespace) -> int:
     from bench.grid import GridSpec, run_grid
 
+    _nonempty(a, "datasets", "methods", "seeds")
     spec = GridSpec(datasets=a.datasets, methods=a.methods, arch=a.arch, seeds=a.seeds, epochs=a.epochs,
                     profile=a.profile, overrides=_pairs(a.set), run=_run_fields(a), tuned=not a.no_tuned,
                     only=_only(a.only))
@@ -200,6 +218,7 @@ def cmd_data(a: argparse.Namespace) -> int:
     from bench.data import ensure_data
     from bench.profiles import get_profile
 
+    _nonempty(a, "datasets")
     datasets = a.datasets or (get_profile(a.profile).datasets if a.profile else None) or ("fashion_mnist",)
     for name in datasets:
         print(ensure_data(name, a.data_dir))

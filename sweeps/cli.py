@@ -64,6 +64,8 @@ def build_specs(a: argparse.Namespace, out=None) -> list:
     from sweeps.study import RUN_FIELDS, StudySpec
 
     names = [m.strip() for m in a.method.split(",") if m.strip()]
+    if not names:
+        raise ConfigError(f"--method needs a rule name, comma-separated names or all, got {a.method!r}")
     if names == ["all"]:  # the same set as `make bench METHODS=all` (variants such as grid cells by name only)
         names = [m for m in list_rules() if getattr(get_rule(m), "in_all", True)]
     for m in names:
