@@ -312,7 +312,7 @@ def run(cfg: RunConfig, resolved: Resolved | None = None) -> RunResult:
         })
         if trainer.global_rank == 0:
             _write_record(path, record)
-            _finish_logger(logger, record)
+            _finish_logger(logger, record, path)
     return RunResult(res.name, status, record["test_acc"], record, path)
 
 
@@ -343,12 +343,12 @@ def _make_logger(cfg: RunConfig, res: Resolved, record: dict[str, Any]):
     return logger
 
 
-def _finish_logger(logger, record: dict[str, Any]) -> None:
+def _finish_logger(logger, record: dict[str, Any], path: Path) -> None:
     if logger is None:
         return
     summary = {"status": record["status"], "train_time_s": record["train_time_s"],
                "peak_mem_bytes": record["peak_mem_bytes"], "peak_mem_kind": record["peak_mem_kind"],
-               "epochs_done": record["epochs_done"], "record_path": str(record_path(record["name"]))}
+               "epochs_done": record["epochs_done"], "record_path": str(path)}
     summary.update({k: v for k, v in record["test"].items()})
     if record["history"]:
         summary.update({f"final/{k}": v for k, v in record["history"][-1].items() if isinstance(v, (int, float))})

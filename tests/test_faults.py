@@ -81,3 +81,38 @@ def test_run_takes_a_set_option_scoped_to_its_own_rule(capsys):
     assert main(["run", "--method", "pepita", "--set", "pepita.lr=0.01", "--set", "dropout=0.2", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "'lr': 0.01" in out and "'dropout': 0.2" in out
+
+
+# ----------------------------------------------------------------------------------------------- report (item 7)
+def test_rebuilt_report_drops_stale_dataset_tables_and_wandb_names_the_real_record(tmp_path):
+    from bench.run import RunConfig, run
+    from reports.build import BUILT, build_report
+    from reports.wandb_io import iter_offline_runs
+    from tests.native_files import make_idx_dataset
+
+    data, runs = tmp_path / "data", tmp_path / "my-runs"
+    make_idx_dataset(data, "MNIST", n_train=120, n_test=40)
+    make_idx_dataset(data, "KMNIST", n_train=120, n_test=40)
+    common = dict(method="bp", arch="mlp:8-C", epochs=1, batch_size=40, data_dir=str(data), verify_data=False,
+                  runs_dir=str(runs), progress=False)
+    kept = run(RunConfig(dataset="mnist", wandb="offline", **common))
+    gone = run(RunConfig(dataset="kmnist", wandb="disabled", **common))
+    # the W&B summary points at the record this run wrote under --runs-dir, not at the default runs folder
+    (wb,) = list(iter_offline_runs(runs))
+    assert wb.summary["record_path"] == str(kept.record_path) and kept.record_path.is_relative_to(runs)
+
+    out = tmp_path / "out"
+    build_report(source=str(runs), out=out, figures=False)
+    assert (out / "kmnist.md").exists() and (out / "kmnist.tex").exists()
+    (out / "notes.md").write_text("my own notes\n")  # not the report's: a rebuild keeps it
+    gone.record_path.unlink()
+    build_report(source=str(runs), out=out, figures=False)
+    assert not (out / "kmnist.md").exists() and not (out / "kmnist.tex").exists()
+    assert (out / "mnist.md").exists() and (out / "notes.md").exists()
+    # a folder built before the list of built tables existed: the tables are recognised by their heading
+    run(RunConfig(dataset="kmnist", wandb="disabled", **common))
+    build_report(source=str(runs), out=out, figures=False)
+    (out / BUILT).unlink()
+    gone.record_path.unlink()
+    build_report(source=str(runs), out=out, figures=False)
+    assert not (out / "kmnist.md").exists() and not (out / "kmnist.tex").exists() and (out / "notes.md").exists()
