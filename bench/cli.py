@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError, exit_status
@@ -172,9 +173,9 @@ def cmd_list(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from bench.run import RunConfig, resolve, run
-
     from bench.grid import split_overrides
+    from bench.paths import check_writable, runs_root
+    from bench.run import RunConfig, resolve, run
 
     fields = _run_fields(a)
     pairs = _pairs(a.set)
@@ -187,6 +188,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     cfg = RunConfig(dataset=a.dataset, method=a.method, arch=a.arch, seed=a.seed, rule=rule, **fields,
                     **({"epochs": a.epochs} if a.epochs is not None else {}))
     res = resolve(cfg)
+    if not a.dry_run:
+        check_writable(runs_root(cfg.runs_dir))
     if a.dry_run:
         print(f"would run {res.name}: epochs={cfg.epochs} arch={res.arch.text} rule={res.canonical['rule']}")
         return 0
@@ -199,7 +202,11 @@ def cmd_run(a: argparse.Namespace) -> int:
 def cmd_grid(a: argparse.Namespace) -> int:
     from bench.grid import GridSpec, run_grid
 
+    from bench.paths import check_writable, runs_root
+
     _nonempty(a, "datasets", "methods", "seeds")
+    if not a.dry_run:
+        check_writable(runs_root(a.runs_dir))
     spec = GridSpec(datasets=a.datasets, methods=a.methods, arch=a.arch, seeds=a.seeds, epochs=a.epochs,
                     profile=a.profile, overrides=_pairs(a.set), run=_run_fields(a), tuned=not a.no_tuned,
                     only=_only(a.only))
@@ -208,8 +215,10 @@ def cmd_grid(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from reports.build import build_report
+    from bench.paths import check_writable
+    from reports.build import OUT, build_report
 
+    check_writable(Path(a.out) if a.out else OUT, hint="pass --out to write the report elsewhere")
     build_report(source=a.source, out=a.out)
     return 0
 

@@ -94,7 +94,9 @@ def load_runs(source: str | Path | None = None) -> list[WandbRun]:
     if source.startswith("wandb:"):
         return list(iter_api_runs(source.removeprefix("wandb:")))
     if not Path(source).exists():
-        raise FileNotFoundError(f"no runs folder at {source}; run `make bench` first or pass SOURCE=")
+        from bench.errors import ConfigError
+
+        raise ConfigError(f"no runs folder at {source}; run `make bench` first or pass SOURCE=")
     runs = list(iter_offline_runs(source))
     seen = {(r.config.get("meta") or {}).get("config_hash") for r in runs} | {r.name for r in runs}
     runs += [r for r in iter_record_runs(source)

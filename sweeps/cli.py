@@ -124,7 +124,20 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
-    return exit_status(_main, a)
+    return exit_status(_storage_errors, a)
+
+
+def _storage_errors(a: argparse.Namespace) -> int:
+    """A study storage that fails mid-sweep (a damaged database, a lost server) is one line, not a traceback."""
+    import optuna
+
+    try:
+        return _main(a)
+    except optuna.exceptions.StorageInternalError as e:
+        cause = e.__cause__ or e.__context__
+        detail = str(cause).strip().splitlines()[0] if cause else str(e).strip().splitlines()[0]
+        raise BenchError(f"the study storage {a.storage or 'default'} failed: {detail}; if it is a damaged SQLite "
+                         "file, restore it from a backup or move it aside and re-run") from None
 
 
 def _main(a: argparse.Namespace) -> int:
@@ -133,6 +146,10 @@ def _main(a: argparse.Namespace) -> int:
     from sweeps.storage import normalise, redact
 
     storage = normalise(a.storage)
+    if not a.dry_run:
+        from sweeps.storage import check_sqlite
+
+        check_sqlite(storage)  # a damaged study file: one line, before any data loads
     if a.no_wait and a.executor != "slurm":
         raise ConfigError("--no-wait is for --executor slurm (local workers are children of this process)")
     specs = build_specs(a)
@@ -147,8 +164,9 @@ def _main(a: argparse.Namespace) -> int:
     if a.export_only:
         return _export_only(a, specs, storage)
     from bench.data import load_split
-    from bench.paths import data_root
+    from bench.paths import check_writable, data_root, runs_root
 
+    check_writable(runs_root(a.runs_dir))  # trial records and the workers' logs go there
     load_split(a.dataset, str(data_root(a.data_dir)), True, bool(a.download), True)  # a missing file fails here
     results = []
     for spec, _space in specs:
@@ -180,7 +198,7 @@ def _export_only(a: argparse.Namespace, specs: list, storage: str) -> int:
     for spec, _ in specs:
         name = a.study_name or spec.study_name()
         try:
-            study = optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=None))
+            study = optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=None, check=True))
         except KeyError:
             raise ConfigError(f"no study {name!r} in {storage}") from None
         path = export_best(study, read_spec(study), storage=storage)

@@ -62,7 +62,7 @@ def create_study(spec: StudySpec, url: str, budget: int, name: str | None = None
     import optuna
 
     name = name or spec.study_name()
-    st = open_storage(url, heartbeat=heartbeat, grace=grace)
+    st = open_storage(url, heartbeat=heartbeat, grace=grace, check=True)
     study = optuna.create_study(storage=st, study_name=name, direction="maximize", load_if_exists=True)
     old = study.user_attrs.get(SPEC_ATTR)
     if old is None:

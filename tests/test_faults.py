@@ -116,3 +116,118 @@ def test_rebuilt_report_drops_stale_dataset_tables_and_wandb_names_the_real_reco
     gone.record_path.unlink()
     build_report(source=str(runs), out=out, figures=False)
     assert not (out / "kmnist.md").exists() and not (out / "kmnist.tex").exists() and (out / "notes.md").exists()
+
+
+# ----------------------------------------------------------------------------------------------- disks (item 3)
+def _tiny_fs_cli(mount_opts: str, folder, *args: str, fill: int = 0) -> subprocess.CompletedProcess:
+    """The CLI with ``folder`` a fresh tmpfs mounted with ``mount_opts`` (``fill`` bytes taken), in a private mount
+    namespace (``unshare``; nothing leaks to the machine). Skips where the kernel allows no such namespace."""
+    import shutil
+
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("no user/mount namespaces here (unshare -rm)")
+    folder.mkdir(parents=True, exist_ok=True)
+    script = f'mount -t tmpfs -o {mount_opts} tmpfs "$1" || exit 99; shift; '
+    if fill:
+        script += f'head -c {fill} /dev/zero > "$0/fill"; '
+    script = script.replace('"$0/fill"', f'"{folder}/fill"') + 'exec "$@"'
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", str(folder), sys.executable, "-m", "bench",
+                           *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    if proc.returncode == 99:
+        pytest.skip("cannot mount a tmpfs in a user namespace here")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory):
+    from tests.native_files import make_idx_dataset
+
+    root = tmp_path_factory.mktemp("data")
+    make_idx_dataset(root, "MNIST", n_train=120, n_test=40)
+    return root
+
+
+def _one_line(proc: subprocess.CompletedProcess, code: int, *words: str) -> None:
+    err = proc.stderr
+    assert proc.returncode == code, (proc.returncode, err[-2000:])
+    assert "Traceback" not in err and "Logging error" not in err, err[-2000:]
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and all(w in lines[0] for w in words), err[-2000:]
+
+
+@pytest.mark.parametrize("command", [("run",), ("grid", "--methods", "bp", "--seeds", "0")])
+def test_a_read_only_runs_folder_is_one_line_before_anything_loads(command, tiny_mnist, tmp_path):
+    runs = tmp_path / "ro"
+    proc = _tiny_fs_cli("ro,size=64k", runs, *command, "--dataset" if command[0] == "run" else "--datasets", "mnist",
+                        "--arch", "mlp:8-C", "--epochs", "1", "--data-dir", str(tmp_path / "no-data"),
+                        "--runs-dir", str(runs / "runs"), "--wandb", "offline")
+    _one_line(proc, 2, "cannot write to", "read-only", "--runs-dir")
+
+
+def test_a_full_runs_folder_is_one_line_before_anything_loads(tiny_mnist, tmp_path):
+    runs = tmp_path / "full"
+    proc = _tiny_fs_cli("size=512k", runs, "run", "--dataset", "mnist", "--arch", "mlp:8-C", "--epochs", "1",
+                        "--data-dir", str(tiny_mnist), "--runs-dir", str(runs / "runs"), "--wandb", "offline",
+                        fill=300_000)
+    _one_line(proc, 2, "cannot write to", "the disk is full")
+
+
+def test_a_disk_filling_up_during_a_run_is_one_line(tiny_mnist, tmp_path, monkeypatch, capsys):
+    """The disk fills after the start-up check: the record write fails with ENOSPC; exit 1 and one line."""
+    import errno
+    import pathlib
+
+    from bench.cli import main
+
+    write_text = pathlib.Path.write_text
+
+    def full(self, *a, **k):
+        if "records" in self.parts:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return write_text(self, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full)
+    code = main(["run", "--dataset", "mnist", "--arch", "mlp:8-C", "--epochs", "1", "--data-dir", str(tiny_mnist),
+                 "--runs-dir", str(tmp_path / "runs"), "--wandb", "disabled", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert [ln for ln in err.splitlines() if ln.startswith("error: ")] == [
+        ln for ln in err.splitlines() if "the disk is full" in ln and "records" in ln]
+
+
+def test_report_without_a_runs_folder_is_one_line(tmp_path):
+    _one_line(_cli("report", "--source", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")), 2,
+              "no runs folder at", "make bench")
+
+
+def test_report_into_a_read_only_folder_is_one_line(tmp_path):
+    out = tmp_path / "ro"
+    (tmp_path / "runs").mkdir()
+    _one_line(_tiny_fs_cli("ro,size=64k", out, "report", "--source", str(tmp_path / "runs"), "--out", str(out / "o")),
+              2, "cannot write to", "read-only", "--out")
+
+
+def test_a_sqlite_study_damaged_inside_a_page_is_one_line(tmp_path):
+    import sqlite3
+
+    import optuna
+
+    db = tmp_path / "study.db"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{db}", study_name="old")
+    study.optimize(lambda t: t.suggest_float("a", 0, 1), n_trials=30)
+    con = sqlite3.connect(db)
+    try:
+        page_size = con.execute("PRAGMA page_size").fetchone()[0]
+        (page,) = con.execute("SELECT pageno FROM dbstat WHERE name = 'trials' AND pagetype = 'leaf'").fetchone()
+    except sqlite3.OperationalError:
+        pytest.skip("this SQLite has no dbstat table to find the trials' page")
+    finally:
+        con.close()
+    with open(db, "r+b") as f:  # garble the middle of the trials table's page; the file header stays intact
+        f.seek((page - 1) * page_size + page_size // 2)
+        f.write(b"\xff" * (page_size // 3))
+    proc = _cli("sweep", "--method", "bp", "--dataset", "mnist", "--trials", "1", "--epochs", "1", "--storage", str(db),
+                "--executor",
+                "inline", "--data-dir", str(tmp_path / "no-data"), "--runs-dir", str(tmp_path / "runs"))
+    _one_line(proc, 2, f"the study file {db} is damaged", "malformed", "move it aside")
