@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-wait", action="store_true", help="submit the workers and return (SLURM)")
     ap.add_argument("--export-only", action="store_true", help="run nothing: export best parameters and figures")
     ap.add_argument("--no-export", action="store_true", help="do not write sweeps/best/")
+    ap.add_argument("--export-force", action="store_true",
+                    help="replace the tuned entry even when it was made with a larger budget or another protocol")
     ap.add_argument("--no-figures", action="store_true")
     ap.add_argument("--poll", type=float, default=10.0, help="seconds between progress lines")
     _add_run_options(ap)
@@ -173,7 +175,8 @@ def _main(a: argparse.Namespace) -> int:
         results.append(run_sweep(spec, budget=a.trials, workers=a.workers, storage=storage, executor=a.executor,
                                  study_name=a.study_name, env=_env(a), slurm=slurm, heartbeat=a.heartbeat or None,
                                  grace=a.grace, threads=a.threads, sampler_seed=a.sampler_seed, wait=not a.no_wait,
-                                 export=not a.no_export, figures=not a.no_figures, poll=a.poll))
+                                 export=not a.no_export, figures=not a.no_figures, poll=a.poll,
+                                 export_force=a.export_force))
     if len(results) > 1:
         print("\nsweep summary (validation accuracy of the best trial; equal budget per rule):")
         for (spec, _), r in zip(specs, results):
@@ -201,8 +204,7 @@ def _export_only(a: argparse.Namespace, specs: list, storage: str) -> int:
             study = optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=None, check=True))
         except KeyError:
             raise ConfigError(f"no study {name!r} in {storage}") from None
-        path = export_best(study, read_spec(study), storage=storage)
-        files, _ = write_figures(study)
-        print(f"{name}: best parameters -> {path or 'nothing (no completed trial)'}; figures -> "
-              f"{files[0].parent if files else '-'}")
+        exported = export_best(study, read_spec(study), storage=storage, force=a.export_force)
+        files, _ = write_figures(study) if not a.no_figures else ([], [])
+        print(f"{name}: {exported.message}" + (f"; figures -> {files[0].parent}" if files else ""))
     return 0

@@ -36,6 +36,7 @@ class SweepResult:
     best_value: float | None = None
     best_params: dict[str, Any] = field(default_factory=dict)
     exported: Path | None = None
+    """The tuned-parameter file written (None: nothing exported, or the entry there was kept)."""
     figures: list[Path] = field(default_factory=list)
     worker_errors: list[str] = field(default_factory=list)
     submitted: list[str] = field(default_factory=list)
@@ -144,7 +145,7 @@ def run_sweep(spec: StudySpec, *, budget: int, workers: int = 1, storage: str, e
               study_name: str | None = None, env: dict[str, Any] | None = None, slurm: dict[str, Any] | None = None,
               heartbeat: int | None = 30, grace: int | None = None, threads: int | None = None, sampler_seed: int = 0,
               wait: bool = True, export: bool = True, figures: bool = True, poll: float = 10.0,
-              out=None) -> SweepResult:
+              export_force: bool = False, out=None) -> SweepResult:
     """The whole sweep of one study; see the module docstring."""
     out = out or sys.stdout
     import optuna
@@ -203,9 +204,9 @@ def run_sweep(spec: StudySpec, *, budget: int, workers: int = 1, storage: str, e
         print(f"  {budget - finished} trial(s) of the budget are missing (failed or still running): run the same "
               "command again to top the study up", file=out)
     if export:
-        result.exported = export_best(study, read_spec(study), storage=storage)
-        print(f"  best parameters -> {result.exported}" if result.exported else
-              "  no completed trial: nothing exported", file=out)
+        exported = export_best(study, read_spec(study), storage=storage, force=export_force)
+        result.exported = exported.path if exported.written else None
+        print(f"  {exported.message}", file=out)
     if figures:
         result.figures, skipped = write_figures(study)
         if result.figures:

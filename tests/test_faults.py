@@ -3,6 +3,7 @@ and the behaviour the README's "What happens when ..." table promises."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -231,3 +232,53 @@ def test_a_sqlite_study_damaged_inside_a_page_is_one_line(tmp_path):
                 "--executor",
                 "inline", "--data-dir", str(tmp_path / "no-data"), "--runs-dir", str(tmp_path / "runs"))
     _one_line(proc, 2, f"the study file {db} is damaged", "malformed", "move it aside")
+
+
+# ----------------------------------------------------------------------------------------------- exports (item 4)
+def test_an_export_never_replaces_a_larger_budget_or_another_protocol_unless_forced(tmp_path, monkeypatch, capsys):
+    """Studies with a given budget (trials, epochs, training samples) and scores, exported with
+    ``bench sweep --export-only``: a smaller-budget or other-protocol study keeps the entry (and says why),
+    --export-force replaces it, an equal-or-larger budget under the same protocol replaces it."""
+    import json
+    import signal
+
+    import optuna
+
+    from sweeps.cli import build_parser, build_specs
+    from sweeps.cli import main as sweep_main
+    from sweeps.launch import create_study
+
+    monkeypatch.setenv("BENCH_TUNED_DIR", str(tmp_path / "tuned"))
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    base = ["--method", "bp", "--arch", "mlp:16-C", "--storage", url, "--export-only", "--no-figures"]
+
+    def study(args: list[str], trials: int, value: float) -> None:
+        ((spec, _),) = build_specs(build_parser().parse_args(base + args), out=io.StringIO())
+        s = create_study(spec, url, trials, heartbeat=None)
+        s.optimize(lambda t: (t.suggest_float("lr", 1e-5, 1e-1, log=True), value)[1], n_trials=trials)
+
+    def export(args: list[str]) -> tuple[float, str]:
+        handler = signal.getsignal(signal.SIGTERM)
+        try:
+            assert sweep_main(base + args) == 0
+        finally:
+            signal.signal(signal.SIGTERM, handler)
+        (entry,) = json.loads((tmp_path / "tuned" / "fashion_mnist" / "bp.json").read_text())["by_arch"].values()
+        return entry["val_acc"], capsys.readouterr().out
+
+    big, small = ["--epochs", "2", "--limit-train", "10000"], ["--epochs", "1", "--limit-train", "2000"]
+    study(big, 8, 0.845)
+    study(small, 4, 0.735)
+    study(big + ["--batch-size", "128"], 8, 0.85)
+    study(["--epochs", "3", "--limit-train", "10000"], 8, 0.86)
+    assert export(big)[0] == 0.845
+    acc, out = export(small)
+    assert acc == 0.845 and "kept " in out and "larger budget (epochs 2 > 1, training samples 10000 > 2000, " \
+        "finished trials 8 > 4)" in out and "--export-force replaces it" in out
+    acc, out = export(big + ["--batch-size", "128"])
+    assert acc == 0.845 and "tuned under a different protocol (run batch_size: None vs 128)" in out
+    assert export(small + ["--export-force"])[0] == 0.735
+    assert export(big)[0] == 0.845  # a larger budget under the same protocol replaces the small one
+    acc, out = export(["--epochs", "3", "--limit-train", "10000"])
+    assert acc == 0.86 and "replaced val/acc 0.8450" in out

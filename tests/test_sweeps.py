@@ -308,8 +308,8 @@ def test_hopeless_trial_is_pruned_and_a_nan_trial_is_recorded(fmnist_root, tmp_p
     # best parameters round-trip into `make bench` (python -m bench grid); an explicit option wins
     study = _load(url, name)
     best_lr = study.best_params["lr"]
-    path = export_best(study, read_spec(study), storage=url)
-    assert path == tuned_dir / "fashion_mnist" / "bp.json"
+    exported = export_best(study, read_spec(study), storage=url)
+    assert exported.written and exported.path == tuned_dir / "fashion_mnist" / "bp.json"
     def grid(*args: str) -> str:
         out = io.StringIO()
         with redirect_stdout(out):
