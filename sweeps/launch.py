@@ -13,6 +13,7 @@ to the budget: failed trials (a crash, a killed worker) do not count, so they ar
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import time
@@ -76,21 +77,34 @@ def create_study(spec: StudySpec, url: str, budget: int, name: str | None = None
 
 
 def reap_stale(study, url: str) -> list[int]:
-    """Mark trials whose worker is gone as FAIL (they are re-queued with the same parameters). Database storages
-    use Optuna's heartbeat; a journal file has none, so only dead workers of this host are detected there."""
+    """Mark trials whose worker is gone as FAIL and re-queue each once with the same parameters.
+
+    Any storage: a trial whose worker ran on this host and whose process is gone (no such pid, a zombie, or a pid
+    reused by a later process) is reaped at once. Database storages then also use Optuna's heartbeat, which finds
+    dead workers on other hosts after the grace period; a journal file has no heartbeat."""
+    import copy
+
     import optuna
     from optuna.trial import TrialState
 
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    if kind(url) == "journal":
-        host = socket.gethostname()
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            whost, _, pid = str(t.user_attrs.get("worker", "")).partition(":")
-            if whost == host and pid.isdigit() and not _alive(int(pid)):
-                study._storage.set_trial_user_attr(t._trial_id, "error", "worker process died")
-                if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                    study.enqueue_trial(t.params, user_attrs={"retried_from": t.number})
-    else:
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        whost, _, pid = str(t.user_attrs.get("worker", "")).partition(":")
+        if whost != host or not pid.isdigit() or _alive(int(pid), t.user_attrs.get("worker_started")):
+            continue
+        storage = study._storage
+        storage.set_trial_user_attr(t._trial_id, "error", f"worker process {pid} on {host} died during the trial")
+        try:
+            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # another launcher reaped it first
+            continue
+        dead = copy.deepcopy(storage.get_trial(t._trial_id))
+        for key in ("worker", "worker_started", "error"):  # the retry is a new trial: not the dead worker's
+            dead.user_attrs.pop(key, None)
+        optuna.storages.RetryFailedTrialCallback(max_retry=1)(study, dead)
+    if kind(url) != "journal":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
@@ -98,14 +112,30 @@ def reap_stale(study, url: str) -> list[int]:
     return sorted(before - after)
 
 
-def _alive(pid: int) -> bool:
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), to tell it from a later process given the
+    same pid; None where /proc is not there."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+def _alive(pid: int, started: str | None = None) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: the pid exists, trust it
+    if state in ("Z", "X"):  # killed, not yet waited for by its parent
+        return False
+    return started is None or process_start(pid) == started
 
 
 def _best(study) -> tuple[float | None, dict[str, Any]]:
@@ -190,6 +220,9 @@ def run_sweep(spec: StudySpec, *, budget: int, workers: int = 1, storage: str, e
                       f"--export-only ...` once they finish", file=out)
                 return result
             result.worker_errors = _wait(jobs, study, poll, out)
+            reaped = reap_stale(study, storage)  # trials of workers that died: FAIL with the reason, re-queued
+            if reaped:
+                print(f"  trial(s) {reaped} lost their worker: marked FAIL and re-queued for the next run", file=out)
     study = optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=None))
     result.counts = counts(study)
     result.best_value, result.best_params = _best(study)
@@ -259,7 +292,46 @@ def _wait(jobs: list, study, poll: float, out) -> list[str]:
         try:
             j.result()
         except Exception as e:  # noqa: BLE001 - one dead worker must not hide the others' results
-            first = str(e).strip().splitlines()
-            errors.append(f"worker {i} (job {j.job_id}) failed: {type(e).__name__}: {first[-1] if first else ''}")
+            errors.append(f"worker {i} (job {j.job_id}) {worker_exit(j, e)}")
             print(f"  {errors[-1]}", file=out)
     return errors
+
+
+_ERROR_LINE = re.compile(r"^(\w+\.)*\w*(Error|Exception|Interrupt|Exit|Killed)\b(: .*)?$")
+
+
+def worker_exit(job, error: BaseException | None = None) -> str:
+    """How a worker job ended, in words: killed by which signal or its exit status (local workers: their process),
+    the scheduler's state (SLURM), and the last exception line of its stderr log (warnings are not causes)."""
+    import signal
+
+    parts = []
+    proc = getattr(job, "_process", None)
+    code = proc.poll() if proc is not None else None
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "an unknown signal"
+        parts.append(f"was killed by signal {-code} ({name})")
+    elif code == 0 and error is not None:  # submitit's local controller exits 0 whatever became of its task
+        parts.append("ended without returning a result: its process was killed or exited abruptly")
+    elif code is not None:
+        parts.append(f"exited with status {code}")
+    elif proc is None:
+        state = getattr(job, "state", None)
+        if state and state not in ("UNKNOWN", "COMPLETED", "FINISHED"):
+            parts.append(f"ended in state {state}")
+    last = None
+    try:
+        for line in Path(job.paths.stderr).read_text(errors="replace").splitlines():
+            if _ERROR_LINE.match(line.strip()):
+                last = line.strip()
+    except (OSError, AttributeError):
+        pass
+    if last:
+        parts.append(f"last error: {last}")
+    if not parts:  # nothing better known: the exception the result raised, first line
+        text = str(error or "").strip().splitlines()
+        parts.append(f"failed: {type(error).__name__}: {text[0] if text else ''}")
+    return "; ".join(parts)

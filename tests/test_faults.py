@@ -282,3 +282,95 @@ def test_an_export_never_replaces_a_larger_budget_or_another_protocol_unless_for
     assert export(big)[0] == 0.845  # a larger budget under the same protocol replaces the small one
     acc, out = export(["--epochs", "3", "--limit-train", "10000"])
     assert acc == 0.86 and "replaced val/acc 0.8450" in out
+
+
+# ----------------------------------------------------------------------------------------------- workers (item 5)
+def _study_spec(epochs: int = 1):
+    from sweeps.space import load_space
+    from sweeps.study import StudySpec
+
+    sp = load_space("bp")
+    return StudySpec(dataset="mnist", method="bp", arch="mlp:16-C,act=relu,out_act=none,bias=1,init=default",
+                     epochs=epochs, run={"limit_eval": 40, "batch_size": 20}, space=sp.to_dict(),
+                     space_source=sp.source)
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "journal"])
+def test_a_rerun_at_once_reaps_the_trial_of_a_dead_worker_on_this_host(storage, tiny_mnist, tmp_path):
+    """A worker on this host died mid-trial a moment ago (well inside the heartbeat grace): the re-run reaps its
+    trial at once by the pid check, re-queues it with the same parameters and finishes the budget."""
+    import socket
+
+    from sweeps.launch import create_study, run_sweep
+
+    url = f"sqlite:///{tmp_path / 'study.db'}" if storage == "sqlite" else f"journal:{tmp_path / 'study.log'}"
+    spec = _study_spec()
+    study = create_study(spec, url, 2, heartbeat=30)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid is gone
+    trial = study.ask({"lr": __import__("optuna").distributions.FloatDistribution(1e-5, 1e-1, log=True)})
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{dead.pid}")
+    if storage == "sqlite":
+        study._storage.record_heartbeat(trial._trial_id)  # fresh: the heartbeat alone would wait 120 s
+    out = io.StringIO()
+    res = run_sweep(spec, budget=2, workers=1, storage=url, executor="inline", heartbeat=30,
+                    env={"data_dir": str(tiny_mnist), "wandb": "disabled", "runs_dir": str(tmp_path / "runs")},
+                    export=False, figures=False, out=out)
+    assert f"trial(s) [{trial.number}] had lost their worker" in out.getvalue(), out.getvalue()
+    assert res.counts["COMPLETE"] + res.counts["PRUNED"] == 2 and res.counts["FAIL"] == 1, out.getvalue()
+    trials = study.get_trials(deepcopy=False)
+    failed = trials[trial.number]
+    assert failed.state.name == "FAIL" and f"worker process {dead.pid}" in failed.user_attrs["error"]
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == trial.number]
+    assert retry.params == failed.params and retry.state.name in ("COMPLETE", "PRUNED")
+
+
+def test_a_killed_local_worker_is_named_as_killed(tiny_mnist, tmp_path):
+    """A local worker killed mid-trial: the launcher's line says it was killed (not a warning from its log), and its
+    trial is marked FAIL and re-queued before the launcher returns."""
+    import signal
+    import threading
+    import time
+
+    import optuna
+
+    from sweeps.launch import run_sweep
+    from sweeps.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    spec = _study_spec(epochs=200)  # long enough to be caught mid-trial
+    killed: list[int] = []
+    errors: list[str] = []
+
+    def killer() -> None:
+        deadline, study = time.time() + 240, None
+        while time.time() < deadline and not killed:
+            time.sleep(0.1)
+            if "worker job(s)" not in out.getvalue():  # the launcher has created the study and started the worker
+                continue
+            try:
+                study = study or optuna.load_study(study_name=spec.study_name(),
+                                                   storage=open_storage(url, heartbeat=None))
+                running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            except Exception as e:  # noqa: BLE001 - not created yet, or locked for a moment
+                errors.append(repr(e))
+                continue
+            for t in running:
+                pid = t.user_attrs.get("worker", "").partition(":")[2]
+                if pid.isdigit():
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(t.number)
+
+    out = io.StringIO()
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    res = run_sweep(spec, budget=1, workers=1, storage=url, executor="local", heartbeat=30, threads=1,
+                    env={"data_dir": str(tiny_mnist), "wandb": "disabled", "runs_dir": str(tmp_path / "runs")},
+                    export=False, figures=False, poll=0.2, out=out)
+    thread.join(5)
+    assert killed, (out.getvalue(), errors[-3:])
+    (line,) = res.worker_errors
+    assert "ended without returning a result: its process was killed" in line, line
+    assert "Warning" not in line and "smaller than" not in line and "UncompletedJobError" not in line, line
+    assert f"trial(s) [{killed[0]}] lost their worker" in out.getvalue()
+    assert res.counts["FAIL"] == 1 and res.counts["WAITING"] == 1
