@@ -374,3 +374,69 @@ def test_a_killed_local_worker_is_named_as_killed(tiny_mnist, tmp_path):
     assert "Warning" not in line and "smaller than" not in line and "UncompletedJobError" not in line, line
     assert f"trial(s) [{killed[0]}] lost their worker" in out.getvalue()
     assert res.counts["FAIL"] == 1 and res.counts["WAITING"] == 1
+
+
+# ----------------------------------------------------------------------------------------------- data files (item 6)
+@pytest.fixture()
+def fake_debian(tmp_path, monkeypatch):
+    """A stand-in for Debian's /usr/share/datasets/fashion-mnist: the four gzipped IDX files (small, generated)."""
+    import gzip
+
+    from tests.native_files import make_idx_dataset
+
+    raw = make_idx_dataset(tmp_path / "gen", "FashionMNIST", n_train=120, n_test=40)
+    deb = tmp_path / "debian"
+    deb.mkdir()
+    for f in raw.iterdir():
+        (deb / f"{f.name}.gz").write_bytes(gzip.compress(f.read_bytes()))
+    monkeypatch.setattr("bench.data.DEBIAN_FMNIST", deb)
+    monkeypatch.setenv("BENCH_DEBIAN_FMNIST", str(deb))  # for the CLI in a subprocess
+    return raw
+
+
+def test_make_data_reunpacks_a_truncated_or_altered_file_and_runs_refuse_it(fake_debian, tmp_path, capsys):
+    from bench.cli import main
+    from bench.data import load_split
+
+    data = tmp_path / "data"
+    raw = data / "FashionMNIST" / "raw"
+    images = raw / "train-images-idx3-ubyte"
+    assert main(["data", "--datasets", "fashion_mnist", "--data-dir", str(data)]) == 0
+    assert images.read_bytes() == (fake_debian / images.name).read_bytes()
+    capsys.readouterr()
+
+    images.write_bytes(images.read_bytes()[:-1000])  # truncated
+    assert main(["data", "--datasets", "fashion_mnist", "--data-dir", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert f"{images} was damaged" in out and "unpacked it again from" in out and "checksums verified" in out
+    assert images.read_bytes() == (fake_debian / images.name).read_bytes()
+
+    flipped = bytearray(images.read_bytes())
+    flipped[5000:5100] = bytes(255 - b for b in flipped[5000:5100])  # pixel bytes, same size, valid header
+    images.write_bytes(bytes(flipped))
+    load_split.cache_clear()
+    proc = _cli("run", "--dataset", "fashion_mnist", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"),
+                "--wandb", "disabled", "--epochs", "1")
+    _one_line(proc, 2, str(images), "is damaged (same size as recorded, different sha256)", "make data")
+    assert not (tmp_path / "runs" / "records").exists()
+    assert main(["data", "--datasets", "fashion_mnist", "--data-dir", str(data)]) == 0
+    assert images.read_bytes() == (fake_debian / images.name).read_bytes()
+
+
+def test_make_data_checks_unrecorded_files_against_their_gz_original(tmp_path, capsys):
+    """Files unpacked before checksums were recorded (here: torchvision's download, which keeps the .gz beside
+    each file): an altered one is found by comparing with its original and unpacked again."""
+    import gzip
+
+    from bench.cli import main
+    from tests.native_files import make_idx_dataset
+
+    raw = make_idx_dataset(tmp_path, "MNIST", n_train=120, n_test=40)
+    for f in list(raw.iterdir()):
+        (raw / f"{f.name}.gz").write_bytes(gzip.compress(f.read_bytes()))
+    labels = raw / "t10k-labels-idx1-ubyte"
+    good = labels.read_bytes()
+    labels.write_bytes(good[:-1] + bytes([(good[-1] + 1) % 10]))
+    assert main(["data", "--datasets", "mnist", "--data-dir", str(tmp_path)]) == 0
+    assert f"{labels} was damaged (differs from its original" in capsys.readouterr().out
+    assert labels.read_bytes() == good
