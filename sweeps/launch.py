@@ -256,7 +256,9 @@ def _submit(executor: str, storage: str, name: str, plan: list[int], options: di
     from sweeps.study import work
 
     if executor == "local":
-        ex = submitit.LocalExecutor(folder=str(folder))
+        from sweeps.local_controller import RecordingExecutor
+
+        ex = RecordingExecutor(folder=str(folder))  # submitit's, recording how each worker process ended
         ex.update_parameters(timeout_min=int(_parse_slurm(slurm).get("timeout_min", 7 * 24 * 60)))
     else:
         if kind(storage) == "sqlite" and storage.endswith("optuna.db") and str(STUDIES_DIR) in storage:
@@ -305,9 +307,14 @@ def worker_exit(job, error: BaseException | None = None) -> str:
     the scheduler's state (SLURM), and the last exception line of its stderr log (warnings are not causes)."""
     import signal
 
+    from sweeps.local_controller import exit_codes
+
     parts = []
     proc = getattr(job, "_process", None)
     code = proc.poll() if proc is not None else None
+    tasks = exit_codes(job) if proc is not None else None
+    if tasks and tasks[0] is not None:  # the worker's own process, as its controller saw it end
+        code = tasks[0]
     if code is not None and code < 0:
         try:
             name = signal.Signals(-code).name

@@ -325,9 +325,9 @@ def test_a_rerun_at_once_reaps_the_trial_of_a_dead_worker_on_this_host(storage, 
     assert retry.params == failed.params and retry.state.name in ("COMPLETE", "PRUNED")
 
 
-def test_a_killed_local_worker_is_named_as_killed(tiny_mnist, tmp_path):
-    """A local worker killed mid-trial: the launcher's line says it was killed (not a warning from its log), and its
-    trial is marked FAIL and re-queued before the launcher returns."""
+def test_a_killed_local_worker_is_named_with_its_signal(tiny_mnist, tmp_path):
+    """A local worker killed mid-trial: the launcher's line names the signal that killed it (not a warning from its
+    log), and its trial is marked FAIL and re-queued before the launcher returns."""
     import signal
     import threading
     import time
@@ -370,7 +370,7 @@ def test_a_killed_local_worker_is_named_as_killed(tiny_mnist, tmp_path):
     thread.join(5)
     assert killed, (out.getvalue(), errors[-3:])
     (line,) = res.worker_errors
-    assert "ended without returning a result: its process was killed" in line, line
+    assert "was killed by signal 9 (SIGKILL)" in line, line
     assert "Warning" not in line and "smaller than" not in line and "UncompletedJobError" not in line, line
     assert f"trial(s) [{killed[0]}] lost their worker" in out.getvalue()
     assert res.counts["FAIL"] == 1 and res.counts["WAITING"] == 1
