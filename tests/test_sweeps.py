@@ -236,7 +236,7 @@ def test_a_killed_worker_loses_no_other_trial_and_a_rerun_tops_up(fmnist_root, t
     while victim is None and time.time() < deadline and b.is_alive():
         time.sleep(0.05)
         for t in watch.get_trials(deepcopy=False, states=(optuna_state("RUNNING"),)):
-            if t.user_attrs.get("worker", "").endswith(f":{b.pid}"):
+            if t.user_attrs.get("worker", "").endswith(f":{b.pid}") and t.params:  # named first, then sampled
                 victim = t
     assert victim is not None, "worker B never started a trial"
     os.kill(b.pid, signal.SIGKILL)
