@@ -13,7 +13,6 @@ to the budget: failed trials (a crash, a killed worker) do not count, so they ar
 from __future__ import annotations
 
 import os
-import re
 import socket
 import sys
 import time
@@ -22,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, Interrupted
+from bench.executors import EXECUTORS, cancel, job_done, job_error, submit
 from sweeps.storage import STUDIES_DIR, kind, open_storage, redact
 from sweeps.study import BUDGET_ATTR, PRUNE_REASON, SPEC_ATTR, StudySpec, read_spec, startup_trials
 
-EXECUTORS = ("local", "slurm", "inline")
 
 
 @dataclass
@@ -156,21 +155,6 @@ def _status(study) -> str:
             f"{c['FAIL']} failed, {c['RUNNING']} running; {best}")
 
 
-def _parse_slurm(params: dict[str, Any] | None) -> dict[str, Any]:
-    out = {}
-    for k, v in (params or {}).items():
-        if isinstance(v, str):
-            try:
-                v = int(v)
-            except ValueError:
-                try:
-                    v = float(v)
-                except ValueError:
-                    pass
-        out[k] = v
-    return out
-
-
 def run_sweep(spec: StudySpec, *, budget: int, workers: int = 1, storage: str, executor: str = "local",
               study_name: str | None = None, env: dict[str, Any] | None = None, slurm: dict[str, Any] | None = None,
               heartbeat: int | None = 30, grace: int | None = None, threads: int | None = None, sampler_seed: int = 0,
@@ -251,26 +235,14 @@ def run_sweep(spec: StudySpec, *, budget: int, workers: int = 1, storage: str, e
 
 def _submit(executor: str, storage: str, name: str, plan: list[int], options: dict[str, Any],
             slurm: dict[str, Any] | None, folder: Path, out) -> list:
-    import submitit
-
     from sweeps.study import work
 
-    if executor == "local":
-        from sweeps.local_controller import RecordingExecutor
-
-        ex = RecordingExecutor(folder=str(folder))  # submitit's, recording how each worker process ended
-        ex.update_parameters(timeout_min=int(_parse_slurm(slurm).get("timeout_min", 7 * 24 * 60)))
-    else:
-        if kind(storage) == "sqlite" and storage.endswith("optuna.db") and str(STUDIES_DIR) in storage:
-            print("warning: SLURM workers on the default SQLite file only work when the project folder is on a "
-                  "filesystem shared by the nodes; PostgreSQL (STORAGE=postgresql://...) is the robust choice",
-                  file=out)
-        ex = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
-        params = {"timeout_min": 24 * 60, "slurm_array_parallelism": len(plan), "name": f"sweep-{name}"[:64]}
-        params.update(_parse_slurm(slurm))
-        ex.update_parameters(**params)
+    if executor == "slurm" and kind(storage) == "sqlite" and storage.endswith("optuna.db") and str(STUDIES_DIR) in storage:
+        print("warning: SLURM workers on the default SQLite file only work when the project folder is on a "
+              "filesystem shared by the nodes; PostgreSQL (STORAGE=postgresql://...) is the robust choice", file=out)
     n = len(plan)
-    jobs = ex.map_array(work, [storage] * n, [name] * n, plan, list(range(n)), [options] * n)
+    jobs = submit(work, [(storage, name, plan[i], i, options) for i in range(n)], executor, folder, slurm,
+                  name=f"sweep-{name}")
     print(f"  {len(jobs)} worker job(s): {', '.join(j.job_id for j in jobs)}; logs in {folder}/", file=out)
     return jobs
 
@@ -279,66 +251,20 @@ def _wait(jobs: list, study, poll: float, out) -> list[str]:
     """Wait for every worker, printing the study's progress; a worker that crashes is reported, the others go on."""
     last = ""
     try:
-        while not all(j.done() for j in jobs):
+        while not all(job_done(j) for j in jobs):
             line = _status(study)
             if line != last:
                 print(f"  [{time.strftime('%H:%M:%S')}] {line}", file=out, flush=True)
                 last = line
             time.sleep(poll)
-    except KeyboardInterrupt:
-        for j in jobs:
-            j.cancel(check=False)
+    except (KeyboardInterrupt, Interrupted):
+        cancel(jobs)
         raise
     errors = []
-    for i, j in enumerate(jobs):
-        try:
-            j.result()
-        except Exception as e:  # noqa: BLE001 - one dead worker must not hide the others' results
-            errors.append(f"worker {i} (job {j.job_id}) {worker_exit(j, e)}")
+    for i, j in enumerate(jobs):  # one dead worker must not hide the others' results
+        err = job_error(j)
+        if err:
+            errors.append(f"worker {i} (job {j.job_id}) failed: {err}")
             print(f"  {errors[-1]}", file=out)
     return errors
 
-
-_ERROR_LINE = re.compile(r"^(\w+\.)*\w*(Error|Exception|Interrupt|Exit|Killed)\b(: .*)?$")
-
-
-def worker_exit(job, error: BaseException | None = None) -> str:
-    """How a worker job ended, in words: killed by which signal or its exit status (local workers: their process),
-    the scheduler's state (SLURM), and the last exception line of its stderr log (warnings are not causes)."""
-    import signal
-
-    from sweeps.local_controller import exit_codes
-
-    parts = []
-    proc = getattr(job, "_process", None)
-    code = proc.poll() if proc is not None else None
-    tasks = exit_codes(job) if proc is not None else None
-    if tasks and tasks[0] is not None:  # the worker's own process, as its controller saw it end
-        code = tasks[0]
-    if code is not None and code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = "an unknown signal"
-        parts.append(f"was killed by signal {-code} ({name})")
-    elif code == 0 and error is not None:  # submitit's local controller exits 0 whatever became of its task
-        parts.append("ended without returning a result: its process was killed or exited abruptly")
-    elif code is not None:
-        parts.append(f"exited with status {code}")
-    elif proc is None:
-        state = getattr(job, "state", None)
-        if state and state not in ("UNKNOWN", "COMPLETED", "FINISHED"):
-            parts.append(f"ended in state {state}")
-    last = None
-    try:
-        for line in Path(job.paths.stderr).read_text(errors="replace").splitlines():
-            if _ERROR_LINE.match(line.strip()):
-                last = line.strip()
-    except (OSError, AttributeError):
-        pass
-    if last:
-        parts.append(f"last error: {last}")
-    if not parts:  # nothing better known: the exception the result raised, first line
-        text = str(error or "").strip().splitlines()
-        parts.append(f"failed: {type(error).__name__}: {text[0] if text else ''}")
-    return "; ".join(parts)

@@ -3,7 +3,7 @@
 submitit's own local controller (``submitit.local._local``) waits for its task processes but keeps their exit
 status to itself and exits 0 whatever became of them, so a launcher could only guess why a worker died. This one
 writes ``<folder>/<job id>_exit_codes.json`` (one status per task: negative = killed by that signal) when its tasks
-end; ``sweeps.launch.worker_exit`` reads it. ``RecordingExecutor`` starts it instead of submitit's.
+end; ``bench.executors.job_error`` reads it. ``RecordingExecutor`` starts it instead of submitit's.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class RecordingExecutor(LocalExecutor):
                "SUBMITIT_LOCAL_JOB_NUM_NODES": "1", "SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_WITH_SHELL": "",
                "SUBMITIT_STDERR_TO_STDOUT": "1" if p.get("stderr_to_stdout", False) else "",
                "CUDA_VISIBLE_DEVICES": ",".join(str(k) for k in gpus)}
-        process = subprocess.Popen([sys.executable, "-m", "sweeps.local_controller", str(self.folder)], env=env)
+        process = subprocess.Popen([sys.executable, "-m", "bench.local_controller", str(self.folder)], env=env)
         return LocalJob(folder=self.folder, job_id=str(process.pid), process=process,
                         tasks=list(range(p.get("tasks_per_node", 1))))
 
