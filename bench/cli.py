@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError, exit_status
@@ -20,6 +21,14 @@ def _seeds(s: str) -> tuple[int, ...]:
         return tuple(int(p) for p in _csv(s))
     except ValueError:
         raise argparse.ArgumentTypeError(f"seeds are comma-separated integers, got {s!r}") from None
+
+
+def _nonempty(a: argparse.Namespace, *names: str) -> None:
+    """A list option given but empty (``--methods ""``) would silently mean 'all' or 'nothing': refuse it."""
+    for name in names:
+        if getattr(a, name, None) == ():
+            raise ConfigError(f"--{name} is empty; give comma-separated values"
+                              + (" (or all)" if name == "methods" else ""))
 
 
 def _pairs(items: list[str]) -> dict[str, Any]:
@@ -186,12 +195,23 @@ def cmd_list(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
+    from bench.grid import split_overrides
+    from bench.paths import check_writable, runs_root
     from bench.run import RunConfig, resolve, run
 
     fields = _run_fields(a)
-    cfg = RunConfig(dataset=a.dataset, method=a.method, arch=a.arch, seed=a.seed, rule=_pairs(a.set), **fields,
+    pairs = _pairs(a.set)
+    for key in pairs:  # --set pepita.lr=0.01 scopes lr to pepita: it is this run's option only when it runs pepita
+        scope, dot, _ = key.partition(".")
+        if dot and scope != a.method:
+            raise ConfigError(f"option {key!r} is scoped to rule {scope!r}, but this run trains {a.method!r}; "
+                              f"use --method {scope} or --set {key.partition('.')[2]}=...")
+    rule = split_overrides(pairs, a.method, (a.method,))
+    cfg = RunConfig(dataset=a.dataset, method=a.method, arch=a.arch, seed=a.seed, rule=rule, **fields,
                     **({"epochs": a.epochs} if a.epochs is not None else {}))
     res = resolve(cfg)
+    if not a.dry_run:
+        check_writable(runs_root(cfg.runs_dir))
     if a.dry_run:
         print(f"would run {res.name}: epochs={cfg.epochs} arch={res.arch.text} rule={res.canonical['rule']}")
         return 0
@@ -202,16 +222,18 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_grid(a: argparse.Namespace) -> int:
-    from bench.grid import GridSpec, run_grid
+    from bench.grid import GridSpec, Launch, run_grid
+    from bench.paths import check_writable, runs_root
 
-    from bench.grid import Launch
-
+    _nonempty(a, "datasets", "methods", "seeds")
     if a.no_wait and a.executor != "slurm":
         raise ConfigError("--no-wait is for --executor slurm (local workers are children of this process)")
     if a.cells_per_task is not None and (a.executor != "slurm" or a.cells_per_task < 1):
         raise ConfigError("--cells-per-task takes a positive number of cells per SLURM array task (--executor slurm)")
     if a.workers_per_device < 1:
         raise ConfigError(f"--workers-per-device must be >= 1, got {a.workers_per_device}")
+    if not a.dry_run and not a.status:
+        check_writable(runs_root(a.runs_dir))
     spec = GridSpec(datasets=a.datasets, methods=a.methods, arch=a.arch, seeds=a.seeds, epochs=a.epochs,
                     profile=a.profile, overrides=_pairs(a.set), run=_run_fields(a), tuned=not a.no_tuned,
                     only=_only(a.only))
@@ -222,8 +244,10 @@ def cmd_grid(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from reports.build import build_report
+    from bench.paths import check_writable
+    from reports.build import OUT, build_report
 
+    check_writable(Path(a.out) if a.out else OUT, hint="pass --out to write the report elsewhere")
     build_report(source=a.source, out=a.out)
     return 0
 
@@ -232,6 +256,7 @@ def cmd_data(a: argparse.Namespace) -> int:
     from bench.data import ensure_data
     from bench.profiles import get_profile
 
+    _nonempty(a, "datasets")
     datasets = a.datasets or (get_profile(a.profile).datasets if a.profile else None) or ("fashion_mnist",)
     for name in datasets:
         print(ensure_data(name, a.data_dir))

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
+import json
 import os
 import pickle
 import shutil
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -96,19 +99,126 @@ def _unverified(cls):
     return type(cls.__name__, (cls,), attrs)
 
 
+# --------------------------------------------------------------------------- checksums of the files we unpack or download
+CHECKSUMS = ".bench-sha256.json"
+"""Per dataset folder: sha256 and size of each data file, recorded when it was unpacked or downloaded."""
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def read_checksums(folder: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = json.loads((folder / CHECKSUMS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def record_checksums(folder: Path, files: list[str] | tuple[str, ...], source: str) -> None:
+    """Record the sha256 of ``files`` (in ``folder``) as they are now, with where they came from."""
+    entries = read_checksums(folder)
+    for f in files:
+        p = folder / f
+        entries[f] = {"sha256": _sha256(p), "size": p.stat().st_size, "source": source,
+                      "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    tmp = folder / f"{CHECKSUMS}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
+    tmp.replace(folder / CHECKSUMS)
+
+
+def damaged(folder: Path, files: tuple[str, ...]) -> dict[str, str]:
+    """The files whose size or sha256 differs from the recorded one, with what differs (files with no record are not
+    judged here)."""
+    entries, bad = read_checksums(folder), {}
+    for f in files:
+        rec, p = entries.get(f), folder / f
+        if not rec or not p.exists():
+            continue
+        size = p.stat().st_size
+        if size != rec.get("size"):
+            bad[f] = f"{size} bytes, {rec.get('size')} when recorded"
+        elif _sha256(p) != rec.get("sha256"):
+            bad[f] = "same size as recorded, different sha256"
+    return bad
+
+
+def _gz_source(info: DatasetInfo, root: Path, f: str) -> Path | None:
+    """The compressed original of an unpacked IDX file: torchvision's download keeps ``<file>.gz`` beside it; Debian's
+    Fashion-MNIST package has its own copy."""
+    if not info.folder.endswith("raw"):
+        return None
+    for gz in (root / info.folder / f"{f}.gz", *((DEBIAN_FMNIST / f"{f}.gz",) if info.name == "fashion_mnist" else ())):
+        if gz.is_file():
+            return gz
+    return None
+
+
+def _unpack(gz: Path, dest: Path) -> None:
+    """Gunzip ``gz`` into ``dest`` atomically (gzip's CRC check catches a damaged archive)."""
+    tmp = dest.with_name(f"{dest.name}.part{os.getpid()}")
+    try:
+        with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    except (OSError, EOFError) as e:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"cannot unpack {gz}: {e}; reinstall or re-download it") from None
+    tmp.replace(dest)
+
+
+def _gz_digest(gz: Path) -> str:
+    h = hashlib.sha256()
+    with gzip.open(gz, "rb") as src:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _debian_fashion_mnist(root: Path) -> None:
-    """Gunzip Debian's Fashion-MNIST copy into root/FashionMNIST/raw when the files are not there yet."""
+    """Gunzip Debian's Fashion-MNIST copy into root/FashionMNIST/raw when the files are not there yet, recording
+    their checksums."""
     raw = root / DATASETS["fashion_mnist"].folder
     needed = [*_IDX, *_IDX_T]
     if all((raw / f).exists() for f in needed) or not all((DEBIAN_FMNIST / f"{f}.gz").exists() for f in needed):
         return
     raw.mkdir(parents=True, exist_ok=True)
-    for f in needed:
-        if not (raw / f).exists():
-            tmp = raw / f"{f}.part"
-            with gzip.open(DEBIAN_FMNIST / f"{f}.gz", "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            tmp.replace(raw / f)
+    unpacked = [f for f in needed if not (raw / f).exists()]
+    for f in unpacked:
+        _unpack(DEBIAN_FMNIST / f"{f}.gz", raw / f)
+    record_checksums(raw, unpacked, f"unpacked from {DEBIAN_FMNIST}")
+
+
+def verify_files(name: str, root: str | os.PathLike | None = None, repair: bool = True) -> list[str]:
+    """Check the dataset's files against their recorded checksums (and, for unpacked IDX files without a record,
+    against their compressed original). ``repair``: a damaged file is unpacked again from its original and
+    re-recorded; without an original (or without ``repair``) it is a ``DataError`` naming the file. Files never
+    recorded are recorded now. Returns one line per file repaired."""
+    info = get_dataset_info(name)
+    rootp = data_root(root)
+    folder = rootp / info.folder
+    files = tuple(f for f in (*info.train_files, *info.test_files) if (folder / f).exists())
+    bad = damaged(folder, files)
+    recorded = read_checksums(folder)
+    for f in files:  # no record yet: an unpacked file is compared with its original once
+        gz = _gz_source(info, rootp, f) if f not in recorded else None
+        if gz is not None and _gz_digest(gz) != _sha256(folder / f):
+            bad[f] = f"differs from its original {gz}"
+    done = []
+    for f, why in bad.items():
+        gz = _gz_source(info, rootp, f)
+        if gz is None or not repair:
+            raise DataError(f"{name} file {folder / f} is damaged ({why}); "
+                            + (f"`python -m bench data --datasets {name}` (make data) unpacks it again from {gz}"
+                               if gz else f"delete it and get it again from {info.source} (or run with --download)"))
+        _unpack(gz, folder / f)
+        record_checksums(folder, [f], f"unpacked from {gz}")
+        done.append(f"{name}: {folder / f} was damaged ({why}); unpacked it again from {gz}")
+    fresh = [f for f in files if f not in read_checksums(folder)]
+    if fresh:
+        record_checksums(folder, fresh, "present when first checked")
+    return done
 
 
 def _check_idx(path: Path) -> str | None:
@@ -172,10 +282,18 @@ def load_split(name: str, root: str, train: bool, download: bool = False, verify
         return info.loader(rootp, train, download, verify)
     if name == "fashion_mnist" and not download:
         _debian_fashion_mnist(rootp)
+    files = info.train_files if train else info.test_files
+    if verify:  # the files as they were unpacked or downloaded (recorded checksums), before torchvision reads them
+        bad = damaged(rootp / info.folder, files)
+        if bad:
+            f, why = next(iter(bad.items()))
+            gz = _gz_source(info, rootp, f)
+            raise DataError(f"{name} file {rootp / info.folder / f} is damaged ({why}); "
+                            f"`python -m bench data --datasets {name}` (make data) "
+                            + (f"unpacks it again from {gz}" if gz else "checks and restores the files"))
     cls = getattr(tvd, info.tv_class)
     if not verify:
         cls = _unverified(cls)
-    files = info.train_files if train else info.test_files
     try:
         if name == "svhn":
             ds = cls(str(rootp), split="train" if train else "test", download=download)
@@ -390,7 +508,10 @@ def ensure_data(name: str, root: str | os.PathLike | None = None, download: bool
         _debian_fashion_mnist(rootp)
     folder = rootp / info.folder
     if all((folder / f).exists() for f in (*info.train_files, *info.test_files)):
-        return f"{name}: files present in {folder}"
+        repaired = verify_files(name, rootp)
+        for train in (True, False):  # torchvision's own checks (CIFAR/SVHN md5s), and that the files parse
+            load_split.__wrapped__(name, str(rootp), train, False, True)
+        return "\n".join([*repaired, f"{name}: files present in {folder}, checksums verified"])
     if name == "fashion_mnist" and shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         proc = subprocess.run(["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"], env=env,
@@ -403,4 +524,6 @@ def ensure_data(name: str, root: str | os.PathLike | None = None, download: bool
             return f"{name}: installed Debian's dataset-fashion-mnist and unpacked it into {folder}"
     for train in (True, False):
         load_split(name, str(rootp), train, True, True)
+    files = [f for f in (*info.train_files, *info.test_files) if (folder / f).exists()]
+    record_checksums(folder, files, "downloaded with torchvision")
     return f"{name}: downloaded with torchvision into {rootp}"

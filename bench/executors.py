@@ -13,6 +13,7 @@ error): a job is over when submitit's result file exists or ``squeue`` no longer
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -124,7 +125,9 @@ def submit(fn: Callable, calls: list[tuple], executor: str, folder: Path, slurm:
     import submitit
 
     if executor == "local":
-        ex = submitit.LocalExecutor(folder=str(folder))
+        from bench.local_controller import RecordingExecutor
+
+        ex = RecordingExecutor(folder=str(folder))  # submitit's, recording how each worker process ended
         ex.update_parameters(timeout_min=int(parse_slurm(slurm).get("timeout_min", 7 * 24 * 60)))
     elif executor == "slurm":
         ex = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
@@ -160,11 +163,49 @@ def cancel(jobs: list) -> None:
             pass
 
 
+_ERROR_LINE = re.compile(r"^(\w+\.)*\w*(Error|Exception|Interrupt|Exit|Killed)\b(: .*)?$")
+
+
+def job_exit(job) -> str:
+    """How a job that left no result ended, in words: the signal that killed its worker process or its exit status
+    (local workers, from ``bench.local_controller``), else SLURM's state, and the last exception line of its log
+    (warnings are never given as the cause)."""
+    import signal
+
+    from bench.local_controller import exit_codes
+
+    parts = []
+    codes = exit_codes(job) if type(job).__name__ == "LocalJob" else None
+    code = codes[0] if codes else None
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "an unknown signal"
+        parts.append(f"killed by signal {-code} ({name})")
+    elif code is not None:
+        parts.append(f"exit status {code}, no result")
+    else:
+        state = getattr(job, "state", None) if type(job).__name__ != "LocalJob" else None
+        parts.append("no result" + (f" (state {state})" if state and state != "UNKNOWN" else
+                                    " (cancelled, killed or out of time)"))
+    last = None
+    try:
+        for line in Path(job.paths.stderr).read_text(errors="replace").splitlines():
+            if _ERROR_LINE.match(line.strip()):
+                last = line.strip()
+    except OSError:
+        pass
+    if last:
+        parts.append(f"last error: {last}")
+    return "; ".join(parts) + f"; log {job.paths.stderr}"
+
+
 def job_error(job) -> str | None:
-    """The last line of a failed job's exception, else None (a job that ended without its result file was
-    cancelled or killed: said so, with its log)."""
+    """The last line of a failed job's exception, else None; a job that ended without its result file is
+    described by ``job_exit`` (the signal that killed it, its exit status, its last error)."""
     if not job.paths.result_pickle.exists():
-        return f"ended without a result (cancelled, killed or out of time); log {job.paths.stderr}"
+        return job_exit(job)
     try:
         job.result()
     except Exception as e:  # noqa: BLE001 - any failure of the worker is reported, not raised

@@ -115,6 +115,7 @@ class RunResult:
 def resolve(cfg: RunConfig) -> Resolved:
     """Validate a run config completely (dataset, rule, options, arch pairing) without touching data."""
     import methods  # noqa: F401 - registers the rules
+    from bench.checks import check_run_fields
     from bench.data import get_dataset_info
     from methods.config import build_config, config_to_dict
     from methods.registry import get_rule
@@ -130,6 +131,7 @@ def resolve(cfg: RunConfig) -> Resolved:
         raise ConfigError(f"norm={cfg.norm!r}; choose one of standard, unit")
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    check_run_fields(cfg)
     rule_cls = get_rule(cfg.method)
     rule_config = build_config(rule_cls.Config, cfg.rule, owner=f"rule {cfg.method!r}")
     arch = rule_cls.parse_arch(cfg.arch, info.num_classes)

@@ -212,7 +212,13 @@ def _parse_widths(s: str, text: str, allow_c: bool) -> tuple:
     if s in ("", "none"):
         return ()
     out: list = []
-    for tok in s.split("-"):
+    toks = s.split("-")
+    for i, tok in enumerate(toks):
+        if tok == "" and i + 1 < len(toks) and toks[i + 1].isdigit():  # "mlp:-5-C": a negative width
+            raise ArchError(f"layer width must be >= 1, got -{toks[i + 1]} in {text!r}")
+        if tok == "":
+            raise ArchError(f"empty layer width in {text!r} (a '-' too many?); widths are positive integers"
+                            + (" or C" if allow_c else "") + " joined by '-', e.g. mlp:1024-C")
         if tok == "C" and allow_c:
             out.append("C")
             continue

@@ -13,6 +13,31 @@ from reports.tables import comparison_tables
 OUT = Path(__file__).resolve().parent / "out"
 
 
+BUILT = ".dataset-tables"
+"""The per-dataset tables a build wrote (one file name a line), removed by the next build."""
+
+
+def previous_dataset_tables(out: Path) -> list[Path]:
+    """The ``<dataset>.tex/.md`` files the previous build wrote into ``out``: those ``BUILT`` lists, and (for a folder
+    built before that list existed) every ``<name>.md`` that starts with this module's table heading, with its
+    ``.tex``."""
+    found = []
+    try:
+        found = [out / line for line in (out / BUILT).read_text().splitlines()
+                 if line and "/" not in line and line.endswith((".tex", ".md"))]
+    except OSError:
+        pass
+    for md in out.glob("*.md"):
+        try:
+            with open(md, encoding="utf-8") as f:
+                head = f.readline()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if head.startswith(f"### {md.stem}: test accuracy (%)"):
+            found += [md, md.with_suffix(".tex")]
+    return list(dict.fromkeys(found))
+
+
 def problems(df: pd.DataFrame) -> list[str]:
     """Runs that did not complete, and settings that lack seeds other settings of the same protocol (grid profile)
     and dataset have."""
@@ -48,6 +73,8 @@ def build_report(source: str | None = None, out: str | Path | None = None, figur
     out.mkdir(parents=True, exist_ok=True)
     for folder in ("tables", "figures"):  # generated only: a rebuild leaves no stale table or figure behind
         shutil.rmtree(out / folder, ignore_errors=True)
+    for stale in previous_dataset_tables(out):  # nor the per-dataset tables of datasets no longer in the runs
+        stale.unlink(missing_ok=True)
     runs = load_runs(source)
     raw = collect_runs(runs=runs)
     df = latest_per_config(raw)
@@ -79,12 +106,14 @@ def build_report(source: str | None = None, out: str | Path | None = None, figur
 
     standard = df[df["test_fraction"].isna()] if "test_fraction" in df else df
     datasets = sorted(standard["dataset"].dropna().unique())
+    built: list[str] = []
     index += ["## Standard split", ""]
     for dataset in datasets:
         tex, md = comparison_tables(standard, dataset)
         tex = pt.PREAMBLE + tex
         (out / f"{dataset}.tex").write_text(tex)
         (out / f"{dataset}.md").write_text(md)
+        built.append(dataset)
         index += [md, f"LaTeX: [{dataset}.tex]({dataset}.tex)", ""]
         written.append(("Standard split", f"{dataset}.tex"))
     if len(df):
@@ -127,6 +156,7 @@ def build_report(source: str | None = None, out: str | Path | None = None, figur
     issues = problems(df) if len(df) else []
     index += ["## Missing or partial runs", ""] + (issues or ["None."]) + [""]
     (out / "index.md").write_text("\n".join(index))
+    (out / BUILT).write_text("".join(f"{d}.tex\n{d}.md\n" for d in built))
     (out / "report.tex").write_text(report_tex(written, fig_paths))
     print(f"report: {len(df)} runs -> {out}/: runs.csv, {len(written)} tables, {len(fig_paths)} figures, "
           "index.md, report.tex")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +68,58 @@ def tuned_params(dataset: str, method: str, arch: str | None) -> tuple[dict[str,
     return dict(entry["params"]), f"{_show(best_file(dataset, method))}, study {entry.get('study', '?')}"
 
 
-def export_best(study, spec, *, storage: str) -> Path | None:
-    """Write the study's best parameters (searched + held fixed) into the rule's file; None without a completed trial."""
+@dataclass
+class Export:
+    """What ``export_best`` did: ``path`` of the rule's file (None: no completed trial), ``written`` False when the
+    entry already there was kept, ``message`` one line saying which and why."""
+
+    path: Path | None
+    written: bool
+    message: str
+
+
+def budget_of(entry: dict[str, Any]) -> dict[str, float]:
+    """An entry's budget: epochs per trial, training samples per trial (no limit: the whole split), finished trials."""
+    b = entry.get("budget") or {}
+    limit = (entry.get("run") or {}).get("limit_train")
+    return {"epochs": float(entry.get("epochs") or 0), "training samples": math.inf if limit is None else float(limit),
+            "finished trials": float(b.get("complete", 0) + b.get("pruned", 0))}
+
+
+def protocol_of(entry: dict[str, Any]) -> dict[str, Any]:
+    """What an entry's validation accuracy measures, beyond the budget: the run settings (batch size, split,
+    normalisation, ...) and the rule options held fixed."""
+    searched = set(entry.get("searched") or ())
+    return {"run": {k: v for k, v in (entry.get("run") or {}).items() if k != "limit_train"},
+            "fixed": {k: v for k, v in (entry.get("params") or {}).items() if k not in searched}}
+
+
+def _describe(entry: dict[str, Any]) -> str:
+    b = budget_of(entry)
+    samples = "all" if b["training samples"] == math.inf else f"{b['training samples']:.0f}"
+    return (f"val/acc {entry.get('val_acc', float('nan')):.4f} from {b['finished trials']:.0f} trials x "
+            f"{b['epochs']:.0f} epochs x {samples} training samples (study {entry.get('study', '?')})")
+
+
+def keep_reason(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """Why the ``old`` entry must not be replaced by ``new`` (None: it may be): a different protocol, or a larger
+    budget in any of epochs, training samples or finished trials."""
+    if protocol_of(old) != protocol_of(new):
+        a, b = protocol_of(old), protocol_of(new)
+        diff = [f"{part} {k}: {a[part].get(k)!r} vs {b[part].get(k)!r}" for part in ("run", "fixed")
+                for k in sorted(set(a[part]) | set(b[part]), key=str) if a[part].get(k) != b[part].get(k)]
+        return "it was tuned under a different protocol (" + "; ".join(diff) + ")"
+    bo, bn = budget_of(old), budget_of(new)
+    larger = [f"{k} {'all' if bo[k] == math.inf else f'{bo[k]:.0f}'} > {bn[k]:.0f}" for k in bo if bo[k] > bn[k]]
+    if larger:
+        return "it was tuned with a larger budget (" + ", ".join(larger) + ")"
+    return None
+
+
+def export_best(study, spec, *, storage: str, force: bool = False) -> Export:
+    """Write the study's best parameters (searched + held fixed) into the rule's file, unless the entry already there
+    for this architecture was tuned with a larger budget or under a different protocol (``keep_reason``); ``force``
+    replaces it anyway."""
     from filelock import FileLock
     from optuna.trial import TrialState
 
@@ -75,7 +127,7 @@ def export_best(study, spec, *, storage: str) -> Path | None:
 
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
-        return None
+        return Export(None, False, "no completed trial: nothing exported")
     best = max(done, key=lambda t: t.value)
     states = [t.state for t in study.get_trials(deepcopy=False)]
     entry = {
@@ -100,9 +152,15 @@ def export_best(study, spec, *, storage: str) -> Path | None:
     lock = Path(tempfile.gettempdir()) / f"bench-best-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]}.lock"
     with FileLock(str(lock)):
         entries = read_entries(spec.dataset, spec.method)
+        old = entries.get(spec.arch)
+        why = keep_reason(old, entry) if old and not force else None
+        if why:
+            return Export(path, False, f"kept {_show(path)} for {spec.arch}: {_describe(old)}, not this study's "
+                          f"{_describe(entry)}: {why}; --export-force replaces it")
         entries[spec.arch] = entry
         data = {"dataset": spec.dataset, "method": spec.method, "by_arch": dict(sorted(entries.items()))}
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
         tmp.replace(path)
-    return path
+    replaced = f" (replaced {_describe(old)}{', forced' if force and keep_reason(old, entry) else ''})" if old else ""
+    return Export(path, True, f"best parameters -> {_show(path)}: {_describe(entry)}{replaced}")

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-wait", action="store_true", help="submit the workers and return (SLURM)")
     ap.add_argument("--export-only", action="store_true", help="run nothing: export best parameters and figures")
     ap.add_argument("--no-export", action="store_true", help="do not write sweeps/best/")
+    ap.add_argument("--export-force", action="store_true",
+                    help="replace the tuned entry even when it was made with a larger budget or another protocol")
     ap.add_argument("--no-figures", action="store_true")
     ap.add_argument("--poll", type=float, default=10.0, help="seconds between progress lines")
     _add_run_options(ap)
@@ -64,6 +66,8 @@ def build_specs(a: argparse.Namespace, out=None) -> list:
     from sweeps.study import RUN_FIELDS, StudySpec
 
     names = [m.strip() for m in a.method.split(",") if m.strip()]
+    if not names:
+        raise ConfigError(f"--method needs a rule name, comma-separated names or all, got {a.method!r}")
     if names == ["all"]:  # the same set as `make bench METHODS=all` (variants such as grid cells by name only)
         names = [m for m in list_rules() if getattr(get_rule(m), "in_all", True)]
     for m in names:
@@ -122,7 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
-    return exit_status(_main, a)
+    return exit_status(_storage_errors, a)
+
+
+def _storage_errors(a: argparse.Namespace) -> int:
+    """A study storage that fails mid-sweep (a damaged database, a lost server) is one line, not a traceback."""
+    import optuna
+
+    try:
+        return _main(a)
+    except optuna.exceptions.StorageInternalError as e:
+        cause = e.__cause__ or e.__context__
+        detail = str(cause).strip().splitlines()[0] if cause else str(e).strip().splitlines()[0]
+        raise BenchError(f"the study storage {a.storage or 'default'} failed: {detail}; if it is a damaged SQLite "
+                         "file, restore it from a backup or move it aside and re-run") from None
 
 
 def _main(a: argparse.Namespace) -> int:
@@ -131,6 +148,10 @@ def _main(a: argparse.Namespace) -> int:
     from sweeps.storage import normalise, redact
 
     storage = normalise(a.storage)
+    if not a.dry_run:
+        from sweeps.storage import check_sqlite
+
+        check_sqlite(storage)  # a damaged study file: one line, before any data loads
     if a.no_wait and a.executor != "slurm":
         raise ConfigError("--no-wait is for --executor slurm (local workers are children of this process)")
     specs = build_specs(a)
@@ -145,15 +166,17 @@ def _main(a: argparse.Namespace) -> int:
     if a.export_only:
         return _export_only(a, specs, storage)
     from bench.data import load_split
-    from bench.paths import data_root
+    from bench.paths import check_writable, data_root, runs_root
 
+    check_writable(runs_root(a.runs_dir))  # trial records and the workers' logs go there
     load_split(a.dataset, str(data_root(a.data_dir)), True, bool(a.download), True)  # a missing file fails here
     results = []
     for spec, _space in specs:
         results.append(run_sweep(spec, budget=a.trials, workers=a.workers, storage=storage, executor=a.executor,
                                  study_name=a.study_name, env=_env(a), slurm=slurm, heartbeat=a.heartbeat or None,
                                  grace=a.grace, threads=a.threads, sampler_seed=a.sampler_seed, wait=not a.no_wait,
-                                 export=not a.no_export, figures=not a.no_figures, poll=a.poll))
+                                 export=not a.no_export, figures=not a.no_figures, poll=a.poll,
+                                 export_force=a.export_force))
     if len(results) > 1:
         print("\nsweep summary (validation accuracy of the best trial; equal budget per rule):")
         for (spec, _), r in zip(specs, results):
@@ -178,11 +201,10 @@ def _export_only(a: argparse.Namespace, specs: list, storage: str) -> int:
     for spec, _ in specs:
         name = a.study_name or spec.study_name()
         try:
-            study = optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=None))
+            study = optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=None, check=True))
         except KeyError:
             raise ConfigError(f"no study {name!r} in {storage}") from None
-        path = export_best(study, read_spec(study), storage=storage)
-        files, _ = write_figures(study)
-        print(f"{name}: best parameters -> {path or 'nothing (no completed trial)'}; figures -> "
-              f"{files[0].parent if files else '-'}")
+        exported = export_best(study, read_spec(study), storage=storage, force=a.export_force)
+        files, _ = write_figures(study) if not a.no_figures else ([], [])
+        print(f"{name}: {exported.message}" + (f"; figures -> {files[0].parent}" if files else ""))
     return 0

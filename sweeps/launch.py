@@ -36,6 +36,7 @@ class SweepResult:
     best_value: float | None = None
     best_params: dict[str, Any] = field(default_factory=dict)
     exported: Path | None = None
+    """The tuned-parameter file written (None: nothing exported, or the entry there was kept)."""
     figures: list[Path] = field(default_factory=list)
     worker_errors: list[str] = field(default_factory=list)
     submitted: list[str] = field(default_factory=list)
@@ -62,7 +63,7 @@ def create_study(spec: StudySpec, url: str, budget: int, name: str | None = None
     import optuna
 
     name = name or spec.study_name()
-    st = open_storage(url, heartbeat=heartbeat, grace=grace)
+    st = open_storage(url, heartbeat=heartbeat, grace=grace, check=True)
     study = optuna.create_study(storage=st, study_name=name, direction="maximize", load_if_exists=True)
     old = study.user_attrs.get(SPEC_ATTR)
     if old is None:
@@ -75,21 +76,34 @@ def create_study(spec: StudySpec, url: str, budget: int, name: str | None = None
 
 
 def reap_stale(study, url: str) -> list[int]:
-    """Mark trials whose worker is gone as FAIL (they are re-queued with the same parameters). Database storages
-    use Optuna's heartbeat; a journal file has none, so only dead workers of this host are detected there."""
+    """Mark trials whose worker is gone as FAIL and re-queue each once with the same parameters.
+
+    Any storage: a trial whose worker ran on this host and whose process is gone (no such pid, a zombie, or a pid
+    reused by a later process) is reaped at once. Database storages then also use Optuna's heartbeat, which finds
+    dead workers on other hosts after the grace period; a journal file has no heartbeat."""
+    import copy
+
     import optuna
     from optuna.trial import TrialState
 
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    if kind(url) == "journal":
-        host = socket.gethostname()
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            whost, _, pid = str(t.user_attrs.get("worker", "")).partition(":")
-            if whost == host and pid.isdigit() and not _alive(int(pid)):
-                study._storage.set_trial_user_attr(t._trial_id, "error", "worker process died")
-                if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                    study.enqueue_trial(t.params, user_attrs={"retried_from": t.number})
-    else:
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        whost, _, pid = str(t.user_attrs.get("worker", "")).partition(":")
+        if whost != host or not pid.isdigit() or _alive(int(pid), t.user_attrs.get("worker_started")):
+            continue
+        storage = study._storage
+        storage.set_trial_user_attr(t._trial_id, "error", f"worker process {pid} on {host} died during the trial")
+        try:
+            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # another launcher reaped it first
+            continue
+        dead = copy.deepcopy(storage.get_trial(t._trial_id))
+        for key in ("worker", "worker_started", "error"):  # the retry is a new trial: not the dead worker's
+            dead.user_attrs.pop(key, None)
+        optuna.storages.RetryFailedTrialCallback(max_retry=1)(study, dead)
+    if kind(url) != "journal":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
@@ -97,14 +111,30 @@ def reap_stale(study, url: str) -> list[int]:
     return sorted(before - after)
 
 
-def _alive(pid: int) -> bool:
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), to tell it from a later process given the
+    same pid; None where /proc is not there."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+def _alive(pid: int, started: str | None = None) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: the pid exists, trust it
+    if state in ("Z", "X"):  # killed, not yet waited for by its parent
+        return False
+    return started is None or process_start(pid) == started
 
 
 def _best(study) -> tuple[float | None, dict[str, Any]]:
@@ -129,7 +159,7 @@ def run_sweep(spec: StudySpec, *, budget: int, workers: int = 1, storage: str, e
               study_name: str | None = None, env: dict[str, Any] | None = None, slurm: dict[str, Any] | None = None,
               heartbeat: int | None = 30, grace: int | None = None, threads: int | None = None, sampler_seed: int = 0,
               wait: bool = True, export: bool = True, figures: bool = True, poll: float = 10.0,
-              out=None) -> SweepResult:
+              export_force: bool = False, out=None) -> SweepResult:
     """The whole sweep of one study; see the module docstring."""
     out = out or sys.stdout
     import optuna
@@ -174,6 +204,9 @@ def run_sweep(spec: StudySpec, *, budget: int, workers: int = 1, storage: str, e
                       f"--export-only ...` once they finish", file=out)
                 return result
             result.worker_errors = _wait(jobs, study, poll, out)
+            reaped = reap_stale(study, storage)  # trials of workers that died: FAIL with the reason, re-queued
+            if reaped:
+                print(f"  trial(s) {reaped} lost their worker: marked FAIL and re-queued for the next run", file=out)
     study = optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=None))
     result.counts = counts(study)
     result.best_value, result.best_params = _best(study)
@@ -188,9 +221,9 @@ def run_sweep(spec: StudySpec, *, budget: int, workers: int = 1, storage: str, e
         print(f"  {budget - finished} trial(s) of the budget are missing (failed or still running): run the same "
               "command again to top the study up", file=out)
     if export:
-        result.exported = export_best(study, read_spec(study), storage=storage)
-        print(f"  best parameters -> {result.exported}" if result.exported else
-              "  no completed trial: nothing exported", file=out)
+        exported = export_best(study, read_spec(study), storage=storage, force=export_force)
+        result.exported = exported.path if exported.written else None
+        print(f"  {exported.message}", file=out)
     if figures:
         result.figures, skipped = write_figures(study)
         if result.figures:
@@ -234,3 +267,4 @@ def _wait(jobs: list, study, poll: float, out) -> list[str]:
             errors.append(f"worker {i} (job {j.job_id}) failed: {err}")
             print(f"  {errors[-1]}", file=out)
     return errors
+

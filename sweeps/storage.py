@@ -69,8 +69,37 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)
 
 
-def open_storage(url: str, *, heartbeat: int | None = 30, grace: int | None = None, retries: int = 1):
-    """An Optuna storage object for ``url`` (see the module docstring)."""
+def check_sqlite(url: str) -> None:
+    """Refuse a damaged SQLite study file in one line: ``PRAGMA quick_check`` reads every page (a page damaged
+    inside, past the header, only shows when a query reaches it). A missing file is fine (it gets created)."""
+    import sqlite3
+
+    if not url.startswith("sqlite:///"):
+        return
+    db = Path(url.split(":///", 1)[1])
+    if str(db) in ("", ":memory:") or not db.is_file():
+        return
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=120)
+        try:
+            rows = con.execute("PRAGMA quick_check").fetchall()
+        finally:
+            con.close()
+        lines = [ln for r in rows for ln in str(r[0]).splitlines() if ln.strip() and not ln.startswith("***")]
+        problem = None if rows == [("ok",)] else f"malformed: {lines[0] if lines else rows}"
+    except sqlite3.DatabaseError as e:
+        problem = str(e)
+    if problem:
+        raise ConfigError(f"the study file {db} is damaged ({problem}); restore it from a backup, or move it aside "
+                          "and re-run (a new file is created and the study starts over)")
+
+
+def open_storage(url: str, *, heartbeat: int | None = 30, grace: int | None = None, retries: int = 1,
+                 check: bool = False):
+    """An Optuna storage object for ``url`` (see the module docstring). ``check``: first verify that a SQLite file is
+    intact (``check_sqlite``); the launcher does, once per sweep."""
+    if check:
+        check_sqlite(url)
     import optuna
     from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock

@@ -159,8 +159,14 @@ class Objective:
         from bench.paths import runs_root
         from bench.run import run
 
-        params = self.space.suggest(trial)
+        from sweeps.launch import process_start
+
+        # first: a launcher on this host reaps the trial at once if this process dies (sweeps.launch.reap_stale)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        started = process_start(os.getpid())
+        if started is not None:
+            trial.set_user_attr("worker_started", started)
+        params = self.space.suggest(trial)
         pruning = PruneOnValAcc(trial)
         runs = str(runs_root(self.env.get("runs_dir")) / "sweeps" / self.study_name)
         env = {**self.env, "runs_dir": runs}

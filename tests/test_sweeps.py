@@ -207,7 +207,7 @@ def test_a_killed_worker_loses_no_other_trial_and_a_rerun_tops_up(fmnist_root, t
     while victim is None and time.time() < deadline and b.is_alive():
         time.sleep(0.05)
         for t in watch.get_trials(deepcopy=False, states=(optuna_state("RUNNING"),)):
-            if t.user_attrs.get("worker", "").endswith(f":{b.pid}"):
+            if t.user_attrs.get("worker", "").endswith(f":{b.pid}") and t.params:  # named first, then sampled
                 victim = t
     assert victim is not None, "worker B never started a trial"
     os.kill(b.pid, signal.SIGKILL)
@@ -279,8 +279,8 @@ def test_hopeless_trial_is_pruned_and_a_nan_trial_is_recorded(fmnist_root, tmp_p
     # best parameters round-trip into `make bench` (python -m bench grid); an explicit option wins
     study = _load(url, name)
     best_lr = study.best_params["lr"]
-    path = export_best(study, read_spec(study), storage=url)
-    assert path == tuned_dir / "fashion_mnist" / "bp.json"
+    exported = export_best(study, read_spec(study), storage=url)
+    assert exported.written and exported.path == tuned_dir / "fashion_mnist" / "bp.json"
     def grid(*args: str) -> str:
         out = io.StringIO()
         with redirect_stdout(out):
