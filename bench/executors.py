@@ -151,7 +151,9 @@ def job_done(job) -> bool:
                              timeout=30)
     except (OSError, subprocess.SubprocessError):
         return False
-    return out.returncode != 0 or not out.stdout.strip()
+    if out.returncode != 0:  # a job SLURM has forgotten is over; any other failure (a busy controller) is not
+        return "invalid job id" in out.stderr.lower()
+    return not out.stdout.strip()
 
 
 def cancel(jobs: list) -> None:
