@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_list(a: argparse.Namespace) -> int:
     import methods  # noqa: F401
-    from bench.data import DATASETS
+    from bench.data import DATASETS, _import_modules
     from bench.profiles import PROFILES
     from methods.arch import ACTIVATIONS, INITS
     from methods.registry import get_rule, list_rules
@@ -150,9 +150,10 @@ def cmd_list(a: argparse.Namespace) -> int:
         print(f"  {ex:28s} {what}")
     print(f"  options: act/out_act={'|'.join(ACTIVATIONS)} bias=0|1 init={'|'.join(INITS)}; "
           "cnn: fc=W-W kernel=K pool=max2|avg2|none head=0|1; mlp/cnn: binary=0|1; resnet18: blocks=8|16 skip=0|1")
+    _import_modules()  # datasets registered by $BENCH_MODULES
     print("datasets:")
     for d in DATASETS.values():
-        print(f"  {d.name:14s} {d.shape[0]}x{d.shape[1]}x{d.shape[2]}, {d.num_classes} classes")
+        print(f"  {d.name:14s} {d.shape[0]}x{d.shape[1]}x{d.shape[2]}, {d.num_classes} classes ({d.what})")
     from bench.features import BACKBONES, SOURCES
 
     print(f"  {'|'.join(BACKBONES)}:<{'|'.join(SOURCES)}>  frozen backbone features (transfer learning; "

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from bench.errors import ArchError
 from methods.arch import ArchSpec, LayeredNet, build_network
 from methods.config import RuleConfig, build_config
+from methods.cost import CostModel
 from methods.optim import build_optimizer, build_scheduler
 
 
@@ -62,6 +63,9 @@ class LearningRule(L.LightningModule):
     """The rule predicts from a C-way last layer (False for SPELA, FF: they read out class vectors/goodness)."""
     in_all: ClassVar[bool] = True
     """Run by ``METHODS=all`` (False for variants reached by name or through a profile, e.g. grid cells)."""
+    display_name: ClassVar[str] = ""
+    """The rule's name in tables and figures (the paper's, e.g. ``SPELA(O)``); empty: derived from ``name``
+    (``label()``)."""
     layerwise: ClassVar[bool] = False
     """Greedy layer-by-layer training: ``self.current_epoch`` decides which layer trains, and a step leaves the
     other layers without a grad (SPELA, SPELA CNN)."""
@@ -138,6 +142,17 @@ class LearningRule(L.LightningModule):
         spec = ArchSpec.parse(arch or cls.default_arch, cls.arch_defaults)
         cls.check_arch(spec, num_classes)
         return spec
+
+    @classmethod
+    def label(cls) -> str:
+        """Display name: ``display_name``, else ``name`` with underscores as spaces."""
+        return cls.display_name or cls.name.replace("_", " ")
+
+    @classmethod
+    def cost_model(cls, dims: list[int], num_classes: int, config: RuleConfig) -> CostModel | None:
+        """Per-sample cost of one update on an MLP with layer sizes ``dims`` (input first; ``methods/cost.py``):
+        SPELA Table 2's model. None: the rule states no model (the efficiency table says so). Rules override it."""
+        return None
 
     # ---------------------------------------------------------------- the shared loop
     def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from methods.cost import CostModel
 from methods.registry import register
 from methods.shared import layerwise as lw
 from methods.shared.error_feedback import DirectFeedbackConfig, DirectFeedbackRule
@@ -25,9 +26,16 @@ class DFA(DirectFeedbackRule):
     """Direct feedback alignment: δ_k = (e B_k) ⊙ f'(a_k) with e = y - y*, B_k ∈ R^{C×N_k} fixed random."""
 
     name = "dfa"
+    display_name = "DFA"
     Config = DFAConfig
     arch_defaults = {"act": "tanh", "out_act": "sigmoid"}
     """The DRTP repo's defaults (tanh hidden and conv units, sigmoid output, BCE)."""
+
+    @classmethod
+    def cost_model(cls, dims, num_classes, config):
+        # e reaches every layer through its own B_l (C x n_l)
+        return CostModel(1, 0, [2] * (len(dims) - 1), sum(dims[:-1]), extra_macs=num_classes * sum(dims[1:-1]),
+                         note="every layer waits for the output error")
 
     def compute_updates(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         target = self.one_hot(y, self.num_classes, x.dtype)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from methods.cost import CostModel
 from methods.registry import register
 from methods.shared import layerwise as lw
 from methods.shared.error_feedback import DirectFeedbackConfig, DirectFeedbackRule
@@ -34,9 +35,16 @@ class DRTP(DirectFeedbackRule):
     """DRTP: δ_k = (y* B_k) ⊙ f'(a_k) for hidden layers (target, not error); the output layer follows its own loss."""
 
     name = "drtp"
+    display_name = "DRTP"
     Config = DRTPConfig
     arch_defaults = {"act": "tanh", "out_act": "sigmoid"}
     """The DRTP repo's defaults (tanh hidden and conv units, sigmoid output, BCE)."""
+
+    @classmethod
+    def cost_model(cls, dims, num_classes, config):
+        # y* B_l is known before the forward pass: a layer updates as soon as it has run
+        return CostModel(1, 0, [2] * (len(dims) - 1), max(dims[:-1]), extra_macs=num_classes * sum(dims[1:-1]),
+                         note="one layer at a time")
 
     def compute_updates(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         target = self.one_hot(y, self.num_classes, x.dtype)

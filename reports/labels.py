@@ -6,10 +6,6 @@ import functools
 import json
 from typing import Any
 
-NAMES = {"bp": "BP", "fa": "FA", "dfa": "DFA", "drtp": "DRTP", "pepita": "PEPITA", "ff": "FF", "spela_o": "SPELA(O)",
-         "spela": "SPELA", "spela_cnn": "SPELA CNN", "local_learning": "Local learning", "fg": "FG",
-         "fg_gaussian": "FG Gaussian", "fg_rademacher": "FG Rademacher", "fg_local": "FG Local", "fg_ntk": "FG NTK",
-         "fg_fixed_ntk": "FG fixed NTK"}
 ABLATION_SUFFIX = {("loss", "euclidean"): "-Euc", ("loss", "euclidean_ref"): "-Euc(code)",
                    ("vectors", "random"): "-Rand"}
 """SPELA Table 6's row names for option values (±1 weights, from the arch, give -Bin)."""
@@ -21,12 +17,17 @@ RUN_NAMES = {"batch_size": "batch", "limit_train": "train samples"}
 """How run options (batch size, subset) are named in a label."""
 
 
+@functools.lru_cache(maxsize=None)
 def method_name(method: str) -> str:
-    if method in NAMES:
-        return NAMES[method]
-    if method.startswith("fg_"):
-        return "FG " + method.removeprefix("fg_").replace("_", " ")
-    return method
+    """The rule's display name (``LearningRule.label()``: its ``display_name``); a rule no longer registered keeps
+    its registry name."""
+    try:
+        import methods  # noqa: F401
+        from methods.registry import get_rule
+
+        return get_rule(method).label()
+    except Exception:  # noqa: BLE001 - an old run of a removed rule
+        return method
 
 
 @functools.lru_cache(maxsize=None)

@@ -294,11 +294,17 @@ def efficiency_tables(eff: list[dict]) -> dict[str, tuple[str, str]]:
     out = {}
     for (ds, arch, device), g in e.groupby(["dataset", "arch", "device"]):
         batches = sorted(g["batch"].unique())
-        rows = []
+        rows, unmodelled = [], []
         for method, h in sorted(g.groupby("method"), key=lambda kv: _order(kv[0])):
             th = next((t for t in h["theory"] if isinstance(t, dict)), None)
-            row = [method_name(method), _num(th and th["forward_passes"]), _num(th and th["backward_passes"]),
-                   _num(th and sum(th["matvecs"]))]
+            if th is None:  # said so in the table, never left out
+                note = next((n for n in h.get("theory_note", pd.Series(dtype=object)) if isinstance(n, str) and n),
+                            "no cost model")
+                unmodelled.append(f"{method_name(method)}: {note}")
+                row = [method_name(method) + "*", "n/m", "n/m", "n/m"]
+            else:
+                row = [method_name(method), _num(th["forward_passes"]), _num(th["backward_passes"]),
+                       _num(sum(th["matvecs"]))]
             for b in batches:
                 m = h[h["batch"] == b]
                 if m.empty:
@@ -322,7 +328,9 @@ def efficiency_tables(eff: list[dict]) -> dict[str, tuple[str, str]]:
                      "gradients it leaves (MB), FLOPs (torch's counter) and samples/s; theory columns: activations "
                      "that must be stored x batch x 4 bytes, and 2 x batch x multiply-adds."),
             notes="Mem. = peak bytes allocated by the step and still held, parameter gradients excluded (see "
-                  "bench/efficiency.py); theory = the activations the update must keep (a lower bound).")
+                  "bench/efficiency.py); theory = the activations the update must keep (a lower bound); each rule's "
+                  "model is its cost_model."
+                  + ("".join(f" *n/m (not modelled) {u}." for u in unmodelled)))
     return out
 
 
