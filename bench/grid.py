@@ -129,8 +129,17 @@ def expand(spec: GridSpec, notes: list[str] | None = None) -> list[RunConfig]:
                     fields = {**prof.run, **run_fields, **spec.run}
                     configs.append(RunConfig(dataset=dataset, method=method, arch=arch, seed=seed, epochs=epochs,
                                              rule={**tuned, **proto, **explicit}, rule_sources=dict(sources),
-                                             group=fields.pop("group", None) or f"{prof.name}", **fields))
+                                             tuned=bool(tuned), group=fields.pop("group", None) or f"{prof.name}",
+                                             **fields))
     return configs
+
+
+def untuned_note(cfg: RunConfig) -> str:
+    """What the grid's dry-run and per-run lines add for a run without tuned settings (empty for a tuned one)."""
+    if cfg.tuned is not False:
+        return ""
+    return (f"  [UNTUNED: no tuned settings for {cfg.dataset} / {cfg.method} / this arch: rule defaults; "
+            "ARGS=--tune sweeps first]")
 
 
 def validate(configs: list[RunConfig]):
@@ -166,15 +175,17 @@ def run_grid(spec: GridSpec, *, dry_run: bool = False, force: bool = False, out=
         print(f"  {note}", file=out)
     runs_dir = spec.run.get("runs_dir")
     todo = [(c, r) for c, r in zip(configs, resolved) if force or not is_done(r, runs_dir)]
+    untuned = sum(c.tuned is False for c in configs)
     print(f"grid: {len(configs)} runs ({len(configs) - len(todo)} already completed with the same config, "
-          f"{len(todo)} to run)", file=out)
+          f"{len(todo)} to run)" + (f"; {untuned} without tuned settings (rule defaults, marked UNTUNED)"
+                                    if untuned else ""), file=out)
     if dry_run:
         for cfg, res in zip(configs, resolved):
             state = "run " if (cfg, res) in todo else "done"
             rule = " ".join(f"{k}={v} [{cfg.rule_sources.get(k, '?')}]" for k, v in cfg.rule.items())
             split = f" test_fraction={cfg.test_fraction}" if cfg.test_fraction is not None else ""
             print(f"  [{state}] {res.name}  epochs={cfg.epochs}{split} arch={res.arch.text}"
-                  + (f" rule: {rule}" if rule else ""), file=out)
+                  + (f" rule: {rule}" if rule else "") + untuned_note(cfg), file=out)
         return 0
     if todo:  # load each dataset once up front: a missing file fails before the first run
         from bench.data import TensorDataModule
@@ -190,7 +201,7 @@ def run_grid(spec: GridSpec, *, dry_run: bool = False, force: bool = False, out=
         try:
             result = run(cfg, res)
             acc = f"{100 * result.test_acc:.2f}%" if result.test_acc is not None else "-"
-            summary.append(f"  {result.status:9s} {acc:>8s}  {res.name}")
+            summary.append(f"  {result.status:9s} {acc:>8s}  {res.name}{untuned_note(cfg)}")
         except BenchError:
             raise
         except Exception as e:  # noqa: BLE001 - one crashed run must not stop the grid

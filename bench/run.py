@@ -78,11 +78,16 @@ class RunConfig:
     """Evaluate the test split after training (sweep trials set False: tuning never looks at test data)."""
     rule_sources: dict[str, str] = field(default_factory=dict)
     """Where each ``rule`` option came from (--set, tuned file, sweep trial); stored in the record."""
+    tuned: bool | None = None
+    """The grid's word on fairness: True when tuned options (sweeps/best/) for the run's dataset, rule and arch were
+    applied, False when there were none (or --no-tuned) and the rule ran on its defaults; None outside a grid.
+    Stored in the record; the report marks untuned rows."""
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the numbers a run produces (hashed into its id)."""
         skip = {"callbacks", "progress", "runs_dir", "wandb", "wandb_project", "wandb_entity", "data_dir", "download",
-                "verify_data", "accelerator", "devices", "strategy", "num_nodes", "group", "evaluate_test", "rule_sources"}
+                "verify_data", "accelerator", "devices", "strategy", "num_nodes", "group", "evaluate_test", "rule_sources",
+                "tuned"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
@@ -256,7 +261,7 @@ def run(cfg: RunConfig, resolved: Resolved | None = None) -> RunResult:
         "name": res.name, "id": f"{res.name}-{uuid.uuid4().hex[:6]}", "config_hash": res.config_hash,
         "status": "running", "dataset": cfg.dataset, "method": cfg.method, "arch": res.arch.short,
         "arch_full": res.arch.text, "seed": cfg.seed, "epochs": cfg.epochs, "group": cfg.group,
-        "config": res.canonical, "rule_sources": cfg.rule_sources, "history": [], "test": {}, "test_acc": None,
+        "config": res.canonical, "rule_sources": cfg.rule_sources, "tuned": cfg.tuned, "history": [], "test": {}, "test_acc": None,
         "versions": _versions(), "git_commit": _git_commit(), "host": socket.gethostname(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -331,7 +336,7 @@ def _make_logger(cfg: RunConfig, res: Resolved, record: dict[str, Any]):
 
     runs = runs_root(cfg.runs_dir)
     meta = {k: record[k] for k in ("name", "config_hash", "dataset", "method", "arch", "arch_full", "seed", "epochs",
-                                    "group", "git_commit", "versions", "host")}
+                                    "group", "git_commit", "versions", "host", "tuned")}
     logger = WandbLogger(project=cfg.wandb_project, entity=cfg.wandb_entity, name=res.name, save_dir=str(runs),
                          offline=cfg.wandb == "offline", group=cfg.group, job_type=cfg.method,
                          tags=[cfg.dataset, cfg.method, res.arch.short], id=record["id"],

@@ -31,6 +31,7 @@ class SignSymmetryConfig(ErrorFeedbackConfig):
     """Adam's step size (BP's default)."""
     optimizer: Optimizer = "adam"
     nesterov: bool = False
+    """No Nesterov momentum (the optimiser is Adam)."""
     feedback_scale: float = 1.0
     """Multiplier of sign(W_k) in the backward pass (1: Liao et al.'s ±1 feedback)."""
 

@@ -9,6 +9,10 @@ from typing import Any
 ABLATION_SUFFIX = {("loss", "euclidean"): "-Euc", ("loss", "euclidean_ref"): "-Euc(code)",
                    ("vectors", "random"): "-Rand"}
 """SPELA Table 6's row names for option values (±1 weights, from the arch, give -Bin)."""
+UNTUNED = "†"
+"""Mark of a row whose runs had no tuned settings for their dataset, rule and arch (the rule's defaults ran)."""
+UNTUNED_NOTE = ("† untuned: no tuned settings (sweeps/best/) for this dataset, rule and architecture; the rule ran on "
+                "its defaults. make bench ARGS=--tune runs the equal-budget sweeps first.")
 HIDDEN = {"align_every"}
 """Options that never set a run apart (diagnostics)."""
 ARCH_LABELLED = ("act", "out_act", "bias", "init")
@@ -74,6 +78,15 @@ def changed_arch_options(method: str, arch_full: str | None) -> dict[str, str]:
 
 def is_binary(arch_full: str | None) -> bool:
     return "binary=1" in str(arch_full or "")
+
+
+def is_untuned(tuned: Any) -> bool:
+    """A run the grid recorded as untuned (``"tuned": false``); runs from before the flag existed are not marked."""
+    return tuned is False or (isinstance(tuned, str) and tuned.lower() == "false")
+
+
+def mark_untuned(label: str, tuned: Any) -> str:
+    return f"{label} {UNTUNED}" if is_untuned(tuned) else label
 
 
 def run_label(method: str, rule: str | dict | None, arch_full: str | None = None, ablation: bool = False,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from reports.labels import method_name, run_label
+from reports.labels import UNTUNED, UNTUNED_NOTE, mark_untuned, method_name, run_label
 from reports.tables import mean_std, tex_escape
 
 PREAMBLE = "% booktabs table written by `make report`; needs \\usepackage{booktabs,graphicx}\n"
@@ -97,7 +97,12 @@ def render(columns: list[str], rows: list[list], *, caption: str, label: str, ti
                 mcells.append(str(c))
         tex.append(" & ".join(tcells) + r" \\")
         md.append("| " + " | ".join(mcells) + " |")
-    tex += [r"\bottomrule", r"\end{tabular}"] + (["}"] if wide else []) + [r"\end{table}", ""]
+    if any(isinstance(c, str) and UNTUNED in c for r in rows for c in r):  # rows run on untuned defaults
+        notes = f"{notes} {UNTUNED_NOTE}".strip()
+    tex += [r"\bottomrule", r"\end{tabular}"] + (["}"] if wide else [])
+    if notes and UNTUNED_NOTE in notes:
+        tex.append(f"\\par\\footnotesize {tex_escape(UNTUNED_NOTE)}")
+    tex += [r"\end{table}", ""]
     if notes:
         md += ["", notes]
     return "\n".join(tex), "\n".join(md) + "\n"
@@ -111,8 +116,9 @@ def _labelled(df: pd.DataFrame, ablation: bool = False) -> pd.DataFrame:
     if df.empty:
         return df.assign(label=pd.Series(dtype=object))
     opts = df["run_options"] if "run_options" in df else [None] * len(df)
-    df = df.assign(label=[run_label(m, r, a, ablation=ablation, run_options=o) for m, r, a, o in
-                          zip(df["method"], df["rule"], df["arch_full"], opts)])
+    tuned = df["tuned"] if "tuned" in df else [None] * len(df)
+    df = df.assign(label=[mark_untuned(run_label(m, r, a, ablation=ablation, run_options=o), t) for m, r, a, o, t in
+                          zip(df["method"], df["rule"], df["arch_full"], opts, tuned)])
     # settings the label cannot tell apart (a field it does not show): name them by their setting hash
     keys = ["dataset", "label", "arch", "epochs", df["test_fraction"].fillna(-1)]
     clash = df.groupby(keys)["setting"].transform("nunique") > 1
