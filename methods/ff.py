@@ -62,7 +62,9 @@ class FFConfig(RuleConfig):
     readout: bool = False
     """Train a linear softmax read-out on the neutral input's normalised activities (reported as exit 'softmax')."""
     readout_lr: float = 1e-2
+    """Learning rate of the softmax read-out (its own parameter group)."""
     readout_weight_decay: float = 3e-3
+    """Weight decay of the softmax read-out."""
     predict: Literal["goodness", "softmax"] = "goodness"
     """The rule's prediction ('out'): summed goodness over all labels, or the softmax read-out (needs readout)."""
 
