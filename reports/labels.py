@@ -82,7 +82,9 @@ def is_binary(arch_full: str | None) -> bool:
 
 def is_untuned(tuned: Any) -> bool:
     """A run the grid recorded as untuned (``"tuned": false``); runs from before the flag existed are not marked."""
-    return tuned is False or (isinstance(tuned, str) and tuned.lower() == "false")
+    if isinstance(tuned, str):
+        return tuned.lower() == "false"
+    return tuned is not None and bool(tuned == False)  # noqa: E712 - numpy's bool from a DataFrame is not `False`
 
 
 def mark_untuned(label: str, tuned: Any) -> str:
