@@ -19,16 +19,17 @@ METHOD ?=
 TRIALS ?= 20
 WORKERS ?= 1
 STORAGE ?=
-EXECUTOR ?= local
+EXECUTOR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data bench paper run report test test-fast perf clean sweep sweep-all efficiency
+.PHONY: help venv data bench paper run report test test-fast perf perf-grid clean sweep sweep-all efficiency
 
 help: ## list the targets and the variables they take
 	@echo "Targets:"
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-12s %s\n", $$1, $$2}'
 	@echo "Variables: DATASET=$(DATASET) METHODS=$(METHODS) ARCH=<arch string> SEEDS=0,1,2 EPOCHS=N PROFILE=$(PROFILE)"
 	@echo "           SET='lr=0.01 pepita.lr=0.05' (rule options)  SOURCE=runs|wandb:ENTITY/PROJECT  ARGS=<extra CLI flags>"
+	@echo "  grid:     EXECUTOR=inline|local|slurm WORKERS=N (ARGS='--workers-per-device K --slurm \"...\" --no-wait --status')"
 	@echo "  sweeps:   METHOD=bp TRIALS=$(TRIALS) WORKERS=$(WORKERS) EPOCHS=N STORAGE=sqlite:///f.db|journal:/shared/f.log|postgresql://... EXECUTOR=local|slurm"
 
 $(STAMP): pyproject.toml
@@ -45,10 +46,11 @@ DATASETS_GIVEN = $(filter-out file,$(origin DATASET))
 data: $(STAMP) ## make sure DATASET's (or the PROFILE's) files are present (Debian package for Fashion-MNIST, else download)
 	$(PY) -m bench data $(if $(DATASETS_GIVEN),--datasets $(DATASET),--profile $(PROFILE))
 
-bench: $(STAMP) data ## run the METHODS x SEEDS grid on DATASET (PROFILE: python -m bench list), logging to W&B offline
+bench: $(STAMP) data ## run the METHODS x SEEDS grid on DATASET (PROFILE: python -m bench list; EXECUTOR, WORKERS), W&B offline
 	$(PY) -m bench grid $(if $(DATASETS_GIVEN),--datasets $(DATASET)) --methods $(METHODS) --profile $(PROFILE) \
 	  $(if $(ARCH),--arch '$(ARCH)') $(if $(SEEDS),--seeds $(SEEDS)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
-	  $(if $(SET),--set '$(SET)') $(ARGS)
+	  $(if $(SET),--set '$(SET)') $(if $(EXECUTOR),--executor $(EXECUTOR)) \
+	  $(if $(filter-out file,$(origin WORKERS)),--workers $(WORKERS)) $(ARGS)
 
 paper: ## one command from DATASET to a fair paper table: sweeps for rules without tuned settings there, the grid, the report
 	$(MAKE) bench PROFILE=paper ARGS="--tune $(ARGS)"
@@ -56,12 +58,12 @@ paper: ## one command from DATASET to a fair paper table: sweeps for rules witho
 sweep: $(STAMP) data ## tune METHOD on DATASET with Optuna on validation accuracy (TRIALS, WORKERS, EPOCHS, STORAGE, EXECUTOR)
 	@test -n "$(METHOD)" || { echo "make sweep needs METHOD=<rule> (python -m bench list); make sweep-all tunes every rule"; exit 2; }
 	$(PY) -m bench sweep --dataset $(DATASET) --method '$(METHOD)' --trials $(TRIALS) --workers $(WORKERS) \
-	  --executor $(EXECUTOR) $(if $(STORAGE),--storage '$(STORAGE)') $(if $(ARCH),--arch '$(ARCH)') \
+	  --executor $(or $(EXECUTOR),local) $(if $(STORAGE),--storage '$(STORAGE)') $(if $(ARCH),--arch '$(ARCH)') \
 	  $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SET),--set '$(SET)') $(ARGS)
 
 sweep-all: $(STAMP) data ## tune every registered rule with the same budget (TRIALS x EPOCHS each; ARCH for all that can train it)
 	$(PY) -m bench sweep --dataset $(DATASET) --method all --trials $(TRIALS) --workers $(WORKERS) \
-	  --executor $(EXECUTOR) $(if $(STORAGE),--storage '$(STORAGE)') $(if $(ARCH),--arch '$(ARCH)') \
+	  --executor $(or $(EXECUTOR),local) $(if $(STORAGE),--storage '$(STORAGE)') $(if $(ARCH),--arch '$(ARCH)') \
 	  $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SET),--set '$(SET)') $(ARGS)
 
 report: $(STAMP) ## rebuild tables and figures in reports/out from the W&B runs (SOURCE=runs or wandb:ENTITY/PROJECT)
@@ -76,6 +78,9 @@ efficiency: $(STAMP) ## memory, FLOPs and samples/s of one training step per rul
 
 perf: $(STAMP) data ## seconds per epoch of the harness beside a plain PyTorch loop, and the ratio
 	$(PY) -m bench perf $(ARGS)
+
+perf-grid: $(STAMP) data ## wall time of a small grid (8 short BP/FA runs) inline vs EXECUTOR=local vs slurm, WORKERS=2
+	$(PY) -m bench perf-grid $(if $(filter-out file,$(origin WORKERS)),--workers $(WORKERS)) $(ARGS)
 
 clean: ## remove runs and generated reports (keeps data and the venv)
 	rm -rf runs reports/out

@@ -116,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes per sweep of --tune (1: in this process)")
     p.add_argument("--only", action="append", default=[], metavar="KEY=V1,V2",
                    help="run only the profile's variants with KEY in the values, e.g. --only test_fraction=0.95,0.99")
+    p.add_argument("--status", action="store_true",
+                   help="print each cell's state (completed, diverged, running elsewhere, failed, pending); run nothing")
+    p.add_argument("--executor", choices=("inline", "local", "slurm"), default="inline",
+                   help="inline: this process; local: WORKERS processes here; slurm: a job array of WORKERS tasks")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (local) or array tasks (slurm)")
+    p.add_argument("--workers-per-device", type=int, default=1,
+                   help="local with GPUs: workers sharing one GPU (small runs leave a GPU mostly idle)")
+    p.add_argument("--cells-per-task", type=int, default=None,
+                   help="slurm: each array task runs a fixed chunk of this many cells (default: tasks pull cells)")
+    p.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                   help="submitit parameters, e.g. --slurm 'slurm_partition=gpu gpus_per_node=1 timeout_min=600'")
+    p.add_argument("--no-wait", action="store_true", help="slurm: submit the array and return")
     _add_run_options(p)
 
     p = sub.add_parser("report", help="tables and figures from the W&B runs into reports/out")
@@ -130,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
 
     sub.add_parser("perf", help="harness vs plain PyTorch seconds per epoch", add_help=False)
+    sub.add_parser("perf-grid", help="wall time of a small grid inline vs local workers vs SLURM (make perf-grid)",
+                   add_help=False)
     sub.add_parser("efficiency", help="memory, FLOPs, samples/s of one step per rule beside the theory (make efficiency)",
                    add_help=False)
     sub.add_parser("sweep", help="Optuna sweep of a rule's options on validation accuracy (make sweep)", add_help=False)
@@ -195,9 +209,19 @@ def cmd_run(a: argparse.Namespace) -> int:
 def cmd_grid(a: argparse.Namespace) -> int:
     from bench.grid import GridSpec, run_grid
 
+    from bench.grid import Launch
+
+    if a.no_wait and a.executor != "slurm":
+        raise ConfigError("--no-wait is for --executor slurm (local workers are children of this process)")
+    if a.cells_per_task is not None and (a.executor != "slurm" or a.cells_per_task < 1):
+        raise ConfigError("--cells-per-task takes a positive number of cells per SLURM array task (--executor slurm)")
+    if a.workers_per_device < 1:
+        raise ConfigError(f"--workers-per-device must be >= 1, got {a.workers_per_device}")
     spec = GridSpec(datasets=a.datasets, methods=a.methods, arch=a.arch, seeds=a.seeds, epochs=a.epochs,
                     profile=a.profile, overrides=_pairs(a.set), run=_run_fields(a), tuned=not a.no_tuned,
                     only=_only(a.only))
+    launch = Launch(executor=a.executor, workers=a.workers, workers_per_device=a.workers_per_device,
+                    cells_per_task=a.cells_per_task, slurm=_pairs(a.slurm), wait=not a.no_wait)
     if a.tune:
         from bench.tune import TUNE_BUDGET, tune_grid_report, tune_missing
 
@@ -206,10 +230,10 @@ def cmd_grid(a: argparse.Namespace) -> int:
                    "workers": a.tune_workers}
         if a.dry_run:  # what would be swept, then the grid as it stands (untuned cells marked)
             tune_missing(spec, dry_run=True, **options)
-            run_grid(spec, dry_run=True, force=a.force)
+            run_grid(spec, dry_run=True, force=a.force, launch=launch)
             return 0
-        return 1 if tune_grid_report(spec, force=a.force, tune_options=options) else 0
-    crashed = run_grid(spec, dry_run=a.dry_run, force=a.force)
+        return 1 if tune_grid_report(spec, force=a.force, tune_options=options, launch=launch) else 0
+    crashed = run_grid(spec, dry_run=a.dry_run, force=a.force, status=a.status, launch=launch)
     return 1 if crashed else 0
 
 
@@ -274,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.perf import main as perf_main
 
         return perf_main(argv[1:])
+    if argv[:1] == ["perf-grid"]:
+        from bench.perf_grid import main as perf_grid_main
+
+        return exit_status(perf_grid_main, argv[1:])
     if argv[:1] == ["efficiency"]:
         from bench.efficiency import main as efficiency_main
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
+import os
+import socket
 import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
-from bench.errors import BenchError, ConfigError
+from bench.errors import BenchError, ConfigError, Interrupted
+from bench.executors import check_executor
 from bench.profiles import get_profile
-from bench.run import RunConfig, load_record, resolve, run
+from bench.records import DONE, STATES, Claim, cell_state, claim_path, load_record, read_record
+from bench.run import RunConfig, resolve, run
 
 
 @dataclass
@@ -155,59 +163,256 @@ def validate(configs: list[RunConfig]):
     return resolved
 
 
-def is_done(res, runs_dir: str | None) -> bool:
-    rec = load_record(res.name, runs_dir)
-    return bool(rec) and rec.get("config_hash") == res.config_hash and rec.get("status") in ("completed", "diverged")
+@dataclass
+class Launch:
+    """How a grid's cells are run: the executor, its workers and where they may run."""
+
+    executor: str = "inline"
+    workers: int = 1
+    workers_per_device: int = 1
+    cells_per_task: int | None = None
+    """SLURM: give each array task a fixed chunk of this many cells instead of every task pulling from all."""
+    slurm: dict[str, Any] = dataclasses.field(default_factory=dict)
+    wait: bool = True
+    """False: submit the SLURM array and return (progress: ``--status``, from the records)."""
+    poll: float = 2.0
 
 
-def run_grid(spec: GridSpec, *, dry_run: bool = False, force: bool = False, out=None) -> int:
-    """Run the grid; returns the number of runs that crashed. A diverged run is recorded and the grid goes on."""
-    out = out or sys.stdout  # looked up per call: a default bound at import would keep a stale stream
-    from tqdm import tqdm
-
+def plan(spec: GridSpec, out=None) -> list[tuple[RunConfig, Any]]:
+    """The grid's distinct cells (config, resolved), validated; notes on skipped variants printed to ``out``."""
     notes: list[str] = []
     configs = expand(spec, notes)
     resolved = validate(configs)
     seen: set[str] = set()  # variants may coincide (e.g. EPOCHS=5 over a 5/100-epoch profile): run each once
-    pairs = [(c, r) for c, r in zip(configs, resolved) if not (r.name in seen or seen.add(r.name))]
-    configs, resolved = [c for c, _ in pairs], [r for _, r in pairs]
+    cells = [(c, r) for c, r in zip(configs, resolved) if not (r.name in seen or seen.add(r.name))]
     for note in dict.fromkeys(notes):
         print(f"  {note}", file=out)
+    return cells
+
+
+def states(cells, runs_dir: str | None) -> list[str]:
+    return [cell_state(r.name, r.config_hash, runs_dir)[0] for _, r in cells]
+
+
+def state_line(st: list[str]) -> str:
+    n = {s: st.count(s) for s in STATES}
+    return (f"{len(st)} runs: {n['completed']} completed, {n['diverged']} diverged, {n['running']} running elsewhere, "
+            f"{n['failed']} failed, {n['pending']} pending")
+
+
+def _finished_line(rec: dict[str, Any]) -> str:
+    acc = f"{100 * rec['test_acc']:.2f}%" if rec.get("test_acc") is not None else "-"
+    mins = (rec.get("train_time_s") or 0) / 60
+    err = f"  ({rec['error']})" if rec.get("status") not in DONE and rec.get("error") else ""
+    untuned = "  [UNTUNED: rule defaults, no tuned settings]" if rec.get("tuned") is False else ""
+    return f"  {rec.get('status', '?'):11s} {acc:>8s} {mins:6.2f} min  {rec.get('name')}{err}{untuned}"
+
+
+def run_grid(spec: GridSpec, *, dry_run: bool = False, force: bool = False, status: bool = False,
+             launch: Launch | None = None, out=None) -> int:
+    """Run the cells of the grid that are not done; returns the number of runs that crashed in this launch. A
+    diverged run is a result; a failed (crashed, interrupted) one runs again; a cell claimed by a live worker is
+    left to it. SIGINT/SIGTERM stop the launch (``Interrupted``, after the summary)."""
+    out = out or sys.stdout  # looked up per call: a default bound at import would keep a stale stream
+    launch = launch or Launch()
+    check_executor(launch.executor, launch.workers)
+    cells = plan(spec, out)
     runs_dir = spec.run.get("runs_dir")
-    todo = [(c, r) for c, r in zip(configs, resolved) if force or not is_done(r, runs_dir)]
-    untuned = sum(c.tuned is False for c in configs)
-    print(f"grid: {len(configs)} runs ({len(configs) - len(todo)} already completed with the same config, "
-          f"{len(todo)} to run)" + (f"; {untuned} without tuned settings (rule defaults, marked UNTUNED)"
-                                    if untuned else ""), file=out)
-    if dry_run:
-        for cfg, res in zip(configs, resolved):
-            state = "run " if (cfg, res) in todo else "done"
+    st = states(cells, runs_dir)
+    todo = [cell for cell, s in zip(cells, st) if s in ("failed", "pending") or (force and s in DONE)]
+    untuned = sum(c.tuned is False for c, _ in cells)
+    print(f"grid: {state_line(st)}; {len(todo)} to run" + (f" ({launch.executor}, {launch.workers} worker(s))"
+                                                           if todo and not (dry_run or status) else "")
+          + (f"; {untuned} without tuned settings (rule defaults, marked UNTUNED)" if untuned else ""), file=out)
+    if dry_run or status:
+        for (cfg, res), s in zip(cells, st):
             rule = " ".join(f"{k}={v} [{cfg.rule_sources.get(k, '?')}]" for k, v in cfg.rule.items())
             split = f" test_fraction={cfg.test_fraction}" if cfg.test_fraction is not None else ""
-            print(f"  [{state}] {res.name}  epochs={cfg.epochs}{split} arch={res.arch.text}"
-                  + (f" rule: {rule}" if rule else "") + untuned_note(cfg), file=out)
+            print(f"  [{s:9s}] {res.name}  epochs={cfg.epochs}{split} arch={res.arch.text}"
+                  + (f" rule: {rule}" if rule and dry_run else "") + untuned_note(cfg), file=out)
         return 0
-    if todo:  # load each dataset once up front: a missing file fails before the first run
-        from bench.data import TensorDataModule
+    if not todo:
+        return 0
+    for ds in dict.fromkeys(c.dataset for c, _ in todo):  # a missing data file fails before any worker starts
+        from bench.data import load_split
+        from bench.paths import data_root
 
-        for ds in dict.fromkeys(c.dataset for c, _ in todo):
-            c0 = next(c for c, _ in todo if c.dataset == ds)
-            TensorDataModule(ds, root=c0.data_dir, download=c0.download, verify=c0.verify_data).prepare_data()
-            TensorDataModule(ds, root=c0.data_dir, verify=c0.verify_data).setup()
-    crashed, summary = 0, []
-    bar = tqdm(todo, desc="grid", unit="run", file=out, position=0, leave=True, dynamic_ncols=True)
-    for cfg, res in bar:
-        bar.set_postfix_str(res.name)
-        try:
-            result = run(cfg, res)
-            acc = f"{100 * result.test_acc:.2f}%" if result.test_acc is not None else "-"
-            summary.append(f"  {result.status:9s} {acc:>8s}  {res.name}{untuned_note(cfg)}")
-        except BenchError:
-            raise
-        except Exception as e:  # noqa: BLE001 - one crashed run must not stop the grid
-            crashed += 1
-            summary.append(f"  crashed   {'-':>8s}  {res.name}: {type(e).__name__}: {e}")
+        c0 = next(c for c, _ in todo if c.dataset == ds)
+        for train in (True, False):  # cached: the inline runs reuse what this loads
+            load_split(ds, str(data_root(c0.data_dir)), train, c0.download, c0.verify_data)
+    started = time.time()
+    options = {"force_since": started if force else None, "runs_dir": runs_dir}
+    configs = [dataclasses.replace(c, progress=False) for c, _ in todo]
+    finished: dict[str, dict[str, Any]] = {}
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), desc="grid", unit="run", file=out, dynamic_ncols=True, leave=True)
+
+    def report(rec: dict[str, Any]) -> None:
+        if rec["name"] in finished:
+            return
+        finished[rec["name"]] = rec
+        bar.write(_finished_line(rec), file=out)
+        bar.update(1)
+
+    try:
+        if launch.executor == "inline":
+            work(configs, 0, {**options, "inline": True}, on_finish=report)
+        else:
+            _fan_out(configs, launch, options, started, report, lambda line: bar.write(line, file=out))
+    except Interrupted:
+        bar.close()
+        _summary(cells, finished, runs_dir, out)
+        raise
     bar.close()
-    if summary:
-        print("grid results:", *summary, sep="\n", file=out)
-    return crashed
+    return _summary(cells, finished, runs_dir, out)
+
+
+def _summary(cells, finished: dict[str, dict[str, Any]], runs_dir, out) -> int:
+    if finished:
+        print("grid results:", *(_finished_line(r) for r in finished.values()), sep="\n", file=out)
+    print(f"grid: {state_line(states(cells, runs_dir))}", file=out)
+    return sum(r.get("status") == "crashed" for r in finished.values())
+
+
+def _fan_out(configs: list[RunConfig], launch: Launch, options: dict[str, Any], started: float, report, say) -> None:
+    """Submit the workers, then follow the cells through their records until every job is over."""
+    from bench.executors import cancel, cpu_sets, device_plan, job_done, job_error, submit, visible_gpus
+    from bench.paths import runs_root
+
+    n = launch.workers
+    if launch.executor == "slurm" and launch.cells_per_task:
+        k = launch.cells_per_task
+        shares = [configs[i:i + k] for i in range(0, len(configs), k)]
+    else:  # every worker pulls from the whole list, starting at its own offset (fewer claim collisions)
+        n = min(n, len(configs))
+        shares = [configs[i * len(configs) // n:] + configs[:i * len(configs) // n] for i in range(n)]
+    calls = []
+    if launch.executor == "local":
+        cpus, devices = cpu_sets(len(shares)), device_plan(len(shares), visible_gpus(), launch.workers_per_device)
+        calls = [(share, i, {**options, "cpus": cpus[i], "gpu": devices[i][1]}) for i, share in enumerate(shares)]
+    else:
+        calls = [(share, i, dict(options)) for i, share in enumerate(shares)]
+    folder = runs_root(options.get("runs_dir")) / "grid" / time.strftime("%Y%m%d-%H%M%S")
+    jobs = submit(work, calls, launch.executor, folder, launch.slurm, name="bench-grid")
+    say(f"  {len(jobs)} {launch.executor} worker(s): jobs {', '.join(str(j.job_id) for j in jobs)}; "
+        f"worker logs in {folder}/")
+    if not launch.wait:
+        say("  submitted; follow with `make bench ... ARGS=--status` (the records tell the progress)")
+        return
+    names = sorted({resolve(c).name for c in configs})
+
+    def scan() -> None:  # progress comes from the records (no sacct): report attempts that ended in this launch
+        for name in names:
+            rec = _newest_attempt(name, options.get("runs_dir"))
+            if rec is not None and (rec.get("finished_ts") or 0) >= started:
+                report(rec)
+
+    try:
+        while True:
+            over = all(job_done(j) for j in jobs)
+            scan()
+            if over:
+                break
+            time.sleep(launch.poll)
+    except Interrupted:
+        cancel(jobs)
+        deadline = time.time() + 30
+        while time.time() < deadline and not all(job_done(j) for j in jobs):
+            time.sleep(0.5)
+        scan()
+        raise
+    for i, j in enumerate(jobs):
+        err = job_error(j)
+        if err:
+            say(f"  worker {i} (job {j.job_id}) {err}")
+
+
+@contextlib.contextmanager
+def _output_to(log: Path):
+    """Send everything this process writes to stdout/stderr (Python, Lightning, W&B, C libraries) to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log, "a") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def work(configs: list[RunConfig], worker: int, options: dict[str, Any], on_finish=None) -> dict[str, str]:
+    """One worker (inline, a local process or a SLURM array task): take each cell that is not done and not held by
+    a live worker, claim it, run it with its output in ``<runs>/logs/<run name>.log``, release it. Returns
+    {run name: status} of the runs it made. ``Interrupted`` stops it after the current run is recorded."""
+    from bench.errors import install_signal_handlers
+    from bench.executors import claim_resources
+    from bench.paths import runs_root
+
+    if not options.get("inline"):
+        install_signal_handlers()
+        claim_resources(options.get("cpus"), options.get("gpu"))
+        for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    since = options.get("force_since")
+    made: dict[str, str] = {}
+    for cfg in configs:
+        res = resolve(cfg)
+        state, rec = cell_state(res.name, res.config_hash, cfg.runs_dir)
+        if state == "running" or (state in DONE and (since is None or (rec.get("finished_ts") or 0) >= since)):
+            continue
+        claim = Claim.acquire(claim_path(res.name, cfg.runs_dir))
+        if claim is None:
+            continue
+        try:  # another worker may have finished the cell between the look and the claim
+            rec = load_record(res.name, cfg.runs_dir)
+            if (rec is not None and rec.get("config_hash") == res.config_hash and rec.get("status") in DONE
+                    and (since is None or (rec.get("finished_ts") or 0) >= since)):
+                continue
+            log = runs_root(cfg.runs_dir) / "logs" / f"{res.name}.log"
+            try:
+                with _output_to(log):
+                    print(f"== attempt of {res.name} by {socket.gethostname()} pid {os.getpid()} worker {worker} at "
+                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+                    result = run(cfg, res, claim=claim)
+                rec = result.record
+            except BenchError:
+                raise
+            except Interrupted:
+                if on_finish is not None:
+                    on_finish(_last_attempt(res.name, cfg.runs_dir, "interrupted"))
+                raise
+            except Exception:  # noqa: BLE001 - the run recorded its crash; the worker goes on
+                rec = _last_attempt(res.name, cfg.runs_dir, "crashed")
+            made[res.name] = rec.get("status", "?")
+            if on_finish is not None:
+                on_finish(rec)
+        finally:
+            claim.release()
+    return made
+
+
+def _newest_attempt(name: str, runs_dir: str | None) -> dict[str, Any] | None:
+    """The record of the cell's latest attempt: the record itself, or one kept beside a result (``attempts/``)."""
+    from bench.paths import runs_root
+
+    found = [read_record(p) for p in (runs_root(runs_dir) / "records" / "attempts").glob(f"{name}.*.json")]
+    found = [r for r in [load_record(name, runs_dir), *found] if r is not None]
+    return max(found, key=lambda r: r.get("finished_ts") or 0) if found else None
+
+
+def _last_attempt(name: str, runs_dir: str | None, status: str) -> dict[str, Any]:
+    """The record an attempt that raised left behind (a stub when it could not write one)."""
+    rec = _newest_attempt(name, runs_dir)
+    return rec if rec is not None and rec.get("status") == status else {"name": name, "status": status}

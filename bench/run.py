@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import ConfigError
+from bench.errors import BenchError, ConfigError, Interrupted
 from bench.paths import PROJECT_ROOT, runs_root, set_tool_dirs
+from bench.records import DONE, Claim, claim_path, read_claim, record_path, save_attempt
 
 WANDB_MODES = ("offline", "online", "disabled")
-STATUSES = ("running", "completed", "diverged", "crashed")
 
 
 @dataclass(kw_only=True)
@@ -140,33 +140,6 @@ def resolve(cfg: RunConfig) -> Resolved:
     return Resolved(cfg, rule_cls, rule_config, arch, canonical, digest, name)
 
 
-def record_path(name: str, runs_dir: str | None = None) -> Path:
-    return runs_root(runs_dir) / "records" / f"{name}.json"
-
-
-def load_record(name: str, runs_dir: str | None = None) -> dict[str, Any] | None:
-    p = record_path(name, runs_dir)
-    try:
-        return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _write_record(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1, default=_json_default))
-    tmp.replace(path)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "item"):
-        return o.item()
-    return str(o)
-
-
 def _git_commit() -> str | None:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
@@ -228,19 +201,61 @@ class _PeakMemory:
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "cpu_peak_rss"
 
 
-def run(cfg: RunConfig, resolved: Resolved | None = None) -> RunResult:
+class RunningElsewhere(BenchError):
+    """The run's cell is claimed by a live worker (this machine or another node sharing the runs folder)."""
+
+
+def _rank_zero() -> bool:
+    """False in the extra processes of a multi-process (DDP) run; they train but do not claim or record."""
+    return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+
+
+def run(cfg: RunConfig, resolved: Resolved | None = None, claim: Claim | None = None) -> RunResult:
     """Seed, train, evaluate, log to W&B and write the run record. Returns the result.
 
-    Bad input raises ``ConfigError``/``DataError`` before training. A run whose loss or parameters
-    become NaN/inf is stopped and recorded as ``diverged``; any other exception is recorded as
-    ``crashed`` and re-raised.
+    The run holds its cell's claim while it trains (``claim``: one the caller already holds; else it takes one
+    and raises ``RunningElsewhere`` when a live worker holds it). Bad input raises ``ConfigError``/``DataError``
+    before training. A run whose loss or parameters become NaN/inf is stopped and recorded as ``diverged``;
+    SIGINT/SIGTERM (``Interrupted``) is recorded as ``interrupted`` and re-raised; any other exception is
+    recorded as ``crashed`` and re-raised. The record is written once, when the attempt ends, and an attempt that
+    did not complete never replaces a completed record (see ``bench.records``).
     """
+    res = resolved or resolve(cfg)
+    own = None
+    if claim is None and _rank_zero():
+        own = Claim.acquire(claim_path(res.name, cfg.runs_dir))
+        if own is None:
+            info = read_claim(claim_path(res.name, cfg.runs_dir))
+            raise RunningElsewhere(f"{res.name} is running elsewhere ({info.owner if info else 'another worker'}); "
+                                   "its claim is taken over once its worker stops")
+    try:
+        return _run(cfg, res)
+    finally:
+        if own is not None:
+            own.release()
+
+
+def label_facts(rule_cls: type, arch_text: str) -> dict[str, Any]:
+    """What a report needs to label a run of ``rule_cls`` on ``arch_text`` without importing training code: the
+    rule's default options, the architecture the rule builds from the same layer string, its display name."""
+    from methods.arch import ArchSpec
+    from methods.config import config_to_dict
+
+    try:
+        arch_default = ArchSpec.parse(arch_text.split(",", 1)[0], rule_cls.arch_defaults).text
+    except BenchError:
+        arch_default = None
+    return {"rule_defaults": config_to_dict(rule_cls.Config(), identity=True), "arch_default": arch_default,
+            "display_name": rule_cls.label() if hasattr(rule_cls, "label") else None}
+
+
+def _run(cfg: RunConfig, res: Resolved) -> RunResult:
     import lightning as L
     import torch
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from bench.data import TensorDataModule
 
-    res = resolved or resolve(cfg)
     runs = runs_root(cfg.runs_dir)
     set_tool_dirs(runs)
     torch.set_flush_denormal(True)
@@ -261,11 +276,11 @@ def run(cfg: RunConfig, resolved: Resolved | None = None) -> RunResult:
         "name": res.name, "id": f"{res.name}-{uuid.uuid4().hex[:6]}", "config_hash": res.config_hash,
         "status": "running", "dataset": cfg.dataset, "method": cfg.method, "arch": res.arch.short,
         "arch_full": res.arch.text, "seed": cfg.seed, "epochs": cfg.epochs, "group": cfg.group,
-        "config": res.canonical, "rule_sources": cfg.rule_sources, "tuned": cfg.tuned, "history": [], "test": {}, "test_acc": None,
-        "versions": _versions(), "git_commit": _git_commit(), "host": socket.gethostname(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": res.canonical, "rule_sources": cfg.rule_sources, "labels": label_facts(res.rule_cls, res.arch.text),
+        "tuned": cfg.tuned, "history": [],
+        "test": {}, "test_acc": None, "versions": _versions(), "git_commit": _git_commit(),
+        "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _write_record(path, record)
 
     logger = _make_logger(cfg, res, record)
     # Lightning's deterministic=... sets process-wide torch flags; they are restored when the run ends, so a run
@@ -297,6 +312,12 @@ def run(cfg: RunConfig, resolved: Resolved | None = None) -> RunResult:
                 status = "diverged"
             elif cfg.evaluate_test:
                 trainer.test(rule, datamodule=dm, verbose=False)
+    except (Interrupted, KeyboardInterrupt, SIGTERMException) as e:  # a signal: record it, then stop
+        status, error = "interrupted", f"{type(e).__name__}: {e}".rstrip(": ")
+        train_time = time.perf_counter() - t0
+        if isinstance(e, SIGTERMException):  # Lightning's own SIGTERM handling ran instead of ours
+            raise Interrupted(15) from None
+        raise
     except BaseException as e:  # record the crash, then let it propagate
         status, error = "crashed", f"{type(e).__name__}: {e}"
         train_time = time.perf_counter() - t0
@@ -311,12 +332,37 @@ def run(cfg: RunConfig, resolved: Resolved | None = None) -> RunResult:
             "test_acc": rule.test_results.get("test/acc"), "train_time_s": train_time,
             "epochs_done": len(rule.history), "peak_mem_bytes": mem, "peak_mem_kind": mem_kind,
             "device": device_type, "world_size": trainer.world_size,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished_ts": time.time(),
         })
         if trainer.global_rank == 0:
-            _write_record(path, record)
-            _finish_logger(logger, record)
+            _finish_logger(logger, record, cfg.runs_dir)
+            path = _store(path, record, logger)
     return RunResult(res.name, status, record["test_acc"], record, path)
+
+
+class RecordWriteError(BenchError):
+    """The run ended but its record could not be written (full or read-only disk)."""
+
+
+def _store(path: Path, record: dict[str, Any], logger) -> Path:
+    """Write the attempt's record (see ``bench.records.save_attempt``); when that is impossible, say where the
+    metrics survive (the W&B run file, which the report reads when no record holds the run)."""
+    try:
+        return save_attempt(path, record)
+    except OSError as e:
+        where = (f"its metrics are in the W&B run {_wandb_file(logger)}, which `make report` reads"
+                 if logger is not None else "W&B was disabled, so its metrics are lost")
+        raise RecordWriteError(f"run {record['name']} ended {record['status']} (test acc {record['test_acc']}) but "
+                               f"its record {path} could not be written: {e.strerror or e}; {where}; free space "
+                               "and launch again to redo it") from None
+
+
+def _wandb_file(logger) -> str:
+    try:
+        exp = logger.experiment
+        return str(Path(exp.dir).parent / f"run-{exp.id}.wandb")
+    except Exception:  # noqa: BLE001 - only for a message
+        return "file"
 
 
 def _progress_bar(enabled: bool) -> list:
@@ -336,7 +382,7 @@ def _make_logger(cfg: RunConfig, res: Resolved, record: dict[str, Any]):
 
     runs = runs_root(cfg.runs_dir)
     meta = {k: record[k] for k in ("name", "config_hash", "dataset", "method", "arch", "arch_full", "seed", "epochs",
-                                    "group", "git_commit", "versions", "host", "tuned")}
+                                    "group", "git_commit", "versions", "host", "labels", "tuned")}
     logger = WandbLogger(project=cfg.wandb_project, entity=cfg.wandb_entity, name=res.name, save_dir=str(runs),
                          offline=cfg.wandb == "offline", group=cfg.group, job_type=cfg.method,
                          tags=[cfg.dataset, cfg.method, res.arch.short], id=record["id"],
@@ -346,12 +392,12 @@ def _make_logger(cfg: RunConfig, res: Resolved, record: dict[str, Any]):
     return logger
 
 
-def _finish_logger(logger, record: dict[str, Any]) -> None:
+def _finish_logger(logger, record: dict[str, Any], runs_dir: str | None = None) -> None:
     if logger is None:
         return
     summary = {"status": record["status"], "train_time_s": record["train_time_s"],
                "peak_mem_bytes": record["peak_mem_bytes"], "peak_mem_kind": record["peak_mem_kind"],
-               "epochs_done": record["epochs_done"], "record_path": str(record_path(record["name"]))}
+               "epochs_done": record["epochs_done"], "record_path": str(record_path(record["name"], runs_dir))}
     summary.update({k: v for k, v in record["test"].items()})
     if record["history"]:
         summary.update({f"final/{k}": v for k, v in record["history"][-1].items() if isinstance(v, (int, float))})
@@ -372,7 +418,7 @@ def _finish_logger(logger, record: dict[str, Any]) -> None:
 def _wait_until_written(run_file: Path, timeout: float = 60.0) -> None:
     """W&B may return from finish() before the offline record file holds the run's end; wait for it, so a
     grid that stops right after a run (or a report built at once) sees the whole run."""
-    from reports.wandb_io import read_wandb_file
+    from bench.wandb_io import read_wandb_file
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

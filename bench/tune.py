@@ -95,13 +95,13 @@ def tune_missing(spec, *, trials: int = TUNE_BUDGET["trials"], epochs: int = TUN
 
 
 def tune_grid_report(spec, *, force: bool = False, tune_options: dict[str, Any] | None = None, report: bool = True,
-                     report_out: str | None = None, out=None) -> int:
+                     report_out: str | None = None, launch=None, out=None) -> int:
     """``--tune``: the sweeps the grid lacks, then the grid (with the tuned settings), then the report."""
     from bench.grid import run_grid
 
     out = out or sys.stdout
     tune_missing(spec, out=out, **(tune_options or {}))
-    crashed = run_grid(spec, force=force, out=out)
+    crashed = run_grid(spec, force=force, launch=launch, out=out)
     if report:
         from bench.paths import runs_root
         from reports.build import build_report

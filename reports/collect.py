@@ -9,7 +9,10 @@ from typing import Iterable
 
 import pandas as pd
 
-from reports.wandb_io import WandbRun, iter_api_runs, iter_offline_runs
+from bench.errors import BenchError
+from bench.records import DONE, iter_records
+from bench.wandb_io import WandbRun, iter_api_runs, iter_offline_runs
+from reports import labels
 
 BASE_COLUMNS = ["dataset", "method", "arch", "seed", "epochs", "epochs_done", "status", "test_acc", "test_acc5",
                 "val_acc", "train_time_s", "peak_mem_bytes", "peak_mem_kind", "run_id", "name", "config_hash", "setting",
@@ -38,6 +41,7 @@ def _status(run: WandbRun) -> str:
 def run_row(run: WandbRun) -> dict:
     cfg, summ = run.config, run.summary
     meta = cfg.get("meta") or {}
+    labels.learn(meta.get("method") or cfg.get("method"), cfg.get("arch"), meta.get("labels"))
     vals = [h["val/acc"] for h in run.history if "val/acc" in h]
     row = {
         "dataset": cfg.get("dataset"), "method": cfg.get("method"), "arch": meta.get("arch") or cfg.get("arch"),
@@ -59,11 +63,11 @@ def run_row(run: WandbRun) -> dict:
 
 
 def record_run(record: dict, path: str = "") -> WandbRun:
-    """A run record (``<runs>/records/<name>.json``) seen as a W&B run: for runs logged with W&B disabled."""
+    """A run record (``<runs>/records/<name>.json``) seen as a W&B run."""
     import time
 
     meta = {k: record.get(k) for k in ("name", "config_hash", "dataset", "method", "arch", "arch_full", "seed", "epochs",
-                                       "group", "git_commit", "tuned")}
+                                       "group", "git_commit", "labels", "tuned")}
     summary = {k: record.get(k) for k in ("status", "train_time_s", "peak_mem_bytes", "peak_mem_kind", "epochs_done")}
     summary.update(record.get("test") or {})
     try:
@@ -75,32 +79,39 @@ def record_run(record: dict, path: str = "") -> WandbRun:
                     group=record.get("group") or "",
                     config={**(record.get("config") or {}), "meta": meta}, summary=summary,
                     history=list(record.get("history") or []), finished=status != "running",
-                    exit_code=0 if status in ("completed", "diverged") else 1, start_time=start, path=path)
+                    exit_code=0 if status in DONE else 1, start_time=start, path=path)
 
 
 def iter_record_runs(root: str | Path) -> Iterable[WandbRun]:
-    for f in sorted((Path(root) / "records").glob("*.json")):
-        try:
-            yield record_run(json.loads(f.read_text()), str(f))
-        except (OSError, ValueError):
-            continue
+    for f, rec in iter_records(root):
+        yield record_run(rec, str(f))
+
+
+def _hash(run: WandbRun) -> str | None:
+    return (run.config.get("meta") or {}).get("config_hash")
 
 
 def load_runs(source: str | Path | None = None) -> list[WandbRun]:
-    """All runs of ``source``: a runs folder with offline W&B runs (default ./runs), or ``wandb:ENTITY/PROJECT``.
-    In a runs folder, the run records of configurations no W&B run holds are added (runs made with W&B disabled)."""
+    """All runs of ``source``: a runs folder (default ./runs), or ``wandb:ENTITY/PROJECT`` (the W&B API).
+
+    In a runs folder the run records are the truth. A W&B run file is read only for a configuration whose record
+    does not hold a result: a finished W&B run then stands in for it (its record could not be written, e.g. on a
+    full disk). W&B files without a configuration (a run killed before W&B wrote its config) are ignored."""
     from bench.paths import runs_root
 
     source = str(source) if source else str(runs_root())
     if source.startswith("wandb:"):
         return list(iter_api_runs(source.removeprefix("wandb:")))
-    if not Path(source).exists():
-        raise FileNotFoundError(f"no runs folder at {source}; run `make bench` first or pass SOURCE=")
-    runs = list(iter_offline_runs(source))
-    seen = {(r.config.get("meta") or {}).get("config_hash") for r in runs} | {r.name for r in runs}
-    runs += [r for r in iter_record_runs(source)
-             if (r.config.get("meta") or {}).get("config_hash") not in seen and r.name not in seen]
-    return runs
+    if not Path(source).is_dir():
+        raise BenchError(f"no runs folder at {source}; run `make bench` first or pass SOURCE=")
+    records = list(iter_record_runs(source))
+    done = {_hash(r) for r in records if r.summary.get("status") in DONE}
+    stand_ins = {}
+    for r in iter_offline_runs(source):
+        h = _hash(r)
+        if h and h not in done and r.finished and r.summary.get("status") in DONE:
+            stand_ins[h] = r
+    return [r for r in records if _hash(r) not in stand_ins] + list(stand_ins.values())
 
 
 def collect_runs(source: str | Path | None = None, runs: list[WandbRun] | None = None) -> pd.DataFrame:

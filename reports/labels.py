@@ -21,10 +21,16 @@ RUN_NAMES = {"batch_size": "batch", "limit_train": "train samples"}
 """How run options (batch size, subset) are named in a label."""
 
 
-@functools.lru_cache(maxsize=None)
 def method_name(method: str) -> str:
-    """The rule's display name (``LearningRule.label()``: its ``display_name``); a rule no longer registered keeps
-    its registry name."""
+    """The rule's display name: as its runs' records state it (``display_name``), else the registered rule's
+    ``label()`` (efficiency measurements carry no record), else the registry name (a rule no longer registered)."""
+    if method in _DISPLAY:
+        return _DISPLAY[method]
+    return _registered_label(method)
+
+
+@functools.lru_cache(maxsize=None)
+def _registered_label(method: str) -> str:
     try:
         import methods  # noqa: F401
         from methods.registry import get_rule
@@ -34,17 +40,27 @@ def method_name(method: str) -> str:
         return method
 
 
-@functools.lru_cache(maxsize=None)
-def rule_defaults(method: str) -> dict[str, Any]:
-    """The rule's default options (empty for a rule no longer registered)."""
-    try:
-        import methods  # noqa: F401
-        from methods.config import config_to_dict
-        from methods.registry import get_rule
+_DISPLAY: dict[str, str] = {}
+_RULE_DEFAULTS: dict[str, dict[str, Any]] = {}
+_ARCH_DEFAULTS: dict[tuple[str, str], str] = {}
 
-        return config_to_dict(get_rule(method).Config())
-    except Exception:  # noqa: BLE001 - an old run of a removed rule keeps its raw options
-        return {}
+
+def learn(method: str | None, arch_full: str | None, facts: dict[str, Any] | None) -> None:
+    """Remember what a run's record says about its rule (default options, the architecture the rule builds from the
+    same layers): labels are made from records, without importing the rules."""
+    if not method or not facts:
+        return
+    if facts.get("rule_defaults") is not None:
+        _RULE_DEFAULTS[method] = dict(facts["rule_defaults"])
+    if facts.get("display_name"):
+        _DISPLAY[method] = facts["display_name"]
+    if arch_full and facts.get("arch_default"):
+        _ARCH_DEFAULTS[(method, arch_full.split(",", 1)[0])] = facts["arch_default"]
+
+
+def rule_defaults(method: str) -> dict[str, Any]:
+    """The rule's default options as its runs' records state them (empty when no record said)."""
+    return _RULE_DEFAULTS.get(method, {})
 
 
 def changed_options(method: str, rule: str | dict | None) -> dict[str, Any]:
@@ -54,19 +70,13 @@ def changed_options(method: str, rule: str | dict | None) -> dict[str, Any]:
     return {k: v for k, v in sorted(opts.items()) if k not in HIDDEN and k in defaults and defaults[k] != v}
 
 
-@functools.lru_cache(maxsize=None)
 def changed_arch_options(method: str, arch_full: str | None) -> dict[str, str]:
     """Unit options of a run's architecture (``ARCH_LABELLED``) that differ from what the rule fills in for the
     same layers; the structure (widths, blocks, skips, ±1 weights) is the architecture column's."""
     if not arch_full or "," not in arch_full:
         return {}
-    try:
-        import methods  # noqa: F401
-        from methods.arch import ArchSpec
-        from methods.registry import get_rule
-
-        default = ArchSpec.parse(arch_full.split(",", 1)[0], get_rule(method).arch_defaults).text
-    except Exception:  # noqa: BLE001 - a removed rule or an old arch string: nothing to compare against
+    default = _ARCH_DEFAULTS.get((method, arch_full.split(",", 1)[0]))
+    if default is None:
         return {}
 
     def options(text: str) -> dict[str, str]:

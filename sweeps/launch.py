@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, Interrupted
+from bench.executors import EXECUTORS, cancel, job_done, job_error, submit
 from sweeps.storage import STUDIES_DIR, kind, open_storage, redact
 from sweeps.study import BUDGET_ATTR, PRUNE_REASON, SPEC_ATTR, StudySpec, read_spec, startup_trials
 
-EXECUTORS = ("local", "slurm", "inline")
 
 
 @dataclass
@@ -125,21 +125,6 @@ def _status(study) -> str:
             f"{c['FAIL']} failed, {c['RUNNING']} running; {best}")
 
 
-def _parse_slurm(params: dict[str, Any] | None) -> dict[str, Any]:
-    out = {}
-    for k, v in (params or {}).items():
-        if isinstance(v, str):
-            try:
-                v = int(v)
-            except ValueError:
-                try:
-                    v = float(v)
-                except ValueError:
-                    pass
-        out[k] = v
-    return out
-
-
 def run_sweep(spec: StudySpec, *, budget: int, workers: int = 1, storage: str, executor: str = "local",
               study_name: str | None = None, env: dict[str, Any] | None = None, slurm: dict[str, Any] | None = None,
               heartbeat: int | None = 30, grace: int | None = None, threads: int | None = None, sampler_seed: int = 0,
@@ -217,24 +202,14 @@ def run_sweep(spec: StudySpec, *, budget: int, workers: int = 1, storage: str, e
 
 def _submit(executor: str, storage: str, name: str, plan: list[int], options: dict[str, Any],
             slurm: dict[str, Any] | None, folder: Path, out) -> list:
-    import submitit
-
     from sweeps.study import work
 
-    if executor == "local":
-        ex = submitit.LocalExecutor(folder=str(folder))
-        ex.update_parameters(timeout_min=int(_parse_slurm(slurm).get("timeout_min", 7 * 24 * 60)))
-    else:
-        if kind(storage) == "sqlite" and storage.endswith("optuna.db") and str(STUDIES_DIR) in storage:
-            print("warning: SLURM workers on the default SQLite file only work when the project folder is on a "
-                  "filesystem shared by the nodes; PostgreSQL (STORAGE=postgresql://...) is the robust choice",
-                  file=out)
-        ex = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
-        params = {"timeout_min": 24 * 60, "slurm_array_parallelism": len(plan), "name": f"sweep-{name}"[:64]}
-        params.update(_parse_slurm(slurm))
-        ex.update_parameters(**params)
+    if executor == "slurm" and kind(storage) == "sqlite" and storage.endswith("optuna.db") and str(STUDIES_DIR) in storage:
+        print("warning: SLURM workers on the default SQLite file only work when the project folder is on a "
+              "filesystem shared by the nodes; PostgreSQL (STORAGE=postgresql://...) is the robust choice", file=out)
     n = len(plan)
-    jobs = ex.map_array(work, [storage] * n, [name] * n, plan, list(range(n)), [options] * n)
+    jobs = submit(work, [(storage, name, plan[i], i, options) for i in range(n)], executor, folder, slurm,
+                  name=f"sweep-{name}")
     print(f"  {len(jobs)} worker job(s): {', '.join(j.job_id for j in jobs)}; logs in {folder}/", file=out)
     return jobs
 
@@ -243,22 +218,19 @@ def _wait(jobs: list, study, poll: float, out) -> list[str]:
     """Wait for every worker, printing the study's progress; a worker that crashes is reported, the others go on."""
     last = ""
     try:
-        while not all(j.done() for j in jobs):
+        while not all(job_done(j) for j in jobs):
             line = _status(study)
             if line != last:
                 print(f"  [{time.strftime('%H:%M:%S')}] {line}", file=out, flush=True)
                 last = line
             time.sleep(poll)
-    except KeyboardInterrupt:
-        for j in jobs:
-            j.cancel(check=False)
+    except (KeyboardInterrupt, Interrupted):
+        cancel(jobs)
         raise
     errors = []
-    for i, j in enumerate(jobs):
-        try:
-            j.result()
-        except Exception as e:  # noqa: BLE001 - one dead worker must not hide the others' results
-            first = str(e).strip().splitlines()
-            errors.append(f"worker {i} (job {j.job_id}) failed: {type(e).__name__}: {first[-1] if first else ''}")
+    for i, j in enumerate(jobs):  # one dead worker must not hide the others' results
+        err = job_error(j)
+        if err:
+            errors.append(f"worker {i} (job {j.job_id}) failed: {err}")
             print(f"  {errors[-1]}", file=out)
     return errors

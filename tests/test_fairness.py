@@ -50,7 +50,7 @@ def test_registered_dataset_runs_through_grid_and_report_marked_untuned(digits, 
     assert dry.getvalue().count("[UNTUNED") == 3 and "3 without tuned settings" in dry.getvalue()
     out = io.StringIO()
     assert run_grid(spec, out=out) == 0
-    lines = [ln for ln in out.getvalue().splitlines() if ln.startswith("  completed")]
+    lines = {ln for ln in out.getvalue().splitlines() if ln.startswith("  completed")}
     assert len(lines) == 3 and all("UNTUNED" in ln for ln in lines)
     records = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "records").glob("*.json")]
     assert len(records) == 3 and all(r["tuned"] is False and r["status"] == "completed" for r in records)

@@ -68,11 +68,11 @@ def test_grid_skips_completed_runs_and_dry_run_prints(mnist_dir, tmp_path):
                              progress=False))
     out = io.StringIO()
     run_grid(spec, dry_run=True, out=out)
-    assert "1 to run" in out.getvalue() and "[run ] mnist__bp__mlp-16-C__s0__" in out.getvalue()
+    assert "1 to run" in out.getvalue() and "[pending  ] mnist__bp__mlp-16-C__s0__" in out.getvalue()
     run_grid(spec, out=io.StringIO())
     out = io.StringIO()
     run_grid(spec, out=out)
-    assert "1 already completed" in out.getvalue() and "0 to run" in out.getvalue()
+    assert "1 runs: 1 completed" in out.getvalue() and "0 to run" in out.getvalue()
     spec.epochs = 2  # another config is another run
     out = io.StringIO()
     run_grid(spec, dry_run=True, out=out)

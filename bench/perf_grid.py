@@ -1,0 +1,61 @@
+"""``make perf-grid``: wall time of one small grid (BP and FA, 4 seeds, short runs) run inline, by local worker
+processes and by a SLURM job array (when ``sinfo`` answers), one after another from this process, each into a
+fresh runs folder; prints the times and the speed-ups over inline."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def slurm_available() -> bool:
+    if not shutil.which("sinfo"):
+        return False
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return any(s in out for s in ("idle", "mix", "alloc"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.grid import GridSpec, Launch, run_grid
+
+    ap = argparse.ArgumentParser(prog="python -m bench perf-grid", description=__doc__)
+    ap.add_argument("--dataset", default="fashion_mnist")
+    ap.add_argument("--methods", default="bp,fa")
+    ap.add_argument("--seeds", default="0,1,2,3")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--limit-train", type=int, default=5000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--executors", default="inline,local,slurm", help="comma-separated; slurm only when sinfo answers")
+    ap.add_argument("--data-dir", default=None)
+    a = ap.parse_args(argv)
+    executors = [e for e in a.executors.split(",") if e and (e != "slurm" or slurm_available())]
+    methods, seeds = tuple(a.methods.split(",")), tuple(int(s) for s in a.seeds.split(","))
+    times: dict[str, float] = {}
+    for ex in executors:
+        with tempfile.TemporaryDirectory(prefix=f"perf-grid-{ex}-", dir=Path.cwd()) as runs:
+            spec = GridSpec(datasets=(a.dataset,), methods=methods, seeds=seeds, epochs=a.epochs, profile="quick",
+                            run={"runs_dir": runs, "wandb": "disabled", "limit_train": a.limit_train,
+                                 **({"data_dir": a.data_dir} if a.data_dir else {})}, tuned=False)
+            workers = 1 if ex == "inline" else a.workers
+            t0 = time.perf_counter()
+            crashed = run_grid(spec, launch=Launch(ex, workers=workers, poll=0.5), out=io.StringIO())
+            times[ex] = time.perf_counter() - t0
+            print(f"{ex:7s} workers={workers}: {times[ex]:7.1f} s for {len(methods) * len(seeds)} runs"
+                  + (f" ({crashed} crashed)" if crashed else ""), flush=True)
+    if "inline" in times:
+        for ex, t in times.items():
+            if ex != "inline":
+                print(f"speed-up {ex} over inline: {times['inline'] / t:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

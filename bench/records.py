@@ -1,0 +1,277 @@
+"""The run record: the one contract between a run and everything after it (grid skip/resume, claims, sweeps,
+reports).
+
+A record is ``<runs>/records/<run name>.json``, written once, when an attempt ends, by atomic replace (a
+temporary file in the same folder, fsync, rename): a reader sees the old record or the new one, never half of
+one. An attempt that did not complete never replaces a completed (or diverged) record; it is kept beside it in
+``records/attempts/`` instead. While a run trains, its cell is held by a *claim*, ``records/<name>.claim``:
+created atomically (hard link of a complete file: exclusive on local and NFS filesystems), holding host, pid
+(with the process's start time), job id and the owner's token; the owner touches it every ``HEARTBEAT``
+seconds. Another worker takes over a claim whose heartbeat is older than ``GRACE`` seconds, or at once when the
+owner is a process of this host that no longer exists.
+
+This module imports no training code (no torch): reports and launchers read records through it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.paths import runs_root
+
+DONE = ("completed", "diverged")
+"""Final states: the grid skips these cells (a diverged run is a result, not a failure)."""
+FAILED = ("crashed", "interrupted")
+"""An attempt ended without a result: the next launch runs the cell again."""
+HEARTBEAT = 30.0
+"""Seconds between two touches of a claim by its owner."""
+GRACE = 120.0
+"""A claim untouched for this long belongs to a dead worker (on another host; on this host the pid tells)."""
+
+
+def records_dir(runs_dir: str | os.PathLike | None = None) -> Path:
+    return runs_root(runs_dir) / "records"
+
+
+def record_path(name: str, runs_dir: str | os.PathLike | None = None) -> Path:
+    return records_dir(runs_dir) / f"{name}.json"
+
+
+def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The record at ``path``, or None when it is missing, unreadable or not a JSON object."""
+    try:
+        rec = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def load_record(name: str, runs_dir: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    return read_record(record_path(name, runs_dir))
+
+
+def iter_records(runs_dir: str | os.PathLike) -> list[tuple[Path, dict[str, Any]]]:
+    """Every readable record of a runs folder (attempts and damaged files left out), sorted by file name."""
+    out = []
+    for f in sorted((Path(runs_dir) / "records").glob("*.json")):
+        rec = read_record(f)
+        if rec is not None and rec.get("name"):
+            out.append((f, rec))
+    return out
+
+
+def json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader sees either the old file or the whole new one. On failure (a
+    full or read-only disk) the temporary file is removed and the error raised; ``path`` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_record(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(record, indent=1, default=json_default))
+
+
+def save_attempt(path: str | os.PathLike, record: dict[str, Any], retries: int = 3, wait: float = 2.0) -> Path:
+    """Store the record of a finished attempt. It replaces the record at ``path`` unless that one is done
+    (completed or diverged) and this attempt is not: then it goes to ``records/attempts/`` and the result stays.
+    A write that fails (e.g. a full disk) is retried; the last error is raised. Returns where it was written."""
+    path = Path(path)
+    old = read_record(path)
+    if record.get("status") not in DONE and old is not None and old.get("status") in DONE:
+        path = path.parent / "attempts" / f"{path.stem}.{record.get('id', uuid.uuid4().hex[:6])}.json"
+    for i in range(retries):
+        try:
+            write_record(path, record)
+            return path
+        except OSError:
+            if i == retries - 1:
+                raise
+            time.sleep(wait)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------- claims
+
+
+def _proc_start(pid: int) -> str | None:
+    """Start time of a process (clock ticks since boot; Linux), to tell a pid from a later process reusing it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    now = _proc_start(pid)
+    return start is None or now is None or now == start
+
+
+def job_id() -> str | None:
+    """The SLURM job (array task) this process runs in, if any."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def claim_path(name: str, runs_dir: str | os.PathLike | None = None) -> Path:
+    return records_dir(runs_dir) / f"{name}.claim"
+
+
+@dataclass
+class ClaimInfo:
+    """What a claim file says about its owner, and how fresh its heartbeat is."""
+
+    token: str
+    host: str
+    pid: int
+    pid_start: str | None
+    job: str | None
+    started: float
+    age: float
+    """Seconds since the owner last touched the claim."""
+
+    @property
+    def owner(self) -> str:
+        return f"{self.host} pid {self.pid}" + (f" job {self.job}" if self.job else "")
+
+    def stale(self, grace: float = GRACE) -> bool:
+        if self.host == socket.gethostname() and not _alive(self.pid, self.pid_start):
+            return True
+        return self.age > grace
+
+
+def read_claim(path: str | os.PathLike) -> ClaimInfo | None:
+    """The claim at ``path``; None when there is none. An unreadable claim reads as stale (age infinite)."""
+    path = Path(path)
+    try:
+        age = time.time() - path.stat().st_mtime
+        d = json.loads(path.read_text())
+        return ClaimInfo(str(d["token"]), str(d["host"]), int(d["pid"]), d.get("pid_start"), d.get("job"),
+                         float(d.get("started", 0)), age)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return ClaimInfo("?", "?", -1, None, None, 0.0, float("inf"))
+
+
+class Claim:
+    """A held claim on one cell. ``Claim.acquire`` returns one or None (held by a live worker elsewhere). The
+    owner's heartbeat thread touches the file until ``release`` (or the process's death)."""
+
+    def __init__(self, path: Path, token: str, heartbeat: float):
+        self.path, self.token = path, token
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(heartbeat,), daemon=True, name="claim-heartbeat")
+        self._thread.start()
+
+    @classmethod
+    def acquire(cls, path: str | os.PathLike, grace: float = GRACE, heartbeat: float = HEARTBEAT) -> Claim | None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = uuid.uuid4().hex
+        body = json.dumps({"token": token, "host": socket.gethostname(), "pid": os.getpid(),
+                           "pid_start": _proc_start(os.getpid()), "job": job_id(), "started": time.time()})
+        tmp = path.with_name(f".{path.name}.{token}")
+        tmp.write_text(body)
+        try:
+            for _ in range(2):  # a free cell, or a stale claim taken over then the cell again
+                try:
+                    os.link(tmp, path)  # atomic and exclusive: fails when the claim exists
+                    return cls(path, token, heartbeat)
+                except FileExistsError:
+                    info = read_claim(path)
+                    if info is not None and not info.stale(grace):
+                        return None
+                    if info is not None and not _take_over(path, info):
+                        return None
+            return None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _beat(self, every: float) -> None:
+        while not self._stop.wait(every):
+            info = read_claim(self.path)
+            if info is None or info.token != self.token:
+                return  # taken over (we were judged dead): stop touching someone else's claim
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass
+
+    def release(self) -> None:
+        self._stop.set()
+        info = read_claim(self.path)
+        if info is not None and info.token == self.token:
+            self.path.unlink(missing_ok=True)
+
+
+def _take_over(path: Path, stale: ClaimInfo) -> bool:
+    """Remove a stale claim, at most once per stale owner: the worker that creates the takeover marker (exclusive
+    create, named after the stale owner's token) removes it; every other contender backs off."""
+    marker = path.with_name(f".{path.name}.takeover-{stale.token}")
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    try:
+        now = read_claim(path)
+        if now is not None and now.token == stale.token:
+            path.unlink(missing_ok=True)
+        return True
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------------ cell states
+
+STATES = ("completed", "diverged", "running", "failed", "pending")
+"""What the grid shows per cell: done (completed, diverged), running elsewhere (a live claim), failed (the last
+attempt crashed or was interrupted: run again), pending (no record, or a stale claim)."""
+
+
+def cell_state(name: str, config_hash: str, runs_dir: str | os.PathLike | None = None,
+               grace: float = GRACE) -> tuple[str, dict[str, Any] | ClaimInfo | None]:
+    """The state of one grid cell and what it was read from (the record, or the live claim)."""
+    rec = load_record(name, runs_dir)
+    if rec is not None and rec.get("config_hash") == config_hash and rec.get("status") in DONE:
+        return rec["status"], rec
+    info = read_claim(claim_path(name, runs_dir))
+    if info is not None and not info.stale(grace):
+        return "running", info
+    if rec is not None and rec.get("config_hash") == config_hash and rec.get("status") in FAILED:
+        return "failed", rec
+    return "pending", rec
