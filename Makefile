@@ -22,7 +22,7 @@ STORAGE ?=
 EXECUTOR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data bench run report test test-fast perf perf-grid clean sweep sweep-all efficiency
+.PHONY: help venv data bench paper run report test test-fast perf perf-grid clean sweep sweep-all efficiency
 
 help: ## list the targets and the variables they take
 	@echo "Targets:"
@@ -52,6 +52,9 @@ bench: $(STAMP) $(if $(findstring --dry-run,$(ARGS)),,data) ## run the METHODS x
 	  $(if $(ARCH),--arch '$(ARCH)') $(if $(SEEDS),--seeds $(SEEDS)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 	  $(if $(SET),--set '$(SET)') $(if $(EXECUTOR),--executor $(EXECUTOR)) \
 	  $(if $(filter-out file,$(origin WORKERS)),--workers $(WORKERS)) $(ARGS)
+
+paper: ## one command from DATASET to a fair paper table: sweeps for rules without tuned settings there, the grid, the report
+	$(MAKE) bench PROFILE=paper ARGS="--tune $(ARGS)"
 
 sweep: $(STAMP) data ## tune METHOD on DATASET with Optuna on validation accuracy (TRIALS, WORKERS, EPOCHS, STORAGE, EXECUTOR)
 	@test -n "$(METHOD)" || { echo "make sweep needs METHOD=<rule> (python -m bench list); make sweep-all tunes every rule"; exit 2; }

@@ -75,7 +75,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="rule option, e.g. --set lr=0.01 or --set pepita.lr=0.01 (repeatable)")
+                   help="rule option, e.g. --set lr=0.01 or --set pepita.lr=0.01 (repeatable); a rule's options: "
+                        "--method M --help, or python -m bench list --options")
     p.add_argument("--data-dir", default=None, help="dataset folder (default $BENCH_DATA_DIR or ./data)")
     p.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
     p.add_argument("--runs-dir", default=None, help="run records and W&B files (default $BENCH_RUNS_DIR or ./runs)")
@@ -119,6 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run runs already completed with the same config")
     p.add_argument("--no-tuned", action="store_true",
                    help="ignore the tuned options exported by sweeps (sweeps/best/); rule defaults + --set only")
+    p.add_argument("--tune", action="store_true",
+                   help="first sweep (equal budget, validation accuracy) every rule without tuned settings for its "
+                        "dataset and arch, then run the grid, then write the report; a second call sweeps nothing")
+    p.add_argument("--tune-trials", type=int, default=None, help="trials per sweep of --tune (default 8)")
+    p.add_argument("--tune-epochs", type=int, default=None, help="epochs per trial of --tune (default 2)")
+    p.add_argument("--tune-limit-train", type=int, default=None,
+                   help="training samples per trial of --tune (default 10000; 0: all)")
+    p.add_argument("--tune-workers", type=int, default=1,
+                   help="worker processes per sweep of --tune (1: in this process)")
     p.add_argument("--only", action="append", default=[], metavar="KEY=V1,V2",
                    help="run only the profile's variants with KEY in the values, e.g. --only test_fraction=0.95,0.99")
     p.add_argument("--status", action="store_true",
@@ -159,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_list(a: argparse.Namespace) -> int:
     import methods  # noqa: F401
-    from bench.data import DATASETS
+    from bench.data import DATASETS, _import_modules
     from bench.profiles import PROFILES
     from methods.arch import ACTIVATIONS, INITS
     from methods.registry import get_rule, list_rules
@@ -170,8 +180,10 @@ def cmd_list(a: argparse.Namespace) -> int:
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         print(f"  {name:18s} archs={','.join(cls.arch_kinds):20s} default={cls.default_arch:22s} {doc}")
         if a.options:
+            import textwrap
+
             for opt, desc in cls.Config.options().items():
-                print(f"      {opt}: {desc}")
+                print(textwrap.fill(f"{opt}: {desc}", width=118, initial_indent="      ", subsequent_indent="          "))
     print("architectures (the string lists every layer after the input, C = class count):")
     for ex, what in [("mlp:1024-C", "784-1024-10 on MNIST"), ("mlp:1000-34", "SPELA's 784-1000-34"),
                      ("mlp:1000-1000-1000", "Forward-Forward's 3x1000"),
@@ -181,9 +193,10 @@ def cmd_list(a: argparse.Namespace) -> int:
         print(f"  {ex:28s} {what}")
     print(f"  options: act/out_act={'|'.join(ACTIVATIONS)} bias=0|1 init={'|'.join(INITS)}; "
           "cnn: fc=W-W kernel=K pool=max2|avg2|none head=0|1; mlp/cnn: binary=0|1; resnet18: blocks=8|16 skip=0|1")
+    _import_modules()  # datasets registered by $BENCH_MODULES
     print("datasets:")
     for d in DATASETS.values():
-        print(f"  {d.name:14s} {d.shape[0]}x{d.shape[1]}x{d.shape[2]}, {d.num_classes} classes")
+        print(f"  {d.name:14s} {d.shape[0]}x{d.shape[1]}x{d.shape[2]}, {d.num_classes} classes ({d.what})")
     from bench.features import BACKBONES, SOURCES
 
     print(f"  {'|'.join(BACKBONES)}:<{'|'.join(SOURCES)}>  frozen backbone features (transfer learning; "
@@ -239,6 +252,17 @@ def cmd_grid(a: argparse.Namespace) -> int:
                     only=_only(a.only))
     launch = Launch(executor=a.executor, workers=a.workers, workers_per_device=a.workers_per_device,
                     cells_per_task=a.cells_per_task, slurm=_pairs(a.slurm), wait=not a.no_wait)
+    if a.tune:
+        from bench.tune import TUNE_BUDGET, tune_grid_report, tune_missing
+
+        options = {"trials": a.tune_trials or TUNE_BUDGET["trials"], "epochs": a.tune_epochs or TUNE_BUDGET["epochs"],
+                   "limit_train": TUNE_BUDGET["limit_train"] if a.tune_limit_train is None else (a.tune_limit_train or None),
+                   "workers": a.tune_workers}
+        if a.dry_run:  # what would be swept, then the grid as it stands (untuned cells marked)
+            tune_missing(spec, dry_run=True, **options)
+            run_grid(spec, dry_run=True, force=a.force, launch=launch)
+            return 0
+        return 1 if tune_grid_report(spec, force=a.force, tune_options=options, launch=launch) else 0
     crashed = run_grid(spec, dry_run=a.dry_run, force=a.force, status=a.status, launch=launch)
     return 1 if crashed else 0
 
@@ -263,6 +287,44 @@ def cmd_data(a: argparse.Namespace) -> int:
     return 0
 
 
+def rule_options_text(names: list[str]) -> str:
+    """Every option of the named rules with its type, default and docstring (the config's field docstrings)."""
+    import textwrap
+
+    import methods  # noqa: F401
+    from methods.registry import get_rule
+
+    lines = []
+    for name in names:
+        cls = get_rule(name)
+        lines.append(f"options of {name} (--set key=value, or {name}.key=value in a grid):")
+        for opt, desc in cls.Config.options().items():
+            lines += textwrap.wrap(f"{opt}: {desc}", width=118, initial_indent="  ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
+def _rule_help(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """``run --method M --help`` / ``grid --methods M1,M2 --help``: the rules' options below the usual help."""
+    names: list[str] = []
+    for flag in ("--method", "--methods"):
+        for i, tok in enumerate(argv):
+            if tok == flag and i + 1 < len(argv):
+                names += _csv(argv[i + 1])
+            elif tok.startswith(flag + "="):
+                names += _csv(tok.partition("=")[2])
+    if not names or names == ["all"] or not argv:
+        return
+    try:
+        text = rule_options_text(names)
+    except ConfigError as e:
+        text = f"({e})"
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    p = sub.choices.get(argv[0])
+    if p is not None:
+        p.epilog = text
+        p.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["perf"]:
@@ -285,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         from sweeps.cli import main as sweep_main
 
         return sweep_main(argv[1:])
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    if {"-h", "--help"} & set(argv):
+        _rule_help(parser, argv)
+    a = parser.parse_args(argv)
     commands = {"list": cmd_list, "run": cmd_run, "grid": cmd_grid, "report": cmd_report, "data": cmd_data}
     return exit_status(commands[a.cmd], a)

@@ -1,8 +1,10 @@
 """One data pipeline for every rule.
 
-Datasets are read with torchvision's own loaders (and its download path), converted once to
-normalised float tensors held in memory (on the GPU when there is one) and batched by index, so
-the hot path has no per-sample Python. A seeded validation split is carved from the training set.
+Every dataset is registered (``register_dataset``) with its name, image shape, class count and a loader that returns
+one official split as arrays; torchvision's datasets are registered the same way, with their own loaders (and
+download path). Whatever the loader, its output goes through the same shape, dtype and label checks, is converted
+once to normalised float tensors held in memory (on the GPU when there is one) and batched by index, so the hot path
+has no per-sample Python. A seeded validation split is carved from the training set.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import importlib
+import inspect
 import json
 import os
 import pickle
@@ -18,57 +22,99 @@ import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import lightning as L
 import numpy as np
 import torch
 
-from bench.errors import ConfigError, DataError
+from bench.errors import BenchError, ConfigError, DataError
 from bench.paths import data_root
 
 DEBIAN_FMNIST = Path(os.environ.get("BENCH_DEBIAN_FMNIST", "/usr/share/datasets/fashion-mnist"))
 NORMS = ("standard", "unit")
+KINDS = {"torchvision": "torchvision dataset files", "features": "backbone features", "loader": "registered loader"}
+"""What a dataset's ``kind`` says in messages."""
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
-    tv_class: str
-    """torchvision.datasets class name."""
     shape: tuple[int, int, int]
+    """C x H x W of one sample (a vector of D features: D x 1 x 1)."""
     num_classes: int
-    folder: str
-    """Folder (relative to the data root) holding the native files."""
-    train_files: tuple[str, ...]
-    test_files: tuple[str, ...]
-    source: str
-    """Where to get the files by hand."""
+    loader: Callable[..., tuple[Any, Any]]
+    """``loader(root, train) -> (x, y)``: the official training (``train=True``) or test split. ``x``: N x C x H x W,
+    N x H x W (one channel) or N x H x W x C, integers or floats (numpy array or tensor); ``y``: N integer labels in
+    0..C-1. It may also take keyword arguments ``download`` and ``verify`` (torchvision's loaders do)."""
     scale: float = 255.0
     """Divisor that brings the stored values to about [0, 1] before normalisation (1 for float features)."""
-    loader: Any = None
-    """Derived datasets (e.g. backbone features): ``loader(root, train, download, verify) -> (x, y)`` replaces the
-    torchvision loader; x is N x C x H x W."""
+    kind: str = "loader"
+    """torchvision (native files read by torchvision), features (computed backbone features) or loader."""
+    source: str = ""
+    """Where the data comes from (or how to get the files by hand), for error messages."""
+    folder: str = ""
+    """torchvision datasets: the folder (relative to the data root) holding the native files."""
+    train_files: tuple[str, ...] = ()
+    test_files: tuple[str, ...] = ()
+
+    @property
+    def what(self) -> str:
+        return KINDS.get(self.kind, self.kind)
 
 
-_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
-_IDX_T = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("mnist", "MNIST", (1, 28, 28), 10, "MNIST/raw", _IDX, _IDX_T,
-                         "https://ossci-datasets.s3.amazonaws.com/mnist/ (the 4 IDX files, gunzipped)"),
-    "kmnist": DatasetInfo("kmnist", "KMNIST", (1, 28, 28), 10, "KMNIST/raw", _IDX, _IDX_T,
-                          "http://codh.rois.ac.jp/kmnist/dataset/kmnist/ (the 4 IDX files, gunzipped)"),
-    "fashion_mnist": DatasetInfo("fashion_mnist", "FashionMNIST", (1, 28, 28), 10, "FashionMNIST/raw", _IDX, _IDX_T,
-                                 "Debian: apt-get install dataset-fashion-mnist (used automatically), or "
-                                 "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/ (gunzip the 4 files)"),
-    "cifar10": DatasetInfo("cifar10", "CIFAR10", (3, 32, 32), 10, "cifar-10-batches-py",
-                           tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
-                           "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (extract into the data root)"),
-    "cifar100": DatasetInfo("cifar100", "CIFAR100", (3, 32, 32), 100, "cifar-100-python", ("train",), ("test",),
-                            "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (extract into the data root)"),
-    "svhn": DatasetInfo("svhn", "SVHN", (3, 32, 32), 10, ".", ("train_32x32.mat",), ("test_32x32.mat",),
-                        "http://ufldl.stanford.edu/housenumbers/ (train_32x32.mat and test_32x32.mat)"),
-}
+DATASETS: dict[str, DatasetInfo] = {}
+"""Registered datasets by name (``register_dataset``)."""
+
+
+def register_dataset(name: str, *, shape: tuple[int, ...], num_classes: int, loader: Callable | None = None,
+                     scale: float = 255.0, source: str = "", kind: str = "loader", **files: Any):
+    """Register a dataset: ``register_dataset("digits", shape=(1, 8, 8), num_classes=10, loader=f, scale=16)``, or as a
+    decorator of the loader (``@register_dataset("digits", shape=..., num_classes=10, scale=16)``). The loader's output
+    goes through the same checks as every dataset's (``load_split``). Registering a name again replaces it."""
+    if loader is None:
+        return lambda f: (register_dataset(name, shape=shape, num_classes=num_classes, loader=f, scale=scale,
+                                           source=source, kind=kind, **files), f)[1]
+    if not isinstance(name, str) or not name or ":" in name or "," in name:
+        raise ConfigError(f"dataset name must be a non-empty string without ':' or ',', got {name!r}")
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 1:
+        shape = (shape[0], 1, 1)
+    elif len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"dataset {name!r}: shape is C x H x W (or H x W, or D), got {shape}")
+    if not (isinstance(num_classes, int) and num_classes >= 2):
+        raise ConfigError(f"dataset {name!r}: num_classes must be an integer >= 2, got {num_classes!r}")
+    if not (isinstance(scale, (int, float)) and scale > 0):
+        raise ConfigError(f"dataset {name!r}: scale must be > 0, got {scale!r}")
+    if not callable(loader):
+        raise ConfigError(f"dataset {name!r}: loader must be callable, got {loader!r}")
+    info = DatasetInfo(name, shape, num_classes, loader, float(scale), kind, source or _describe(loader), **files)
+    DATASETS[name] = info
+    load_split.cache_clear()
+    return info
+
+
+def unregister_dataset(name: str) -> None:
+    DATASETS.pop(name, None)
+    load_split.cache_clear()
+
+
+def _describe(loader: Callable) -> str:
+    f = getattr(loader, "func", loader)
+    return f"{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', repr(f))}"
+
+
+def _import_modules() -> None:
+    """Import the modules named in $BENCH_MODULES (comma-separated): where user datasets (and rules) register
+    themselves. Sweep workers and grid processes inherit the variable, so they see the same datasets."""
+    for mod in filter(None, (m.strip() for m in os.environ.get("BENCH_MODULES", "").split(","))):
+        try:
+            importlib.import_module(mod)
+        except ImportError as e:
+            raise ConfigError(f"BENCH_MODULES names {mod!r}, which cannot be imported ({e}); run from the folder "
+                              "holding it or put it on PYTHONPATH") from None
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
@@ -76,10 +122,13 @@ def get_dataset_info(name: str) -> DatasetInfo:
         from bench.features import feature_info
 
         return feature_info(name)
+    if name not in DATASETS:
+        _import_modules()
     try:
         return DATASETS[name]
     except KeyError:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} (register your own with "
+                          "bench.data.register_dataset; README, \"Adding a dataset\")") from None
 
 
 # --------------------------------------------------------------------------- reading the native files
@@ -97,6 +146,11 @@ def _unverified(cls):
         return cls
     # same class name: torchvision derives folder names from it (MNIST's raw_folder)
     return type(cls.__name__, (cls,), attrs)
+
+
+_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+_IDX_T = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_FMNIST_FOLDER = "FashionMNIST/raw"
 
 
 # --------------------------------------------------------------------------- checksums of the files we unpack or download
@@ -179,7 +233,7 @@ def _gz_digest(gz: Path) -> str:
 def _debian_fashion_mnist(root: Path) -> None:
     """Gunzip Debian's Fashion-MNIST copy into root/FashionMNIST/raw when the files are not there yet, recording
     their checksums."""
-    raw = root / DATASETS["fashion_mnist"].folder
+    raw = root / _FMNIST_FOLDER
     needed = [*_IDX, *_IDX_T]
     if all((raw / f).exists() for f in needed) or not all((DEBIAN_FMNIST / f"{f}.gz").exists() for f in needed):
         return
@@ -270,55 +324,137 @@ def _diagnose(info: DatasetInfo, root: Path, files: tuple[str, ...]) -> str:
     return f"files in {folder} failed the checksum test"
 
 
-@functools.lru_cache(maxsize=8)
-def load_split(name: str, root: str, train: bool, download: bool = False, verify: bool = True
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (uint8, N x C x H x W) and labels (int64) of one official split, via torchvision's loader."""
+def _torchvision_loader(name: str, tv_class: str, root: Path, train: bool, download: bool = False,
+                        verify: bool = True) -> tuple[Any, Any]:
+    """One split of a torchvision dataset from its native files (Fashion-MNIST: Debian's copy when present)."""
     import torchvision.datasets as tvd
 
-    info = get_dataset_info(name)
-    rootp = Path(root)
-    if info.loader is not None:
-        return info.loader(rootp, train, download, verify)
+    info = DATASETS[name]
     if name == "fashion_mnist" and not download:
-        _debian_fashion_mnist(rootp)
-    files = info.train_files if train else info.test_files
+        _debian_fashion_mnist(root)
     if verify:  # the files as they were unpacked or downloaded (recorded checksums), before torchvision reads them
-        bad = damaged(rootp / info.folder, files)
+        bad = damaged(root / info.folder, files)
         if bad:
             f, why = next(iter(bad.items()))
-            gz = _gz_source(info, rootp, f)
-            raise DataError(f"{name} file {rootp / info.folder / f} is damaged ({why}); "
+            gz = _gz_source(info, root, f)
+            raise DataError(f"{name} file {root / info.folder / f} is damaged ({why}); "
                             f"`python -m bench data --datasets {name}` (make data) "
                             + (f"unpacks it again from {gz}" if gz else "checks and restores the files"))
-    cls = getattr(tvd, info.tv_class)
+    cls = getattr(tvd, tv_class)
     if not verify:
         cls = _unverified(cls)
     try:
-        if name == "svhn":
-            ds = cls(str(rootp), split="train" if train else "test", download=download)
-            x, y = np.asarray(ds.data), np.asarray(ds.labels)
-        else:
-            ds = cls(str(rootp), train=train, download=download)
-            x, y = ds.data, ds.targets
+        if tv_class == "SVHN":
+            ds = cls(str(root), split="train" if train else "test", download=download)
+            return np.asarray(ds.data), np.asarray(ds.labels)
+        ds = cls(str(root), train=train, download=download)
+        return ds.data, ds.targets
     except Exception as e:  # noqa: BLE001 - turn any loader failure into one clear message
         if download and isinstance(e, (OSError, RuntimeError)) and "urlopen" in repr(e).lower():
-            raise DataError(f"could not download {name} into {rootp}: {e}. Get the files from {info.source}") from None
-        raise DataError(f"cannot load {name} ({'train' if train else 'test'} split) from {rootp}: "
-                        f"{_diagnose(info, rootp, files)}. Obtain the files from {info.source}, or run with "
+            raise DataError(f"could not download {name} into {root}: {e}. Get the files from {info.source}") from None
+        raise DataError(f"cannot load {name} ({'train' if train else 'test'} split) from {root}: "
+                        f"{_diagnose(info, root, files)}. Obtain the files from {info.source}, or run with "
                         f"--download (needs internet); set the folder with --data-dir or BENCH_DATA_DIR.") from None
-    x = torch.as_tensor(np.asarray(x))
-    if x.ndim == 3:
+
+
+def _call_loader(info: DatasetInfo, root: Path, train: bool, download: bool, verify: bool) -> tuple[Any, Any]:
+    """``info.loader(root, train)``, with ``download``/``verify`` when it takes them; any failure of a registered
+    loader becomes one DataError naming the dataset and its loader."""
+    try:
+        params = inspect.signature(info.loader).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in (("download", download), ("verify", verify)) if takes_all or k in params}
+    try:
+        out = info.loader(root, train, **kwargs)
+    except BenchError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a user's loader failing is a data problem, said in one line
+        raise DataError(f"{info.name} ({info.what} {_describe(info.loader)}, {'train' if train else 'test'} split) "
+                        f"failed: {type(e).__name__}: {e}") from None
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise DataError(f"{info.name} ({info.what} {_describe(info.loader)}) must return (images, labels), got "
+                        f"{type(out).__name__}")
+    return out[0], out[1]
+
+
+def check_split(info: DatasetInfo, x: Any, y: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The checks every dataset's split goes through, whatever its loader: images N x C x H x W (N x H x W and
+    channels-last N x H x W x C are brought to it) of a real numeric dtype and finite, N integer labels in 0..C-1.
+    Returns (x, y) as contiguous tensors, y int64. ``where`` names the data in messages."""
+    try:
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+        y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise DataError(f"{where}: images and labels must be arrays ({type(e).__name__}: {e})") from None
+    if x.dtype == torch.bool or x.is_complex() or not (x.is_floating_point() or x.dtype in _INT_TYPES):
+        raise DataError(f"{where}: images of dtype {x.dtype}; expected integers (e.g. uint8) or floats")
+    c = info.shape[0]
+    if x.ndim == 3 and c == 1:
         x = x.unsqueeze(1)
-    elif x.shape[-1] == 3 and x.shape[1] != 3:
+    elif x.ndim == 4 and x.shape[-1] == c and x.shape[1] != c:
         x = x.permute(0, 3, 1, 2)
-    y = torch.as_tensor(np.asarray(y), dtype=torch.long)
-    if tuple(x.shape[1:]) != info.shape or len(x) != len(y):
-        raise DataError(f"{name} files in {rootp / info.folder} hold images of shape {tuple(x.shape)} and "
-                        f"{len(y)} labels; expected N x {info.shape} with N labels")
-    if y.min() < 0 or y.max() >= info.num_classes:
-        raise DataError(f"{name} labels in {rootp / info.folder} fall outside 0..{info.num_classes - 1}")
-    return x.contiguous(), y
+    if x.ndim == 2 and info.shape[1:] == (1, 1):  # feature vectors N x D
+        x = x[:, :, None, None]
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if tuple(x.shape[1:]) != info.shape or y.ndim != 1 or len(x) != len(y):
+        raise DataError(f"{where} hold images of shape {tuple(x.shape)} and labels of shape {tuple(y.shape)}; "
+                        f"expected N x {'x'.join(map(str, info.shape))} images with N labels")
+    if len(x) == 0:
+        raise DataError(f"{where} hold no samples")
+    if y.is_floating_point():
+        if not torch.equal(y, y.round()):
+            raise DataError(f"{where}: labels must be integers (class indices), got non-integral {y.dtype} values")
+    elif y.dtype not in _INT_TYPES:
+        raise DataError(f"{where}: labels of dtype {y.dtype}; expected integer class indices")
+    y = y.long()
+    if int(y.min()) < 0 or int(y.max()) >= info.num_classes:
+        raise DataError(f"{where}: labels fall outside 0..{info.num_classes - 1} (found {int(y.min())}.."
+                        f"{int(y.max())})")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise DataError(f"{where}: images hold NaN or inf values")
+    return x.contiguous(), y.contiguous()
+
+
+_INT_TYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+@functools.lru_cache(maxsize=8)
+def load_split(name: str, root: str, train: bool, download: bool = False, verify: bool = True
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N x C x H x W, the loader's dtype) and labels (int64) of one official split, through the dataset's
+    loader and ``check_split``."""
+    info = get_dataset_info(name)
+    rootp = Path(root)
+    x, y = _call_loader(info, rootp, train, download, verify)
+    split = "train" if train else "test"
+    where = (f"{name} files in {rootp / info.folder}" if info.kind == "torchvision"
+             else f"{name} ({info.what} {_describe(info.loader)}, {split} split)")
+    return check_split(info, x, y, where)
+
+
+def _torchvision(name: str, tv_class: str, shape: tuple[int, int, int], num_classes: int, folder: str,
+                 train_files: tuple[str, ...], test_files: tuple[str, ...], source: str) -> None:
+    register_dataset(name, shape=shape, num_classes=num_classes, kind="torchvision", source=source,
+                     loader=functools.partial(_torchvision_loader, name, tv_class), folder=folder,
+                     train_files=train_files, test_files=test_files)
+
+
+_torchvision("mnist", "MNIST", (1, 28, 28), 10, "MNIST/raw", _IDX, _IDX_T,
+             "https://ossci-datasets.s3.amazonaws.com/mnist/ (the 4 IDX files, gunzipped)")
+_torchvision("kmnist", "KMNIST", (1, 28, 28), 10, "KMNIST/raw", _IDX, _IDX_T,
+             "http://codh.rois.ac.jp/kmnist/dataset/kmnist/ (the 4 IDX files, gunzipped)")
+_torchvision("fashion_mnist", "FashionMNIST", (1, 28, 28), 10, _FMNIST_FOLDER, _IDX, _IDX_T,
+             "Debian: apt-get install dataset-fashion-mnist (used automatically), or "
+             "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/ (gunzip the 4 files)")
+_torchvision("cifar10", "CIFAR10", (3, 32, 32), 10, "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
+             ("test_batch",), "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (extract into the data root)")
+_torchvision("cifar100", "CIFAR100", (3, 32, 32), 100, "cifar-100-python", ("train",), ("test",),
+             "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (extract into the data root)")
+_torchvision("svhn", "SVHN", (3, 32, 32), 10, ".", ("train_32x32.mat",), ("test_32x32.mat",),
+             "http://ufldl.stanford.edu/housenumbers/ (train_32x32.mat and test_32x32.mat)")
 
 
 # --------------------------------------------------------------------------- batching
@@ -495,15 +631,18 @@ class TensorDataModule(L.LightningDataModule):
 
 def ensure_data(name: str, root: str | os.PathLike | None = None, download: bool = True) -> str:
     """Make the dataset's files present: Debian's package for Fashion-MNIST when apt is usable, else
-    torchvision's download (derived datasets: computed and cached). Returns what it did, for the log."""
+    torchvision's download (features: computed and cached; a registered loader: loaded and checked). Returns what it
+    did, for the log."""
     import subprocess
 
     info = get_dataset_info(name)
     rootp = data_root(root)
-    if info.loader is not None:
-        for train in (True, False):
-            x, _ = load_split(name, str(rootp), train, download, True)
-        return f"{name}: features ready ({len(x)} test samples, {tuple(x.shape[1:])}) under {rootp / 'features'}"
+    if info.kind != "torchvision":
+        n_train = len(load_split(name, str(rootp), True, download, True)[0])
+        x, _ = load_split(name, str(rootp), False, download, True)
+        where = f" under {rootp / 'features'}" if info.kind == "features" else f" ({_describe(info.loader)})"
+        what = "features ready" if info.kind == "features" else "loaded and checked"
+        return f"{name}: {what}, {n_train} train and {len(x)} test samples of {tuple(x.shape[1:])}{where}"
     if name == "fashion_mnist":
         _debian_fashion_mnist(rootp)
     folder = rootp / info.folder

@@ -38,69 +38,33 @@ from typing import Any
 
 import torch
 
+from methods.cost import CostModel
+
 DEFAULT_METHODS = ("bp", "fa", "drtp", "pepita", "ff", "spela_o", "fg_gaussian")
 """The efficiency table's rules: BP, FA, DRTP, PEPITA, FF, SPELA(O) and forward gradient (random guess)."""
 DEFAULT_ARCH = "mlp:1024-1024-1024-C"
 
 
-@dataclass
-class Theory:
-    """SPELA Table 2's quantities for one rule on one MLP, per sample."""
-
-    forward_passes: float
-    backward_passes: float
-    matvecs: list[float]
-    """Weight-sized matrix-vector products per layer and update."""
-    stored: int
-    """Numbers kept at once for the update (activations, guesses)."""
-    extra_macs: int = 0
-    """Small products outside the weight-sized ones (C-sized feedback projections)."""
-    note: str = ""
-
-    def macs(self, dims: list[int]) -> int:
-        return int(sum(c * dims[i] * dims[i + 1] for i, c in enumerate(self.matvecs))) + self.extra_macs
+Theory = CostModel
+"""SPELA Table 2's quantities for one rule on one MLP, per sample (each rule's ``cost_model``)."""
 
 
 def theory(rule) -> Theory | None:
-    """The model of ``rule`` on its MLP; None for other architectures or rules it does not cover."""
-    from methods.forward_gradient import RANDOM, ForwardGradient
-
+    """The rule's own cost model (``LearningRule.cost_model``) on its MLP; None for other architectures or for a rule
+    that states none (``theory_note`` says which)."""
     if rule.arch.kind != "mlp":
         return None
     dims = [math.prod(rule.in_shape), *rule.net.widths]
-    L, C = len(dims) - 1, rule.num_classes
-    inputs = sum(dims[:-1])  # n_0 + ... + n_{L-1}: the input of every layer
-    widest_input = max(dims[:-1])
-    name = rule.name
-    if name in ("bp", "fa"):  # forward, then δ back through W^T (FA: B): ΔW_l + δ-propagation below the top layer
-        via = " (B in place of W^T)" if name == "fa" else ""
-        return Theory(1, 1, [2] + [3] * (L - 1), inputs, note=f"every layer's input kept for the backward pass{via}")
-    if name == "dfa":  # e reaches every layer through its own B_l (C x n_l)
-        return Theory(1, 0, [2] * L, inputs, extra_macs=C * sum(dims[1:-1]),
-                      note="every layer waits for the output error")
-    if name == "drtp":  # y* B_l is known before the forward pass: a layer updates as soon as it has run
-        return Theory(1, 0, [2] * L, widest_input, extra_macs=C * sum(dims[1:-1]), note="one layer at a time")
-    if name == "pepita":  # two forward passes, ΔW from the difference; F e (C x n_0) modulates the input
-        return Theory(2, 0, [3] * L, sum(dims[1:-1]) + C, extra_macs=C * dims[0],
-                      note="first-pass hidden activations kept until the modulated pass")
-    if name == "spela_o":
-        return Theory(1, 0, [2] * L, widest_input, note="one layer at a time")
-    if name == "spela":  # the layer in training: forward through the trained ones, update that layer only
-        return Theory(1, 0, [1] * (L - 1) + [2], dims[-2], note="worst case: the last layer in training")
-    if name == "ff":  # positive and negative pass, each layer updated from its own goodness
-        return Theory(2, 0, [4] * L, 2 * widest_input, note="positive and negative data, one layer at a time")
-    if isinstance(rule, ForwardGradient):
-        cfg = rule.config
-        if cfg.guess in RANDOM and cfg.target == "global" and cfg.space == "weight" and cfg.num_guesses == 1:
-            # block k < L: a JVP from block k to the loss carries the tangent of its guess (one product per layer
-            # from k up); ĝ = Σ_n c_n v_n (one weight-sized product); the last block gets its true ΔW
-            tangents = [min(l, L - 1) for l in range(1, L + 1)]
-            # forward passes: the forward one, plus the JVPs as fractions of a pass (block k's covers L - k + 1 layers)
-            return Theory(1 + (L * (L + 1) / 2 - 1) / L, 0, [1 + t + 1 for t in tangents],
-                          max(dims[i] * dims[i + 1] for i in range(L - 1)) + 2 * widest_input,
-                          note="per-sample weight guess of one block + primal and tangent activations (drawing "
-                               "the guesses, batch x parameters random numbers per step, is not counted)")
-    return None
+    return type(rule).cost_model(dims, rule.num_classes, rule.config)
+
+
+def theory_note(rule) -> str:
+    """Why a rule has no theory row, in words for the efficiency table ('' when it has one)."""
+    if rule.arch.kind != "mlp":
+        return f"the cost model covers MLPs, not {rule.arch.kind}"
+    if theory(rule) is None:
+        return f"{rule.name} states no cost model for these options (LearningRule.cost_model)"
+    return ""
 
 
 @dataclass
@@ -120,6 +84,8 @@ class Measurement:
     steps_timed: int
     cuda_peak_bytes: int | None = None
     theory: dict[str, Any] | None = None
+    theory_note: str = ""
+    """Why there is no theory (no cost model for the rule, or not an MLP); empty when there is one."""
     theory_bytes: int | None = None
     theory_flops: int | None = None
     threads: int = field(default_factory=lambda: torch.get_num_threads())
@@ -257,7 +223,8 @@ def measure(method: str, arch: str | None = None, batch: int = 64, dataset: str 
         method=method, dataset=dataset, arch=rule.arch.short, arch_full=rule.arch.text, batch=batch, device=dev.type,
         peak_bytes=peak, grad_bytes=grad_bytes, flops=flops, samples_per_s=batch / seconds, step_ms=1e3 * seconds,
         steps_timed=steps, cuda_peak_bytes=cuda_peak, theory=asdict(th) if th else None,
-        theory_bytes=th.stored * batch * 4 if th else None, theory_flops=2 * batch * th.macs(dims) if th else None)
+        theory_note=theory_note(rule), theory_bytes=th.stored * batch * 4 if th else None,
+        theory_flops=2 * batch * th.macs(dims) if th else None)
 
 
 def out_dir(runs_dir: str | None = None) -> Path:

@@ -75,9 +75,9 @@ def feature_info(name: str):
         raise ConfigError(f"unknown dataset {name!r}: feature datasets are <backbone>:<source> with backbone one of "
                           f"{', '.join(BACKBONES)} and source one of {', '.join(SOURCES)}")
     src = SOURCES[source]
-    return DatasetInfo(name, "", (FEATURE_DIM[backbone], 1, 1), src.num_classes, f"features/{backbone}", (), (),
-                       f"computed from {source} ({src.where}) by {backbone}", scale=1.0,
-                       loader=functools.partial(load_features, backbone, source))
+    return DatasetInfo(name, (FEATURE_DIM[backbone], 1, 1), src.num_classes,
+                       functools.partial(load_features, backbone, source), scale=1.0, kind="features",
+                       source=f"computed from {source} ({src.where}) by {backbone}", folder=f"features/{backbone}")
 
 
 def weights_file(backbone: str) -> tuple[Path, str]:

@@ -147,8 +147,17 @@ def expand(spec: GridSpec, notes: list[str] | None = None) -> list[RunConfig]:
                     fields = {**prof.run, **run_fields, **spec.run}
                     configs.append(RunConfig(dataset=dataset, method=method, arch=arch, seed=seed, epochs=epochs,
                                              rule={**tuned, **proto, **explicit}, rule_sources=dict(sources),
-                                             group=fields.pop("group", None) or f"{prof.name}", **fields))
+                                             tuned=bool(tuned), group=fields.pop("group", None) or f"{prof.name}",
+                                             **fields))
     return configs
+
+
+def untuned_note(cfg: RunConfig) -> str:
+    """What the grid's dry-run and per-run lines add for a run without tuned settings (empty for a tuned one)."""
+    if cfg.tuned is not False:
+        return ""
+    return (f"  [UNTUNED: no tuned settings for {cfg.dataset} / {cfg.method} / this arch: rule defaults; "
+            "ARGS=--tune sweeps first]")
 
 
 def validate(configs: list[RunConfig]):
@@ -205,7 +214,8 @@ def _finished_line(rec: dict[str, Any]) -> str:
     acc = f"{100 * rec['test_acc']:.2f}%" if rec.get("test_acc") is not None else "-"
     mins = (rec.get("train_time_s") or 0) / 60
     err = f"  ({rec['error']})" if rec.get("status") not in DONE and rec.get("error") else ""
-    return f"  {rec.get('status', '?'):11s} {acc:>8s} {mins:6.2f} min  {rec.get('name')}{err}"
+    untuned = "  [UNTUNED: rule defaults, no tuned settings]" if rec.get("tuned") is False else ""
+    return f"  {rec.get('status', '?'):11s} {acc:>8s} {mins:6.2f} min  {rec.get('name')}{err}{untuned}"
 
 
 def run_grid(spec: GridSpec, *, dry_run: bool = False, force: bool = False, status: bool = False,
@@ -220,14 +230,16 @@ def run_grid(spec: GridSpec, *, dry_run: bool = False, force: bool = False, stat
     runs_dir = spec.run.get("runs_dir")
     st = states(cells, runs_dir)
     todo = [cell for cell, s in zip(cells, st) if s in ("failed", "pending") or (force and s in DONE)]
+    untuned = sum(c.tuned is False for c, _ in cells)
     print(f"grid: {state_line(st)}; {len(todo)} to run" + (f" ({launch.executor}, {launch.workers} worker(s))"
-                                                           if todo and not (dry_run or status) else ""), file=out)
+                                                           if todo and not (dry_run or status) else "")
+          + (f"; {untuned} without tuned settings (rule defaults, marked UNTUNED)" if untuned else ""), file=out)
     if dry_run or status:
         for (cfg, res), s in zip(cells, st):
             rule = " ".join(f"{k}={v} [{cfg.rule_sources.get(k, '?')}]" for k, v in cfg.rule.items())
             split = f" test_fraction={cfg.test_fraction}" if cfg.test_fraction is not None else ""
             print(f"  [{s:9s}] {res.name}  epochs={cfg.epochs}{split} arch={res.arch.text}"
-                  + (f" rule: {rule}" if rule and dry_run else ""), file=out)
+                  + (f" rule: {rule}" if rule and dry_run else "") + untuned_note(cfg), file=out)
         return 0
     if not todo:
         return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import methods.forward_gradient as fg
 from bench.errors import ConfigError
 
 
@@ -37,13 +38,9 @@ class Profile:
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 """Test fractions of the few-shot protocol (SPELA Sec. 4.2, Fig. 5; transfer Fig. 6)."""
 SEEDS5 = (0, 1, 2, 3, 4)
-FG_GRID = ("bp", "fg_gaussian", "fg_gaussian_global_activity", "fg_gaussian_local_weight",
-           "fg_gaussian_local_activity", "fg_rademacher", "fg_rademacher_global_activity",
-           "fg_rademacher_local_weight", "fg_rademacher_local_activity", "fg_local", "fg_local_global_activity",
-           "local_learning", "fg_ntk", "fg_ntk_global_activity", "fg_ntk_local_weight", "fg_ntk_local_activity",
-           "fg_fixed_ntk", "fg_fixed_ntk_global_activity", "fg_fixed_ntk_local_weight", "fg_fixed_ntk_local_activity")
-FG_WITH_HEADS = tuple(m for m in FG_GRID if m not in (
-    "bp", "fg_gaussian", "fg_gaussian_global_activity", "fg_rademacher", "fg_rademacher_global_activity"))
+FG_GRID = ("bp", *fg.GRID)
+"""BP beside the forward-gradient grid cells (the rule family's own data: methods/forward_gradient.py)."""
+FG_WITH_HEADS = fg.WITH_HEADS
 """Grid cells with auxiliary heads (local guess, NTK guess or local target): Fournier's rows Local/NTK x
 CNN/MLP/Linear."""
 TRANSFER = {"aircraft": "large", "flowers102": "large", "food101": "large", "pets": "small", "cifar10": "small"}

@@ -81,12 +81,16 @@ class RunConfig:
     compile: bool = False
     """``torch.compile`` the rule's step (``LearningRule.compile_step``). Not part of the run's identity: the same
     numbers to float rounding; stored in the record as ``compiled``."""
+    tuned: bool | None = None
+    """The grid's word on fairness: True when tuned options (sweeps/best/) for the run's dataset, rule and arch were
+    applied, False when there were none (or --no-tuned) and the rule ran on its defaults; None outside a grid.
+    Stored in the record; the report marks untuned rows."""
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the numbers a run produces (hashed into its id)."""
         skip = {"callbacks", "progress", "runs_dir", "wandb", "wandb_project", "wandb_entity", "data_dir", "download",
                 "verify_data", "accelerator", "devices", "strategy", "num_nodes", "group", "evaluate_test", "rule_sources",
-                "compile"}
+                "compile", "tuned"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
@@ -247,7 +251,7 @@ def label_facts(rule_cls: type, arch_text: str) -> dict[str, Any]:
     except BenchError:
         arch_default = None
     return {"rule_defaults": config_to_dict(rule_cls.Config(), identity=True), "arch_default": arch_default,
-            "display_name": getattr(rule_cls, "display_name", None)}
+            "display_name": rule_cls.label() if hasattr(rule_cls, "label") else None}
 
 
 def _run(cfg: RunConfig, res: Resolved) -> RunResult:
@@ -280,8 +284,9 @@ def _run(cfg: RunConfig, res: Resolved) -> RunResult:
         "status": "running", "dataset": cfg.dataset, "method": cfg.method, "arch": res.arch.short,
         "arch_full": res.arch.text, "seed": cfg.seed, "epochs": cfg.epochs, "group": cfg.group,
         "config": res.canonical, "rule_sources": cfg.rule_sources, "labels": label_facts(res.rule_cls, res.arch.text),
-        "history": [], "test": {}, "test_acc": None, "versions": _versions(), "git_commit": _git_commit(),
-        "host": socket.gethostname(), "compiled": cfg.compile, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "tuned": cfg.tuned, "history": [], "test": {}, "test_acc": None, "versions": _versions(),
+        "git_commit": _git_commit(), "host": socket.gethostname(), "compiled": cfg.compile,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
     logger = _make_logger(cfg, res, record)
@@ -384,7 +389,7 @@ def _make_logger(cfg: RunConfig, res: Resolved, record: dict[str, Any]):
 
     runs = runs_root(cfg.runs_dir)
     meta = {k: record[k] for k in ("name", "config_hash", "dataset", "method", "arch", "arch_full", "seed", "epochs",
-                                    "group", "git_commit", "versions", "host", "labels")}
+                                    "group", "git_commit", "versions", "host", "labels", "tuned")}
     logger = WandbLogger(project=cfg.wandb_project, entity=cfg.wandb_entity, name=res.name, save_dir=str(runs),
                          offline=cfg.wandb == "offline", group=cfg.group, job_type=cfg.method,
                          tags=[cfg.dataset, cfg.method, res.arch.short], id=record["id"],

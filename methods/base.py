@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from bench.errors import ArchError
 from methods.arch import ArchSpec, LayeredNet, build_network
 from methods.config import RuleConfig, build_config
+from methods.cost import CostModel
 from methods.optim import build_optimizer, build_scheduler
 from methods.shared import ddp
 from methods.shared.alignment import GradientAlignment
@@ -50,6 +51,9 @@ class LearningRule(L.LightningModule):
     compiled_step: ClassVar[str | None] = None
     """The method ``compile_step`` compiles: the rule's written-out update (no autograd graph, no random draws inside);
     None: the network's forward pass (autograd differentiates the compiled graph)."""
+    display_name: ClassVar[str] = ""
+    """The rule's name in tables and figures (the paper's, e.g. ``SPELA(O)``); empty: derived from ``name``
+    (``label()``)."""
     layerwise: ClassVar[bool] = False
     """Greedy layer-by-layer training: ``self.current_epoch`` decides which layer trains, and a step leaves the
     other layers without a grad (SPELA, SPELA CNN)."""
@@ -134,6 +138,16 @@ class LearningRule(L.LightningModule):
             setattr(self, self.compiled_step, torch.compile(getattr(self, self.compiled_step)))
         else:
             self.net.compile()
+    @classmethod
+    def label(cls) -> str:
+        """Display name: ``display_name``, else ``name`` with underscores as spaces."""
+        return cls.display_name or cls.name.replace("_", " ")
+
+    @classmethod
+    def cost_model(cls, dims: list[int], num_classes: int, config: RuleConfig) -> CostModel | None:
+        """Per-sample cost of one update on an MLP with layer sizes ``dims`` (input first; ``methods/cost.py``):
+        SPELA Table 2's model. None: the rule states no model (the efficiency table says so). Rules override it."""
+        return None
 
     # ---------------------------------------------------------------- the shared loop
     def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from methods.base import LearningRule
 from methods.config import Optimizer, RuleConfig
+from methods.cost import backprop_like
 from methods.registry import register
 
 
@@ -26,7 +27,12 @@ class BP(LearningRule):
     """dL/dW for every parameter through the whole network, L = CE(softmax(net(x)), y)."""
 
     name = "bp"
+    display_name = "BP"
     Config = BPConfig
+
+    @classmethod
+    def cost_model(cls, dims, num_classes, config):
+        return backprop_like(dims, "every layer's input kept for the backward pass")
 
     def compute_updates(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         loss = F.cross_entropy(self.net(x), y)

@@ -9,6 +9,7 @@ the valid choices before any training starts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -69,9 +70,45 @@ class RuleConfig:
 
     @classmethod
     def options(cls) -> dict[str, str]:
-        """Option name -> its type and default, for ``--help`` and error messages."""
+        """Option name -> its type, default and docstring (the string literal under the field, from the nearest class
+        of the MRO that documents it), for ``list --options`` and ``--help``."""
         hints = get_type_hints(cls)
-        return {f.name: f"{_type_name(hints[f.name])} = {f.default!r}" for f in dataclasses.fields(cls)}
+        docs = field_docs(cls)
+        out = {}
+        for f in dataclasses.fields(cls):
+            text = f"{_type_name(hints[f.name])} = {f.default!r}"
+            if docs.get(f.name):
+                text += f"  {docs[f.name]}"
+            out[f.name] = text
+        return out
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> its attribute docstring (whitespace collapsed), walking the MRO so that a subclass redefining a
+    default without a docstring keeps its base's text and a subclass's own text wins."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        out.update(_own_field_docs(klass))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _own_field_docs(klass: type) -> dict[str, str]:
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return {}  # made at run time (e.g. make_dataclass): nothing of its own to read
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    out = {}
+    for a, b in zip(body, body[1:]):
+        if (isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr)
+                and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str)):
+            out[a.target.id] = " ".join(b.value.value.split())
+    return out
 
 
 def _positive(cfg: Any, name: str) -> None:

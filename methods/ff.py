@@ -29,6 +29,7 @@ from torch import nn
 from bench.errors import ArchError, ConfigError
 from methods.base import LearningRule
 from methods.config import Optimizer, RuleConfig, Schedule
+from methods.cost import CostModel
 from methods.registry import register
 from methods.shared.label_embedding import (embed_all_labels, embed_labels, embed_neutral, hard_wrong_labels,
                                             wrong_labels)
@@ -60,7 +61,9 @@ class FFConfig(RuleConfig):
     readout: bool = False
     """Train a linear softmax read-out on the neutral input's normalised activities (reported as exit 'softmax')."""
     readout_lr: float = 1e-2
+    """Learning rate of the softmax read-out (its own parameter group)."""
     readout_weight_decay: float = 3e-3
+    """Weight decay of the softmax read-out."""
     predict: Literal["goodness", "softmax"] = "goodness"
     """The rule's prediction ('out'): summed goodness over all labels, or the softmax read-out (needs readout)."""
 
@@ -95,7 +98,14 @@ class FF(LearningRule):
     """Forward-Forward: per-layer goodness of positive (true label) vs negative (wrong label) data."""
 
     name = "ff"
+    display_name = "FF"
     Config = FFConfig
+
+    @classmethod
+    def cost_model(cls, dims, num_classes, config):
+        # positive and negative pass, each layer updated from its own goodness
+        return CostModel(2, 0, [4] * (len(dims) - 1), 2 * max(dims[:-1]),
+                         note="positive and negative data, one layer at a time")
     arch_kinds = ("mlp",)
     arch_defaults = {"out_act": "relu", "init": "lecun_normal", "act": "relu"}
     """ReLU on every layer; weights N(0, 1/fan_in), biases 0 (the official code)."""

@@ -59,7 +59,8 @@ from methods.config import Optimizer, RuleConfig
 from methods.fg_strategies import GUESSES, SPACES
 from methods.fg_strategies import grad as _grad
 from methods.fg_strategies import set_grads as _set_grads
-from methods.registry import register
+from methods.cost import CostModel
+from methods.registry import get_rule, register
 from methods.shared import projection as pj
 from methods.shared.aux_heads import make_aux_head
 
@@ -170,7 +171,23 @@ class ForwardGradient(LearningRule):
     """Forward gradient: a target gradient projected per sample on a random, local or NTK guess (Fournier et al.)."""
 
     name = "fg"
+    display_name = "FG"
     Config = FGConfig
+
+    @classmethod
+    def cost_model(cls, dims, num_classes, config):
+        """Random guesses, global target, weight space, one guess: modelled; every other setting: None (not guessed)."""
+        if not (config.guess in RANDOM and config.target == "global" and config.space == "weight"
+                and config.num_guesses == 1):
+            return None
+        L, widest_input = len(dims) - 1, max(dims[:-1])
+        # block k < L: a JVP from block k to the loss carries the tangent of its guess (one product per layer from k
+        # up); ĝ = Σ_n c_n v_n (one weight-sized product); the last block gets its true ΔW
+        tangents = [min(layer, L - 1) for layer in range(1, L + 1)]
+        # forward passes: the forward one, plus the JVPs as fractions of a pass (block k's covers L - k + 1 layers)
+        return CostModel(1 + (L * (L + 1) / 2 - 1) / L, 0, [1 + t + 1 for t in tangents],
+                         max(dims[i] * dims[i + 1] for i in range(L - 1)) + 2 * widest_input,
+                         note="per-sample weight guess of one block + primal and tangent activations")
     default_arch = "mlp:128-128-C"
     paper_epochs = 100
     in_all = False  # the configurable family; METHODS=all runs its presets
@@ -413,7 +430,7 @@ def _screened(guess: str, space: str) -> dict[str, Any]:
     return {"optimizer": "adam", "lr": 1e-3 if guess == "local" else 3e-4}
 
 
-def _preset(name: str, doc: str, in_all: bool = True, **fixed: Any) -> type[ForwardGradient]:
+def _preset(name: str, doc: str, in_all: bool = True, display: str = "", **fixed: Any) -> type[ForwardGradient]:
     """Register ``name``: the family with ``fixed`` options pinned and the screened optimiser and lr as defaults."""
     hints = typing.get_type_hints(FGConfig)
     fields = {**_screened(fixed["guess"], fixed["space"]), **fixed}
@@ -422,30 +439,32 @@ def _preset(name: str, doc: str, in_all: bool = True, **fixed: Any) -> type[Forw
         [(k, hints[k], dataclasses.field(default=v)) for k, v in fields.items()],
         bases=(FGConfig,), frozen=True, kw_only=True, namespace={"_fixed": dict(fixed), "__doc__": doc})
     cfg_cls.__module__ = __name__
+    display = display or "FG " + name.removeprefix("fg_").replace("_", " ")
     rule = type("".join(part.title() for part in name.split("_")), (ForwardGradient,),
-                {"name": name, "Config": cfg_cls, "__doc__": doc, "in_all": in_all, "__module__": __name__})
+                {"name": name, "display_name": display, "Config": cfg_cls, "__doc__": doc, "in_all": in_all,
+                 "__module__": __name__})
     return register(rule)
 
 
 PRESETS = {
     ("gaussian", "global", "weight"): _preset(
         "fg_gaussian", "Forward gradient, Gaussian per-sample guess, global target, weight space (Baydin; Fournier).",
-        guess="gaussian", target="global", space="weight"),
+        display="FG Gaussian", guess="gaussian", target="global", space="weight"),
     ("rademacher", "global", "weight"): _preset(
         "fg_rademacher", "Forward gradient, Rademacher per-sample guess, global target, weight space (Fournier).",
-        guess="rademacher", target="global", space="weight"),
+        display="FG Rademacher", guess="rademacher", target="global", space="weight"),
     ("local", "global", "weight"): _preset(
         "fg_local", "Forward gradient, local guess (trained aux head), global target, weight space (Fournier).",
-        guess="local", target="global", space="weight"),
+        display="FG Local", guess="local", target="global", space="weight"),
     ("ntk", "global", "weight"): _preset(
         "fg_ntk", "Forward gradient, NTK guess (aux head re-drawn each step), global target, weight space (Fournier).",
-        guess="ntk", target="global", space="weight"),
+        display="FG NTK", guess="ntk", target="global", space="weight"),
     ("fixed_ntk", "global", "weight"): _preset(
         "fg_fixed_ntk", "Forward gradient, fixed-NTK guess (aux head frozen at init), global target, weight space.",
-        guess="fixed_ntk", target="global", space="weight"),
+        display="FG fixed NTK", guess="fixed_ntk", target="global", space="weight"),
     ("local", "local", "weight"): _preset(
         "local_learning", "Greedy local learning: each block trained by its auxiliary head's loss (local target = "
-        "local guess).", guess="local", target="local", space="weight"),
+        "local guess).", display="Local learning", guess="local", target="local", space="weight"),
 }
 """The papers' named settings (run by METHODS=all)."""
 PRESETS[("local", "local", "activity")] = PRESETS[("local", "local", "weight")]  # the same update in both spaces
@@ -459,5 +478,9 @@ def _cell(g: str, t: str, s: str) -> str:
 
 
 GRID = tuple(dict.fromkeys(_cell(g, t, s) for g in Guess.__args__ for t in Target.__args__ for s in Space.__args__))
-"""Rule names covering guess x target x space (19: local x local is ``local_learning`` in both spaces); the cells
-without a preset are registered as ``fg_<guess>_<target>_<space>`` and left out of METHODS=all."""
+"""The forward-gradient grid (Fournier et al. Tables 2-4, 7) as data the profiles import: rule names covering
+guess x target x space (19: local x local is ``local_learning`` in both spaces); the cells without a preset are
+registered as ``fg_<guess>_<target>_<space>`` and left out of METHODS=all."""
+WITH_HEADS = tuple(m for m in GRID if (get_rule(m).Config._fixed["guess"] not in RANDOM
+                                                    or get_rule(m).Config._fixed["target"] == "local"))
+"""Grid cells with auxiliary heads (local or NTK guess, or local target): Fournier's rows Local/NTK x CNN/MLP/Linear."""

@@ -33,6 +33,7 @@ from bench.errors import ArchError, ConfigError
 from methods.arch import ArchSpec
 from methods.base import LearningRule
 from methods.config import Optimizer, RuleConfig, Schedule
+from methods.cost import CostModel
 from methods.registry import register
 from methods.shared import layerwise as lw
 from methods.shared.feedback import FixedFeedback, pepita_factorised, pepita_uniform
@@ -83,7 +84,14 @@ class PEPITA(LearningRule):
     """PEPITA: ΔW_l = (h_l - h̃_l) h̃_{l-1}^T from a clean and an error-modulated forward pass (x̃ = x + F e)."""
 
     name = "pepita"
+    display_name = "PEPITA"
     Config = PEPITAConfig
+
+    @classmethod
+    def cost_model(cls, dims, num_classes, config):
+        # two forward passes, ΔW from the difference; F e (C x n_0) modulates the input
+        return CostModel(2, 0, [3] * (len(dims) - 1), sum(dims[1:-1]) + num_classes, extra_macs=num_classes * dims[0],
+                         note="first-pass hidden activations kept until the modulated pass")
     arch_kinds = ("mlp", "cnn")
     arch_defaults = {"bias": False, "init": "he_uniform"}
     """The reference models: ``bias=False`` everywhere, He-uniform U(±sqrt(6/fan_in)) weights."""
@@ -108,9 +116,9 @@ class PEPITA(LearningRule):
         self.layers = lw.explicit_layers(self.net)
         cfg = self.config
         d = int(torch.tensor(self.in_shape).prod())
-        self.feedback = FixedFeedback()
+        self.fixed = FixedFeedback()
         if cfg.f_init == "uniform":
-            self.feedback.add("F", pepita_uniform(d, self.num_classes, cfg.f_scale))
+            self.fixed.add("F", pepita_uniform(d, self.num_classes, cfg.f_scale))
         else:
             if self.arch.kind != "mlp":
                 raise ArchError("pepita f_init=factorised is defined for MLPs (Srinivasan et al. 2024); use "
@@ -119,7 +127,7 @@ class PEPITA(LearningRule):
             product = factors[0]
             for b in factors[1:]:
                 product = product @ b
-            self.feedback.add("F", product)  # only the product is used (no weight mirroring)
+            self.fixed.add("F", product)  # only the product is used (no weight mirroring)
         self.after_conv = len(self.layers) > 1 and isinstance(self.layers[-2].op, nn.Conv2d)
 
     # ------------------------------------------------------------------ forward passes
@@ -172,7 +180,7 @@ class PEPITA(LearningRule):
         loss = F.cross_entropy(h, y)
         e = torch.softmax(h, dim=1) - target
         # pass 2 on x̃ = x + F e (F e reshaped to the image), same masks; update each layer as its pass-2 output arrives
-        x_mod = x + (e @ self.feedback["F"].t()).reshape(x.shape)
+        x_mod = x + (e @ self.fixed["F"].t()).reshape(x.shape)
         h = x_mod
         for k, layer in enumerate(self.layers):
             u, z, h = self._layer(k, h, masks[k])

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from bench.errors import ConfigError
 from methods.base import LearningRule
 from methods.config import Optimizer, RuleConfig, Schedule
+from methods.cost import CostModel
 from methods.registry import register
 from methods.shared import layerwise as lw
 from methods.shared.class_vectors import class_vectors, cosine_scores, euclidean_scores, random_vectors
@@ -195,6 +196,11 @@ class SpelaO(_SpelaMLP):
     """SPELA(O): one forward pass; each layer updates from its own -cos(h_k, v_k(y)) as the data passes."""
 
     name = "spela_o"
+    display_name = "SPELA(O)"
+
+    @classmethod
+    def cost_model(cls, dims, num_classes, config):
+        return CostModel(1, 0, [2] * (len(dims) - 1), max(dims[:-1]), note="one layer at a time")
 
     def compute_updates(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         total, h = torch.zeros((), device=x.device, dtype=x.dtype), x
@@ -209,7 +215,13 @@ class Spela(_SpelaMLP):
     """SPELA: layer by layer, each layer trained for its share of the epochs before the next one starts."""
 
     name = "spela"
+    display_name = "SPELA"
     Config = SpelaLayerwiseConfig
+
+    @classmethod
+    def cost_model(cls, dims, num_classes, config):
+        # the layer in training: forward through the trained ones, update that layer only
+        return CostModel(1, 0, [1] * (len(dims) - 2) + [2], dims[-2], note="worst case: the last layer in training")
     layerwise = True
 
     def __init__(self, config: SpelaLayerwiseConfig, arch, in_shape, num_classes, epochs):

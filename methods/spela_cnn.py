@@ -84,6 +84,7 @@ class SpelaCNN(LearningRule):
     """SPELA CNN: per-kernel heads learn class groups with the cosine loss; kernels vote (Alg. 2)."""
 
     name = "spela_cnn"
+    display_name = "SPELA CNN"
     Config = SpelaCNNConfig
     arch_kinds = ("cnn",)
     arch_defaults = {"head": False}

@@ -16,7 +16,7 @@ from reports import labels
 
 BASE_COLUMNS = ["dataset", "method", "arch", "seed", "epochs", "epochs_done", "status", "test_acc", "test_acc5",
                 "val_acc", "train_time_s", "peak_mem_bytes", "peak_mem_kind", "run_id", "name", "config_hash", "setting",
-                "group", "test_fraction", "val_fraction", "batch_size", "arch_full", "rule", "source"]
+                "group", "test_fraction", "val_fraction", "batch_size", "arch_full", "rule", "source", "tuned"]
 
 
 RUN_OPTIONS = {"batch_size": 64, "limit_train": None, "norm": "standard", "augment": False}
@@ -53,6 +53,7 @@ def run_row(run: WandbRun) -> dict:
         "test_fraction": cfg.get("test_fraction"), "source": run.path, "start_time": run.start_time,
         "test_acc5": summ.get("test/acc5"), "val_fraction": cfg.get("val_fraction"), "batch_size": cfg.get("batch_size"),
         "arch_full": cfg.get("arch"), "rule": json.dumps(cfg.get("rule") or {}, sort_keys=True),
+        "tuned": meta.get("tuned"),
         "run_options": json.dumps({k: cfg[k] for k in RUN_OPTIONS if k in cfg and cfg[k] != RUN_OPTIONS[k]}),
     }
     for key, value in summ.items():  # early-exit read-outs: test/acc/<exit>
@@ -66,7 +67,7 @@ def record_run(record: dict, path: str = "") -> WandbRun:
     import time
 
     meta = {k: record.get(k) for k in ("name", "config_hash", "dataset", "method", "arch", "arch_full", "seed", "epochs",
-                                       "group", "git_commit", "labels")}
+                                       "group", "git_commit", "labels", "tuned")}
     summary = {k: record.get(k) for k in ("status", "train_time_s", "peak_mem_bytes", "peak_mem_kind", "epochs_done")}
     summary.update(record.get("test") or {})
     try:

@@ -6,13 +6,13 @@ import functools
 import json
 from typing import Any
 
-NAMES = {"bp": "BP", "fa": "FA", "dfa": "DFA", "drtp": "DRTP", "pepita": "PEPITA", "ff": "FF", "spela_o": "SPELA(O)",
-         "spela": "SPELA", "spela_cnn": "SPELA CNN", "local_learning": "Local learning", "fg": "FG",
-         "fg_gaussian": "FG Gaussian", "fg_rademacher": "FG Rademacher", "fg_local": "FG Local", "fg_ntk": "FG NTK",
-         "fg_fixed_ntk": "FG fixed NTK"}
 ABLATION_SUFFIX = {("loss", "euclidean"): "-Euc", ("loss", "euclidean_ref"): "-Euc(code)",
                    ("vectors", "random"): "-Rand"}
 """SPELA Table 6's row names for option values (±1 weights, from the arch, give -Bin)."""
+UNTUNED = "†"
+"""Mark of a row whose runs had no tuned settings for their dataset, rule and arch (the rule's defaults ran)."""
+UNTUNED_NOTE = ("† untuned: no tuned settings (sweeps/best/) for this dataset, rule and architecture; the rule ran on "
+                "its defaults. make bench ARGS=--tune runs the equal-budget sweeps first.")
 HIDDEN = {"align_every"}
 """Options that never set a run apart (diagnostics)."""
 ARCH_LABELLED = ("act", "out_act", "bias", "init")
@@ -22,13 +22,25 @@ RUN_NAMES = {"batch_size": "batch", "limit_train": "train samples"}
 
 
 def method_name(method: str) -> str:
-    if method in NAMES:
-        return NAMES[method]
-    if method.startswith("fg_"):
-        return "FG " + method.removeprefix("fg_").replace("_", " ")
-    return method
+    """The rule's display name: as its runs' records state it (``display_name``), else the registered rule's
+    ``label()`` (efficiency measurements carry no record), else the registry name (a rule no longer registered)."""
+    if method in _DISPLAY:
+        return _DISPLAY[method]
+    return _registered_label(method)
 
 
+@functools.lru_cache(maxsize=None)
+def _registered_label(method: str) -> str:
+    try:
+        import methods  # noqa: F401
+        from methods.registry import get_rule
+
+        return get_rule(method).label()
+    except Exception:  # noqa: BLE001 - an old run of a removed rule
+        return method
+
+
+_DISPLAY: dict[str, str] = {}
 _RULE_DEFAULTS: dict[str, dict[str, Any]] = {}
 _ARCH_DEFAULTS: dict[tuple[str, str], str] = {}
 
@@ -40,6 +52,8 @@ def learn(method: str | None, arch_full: str | None, facts: dict[str, Any] | Non
         return
     if facts.get("rule_defaults") is not None:
         _RULE_DEFAULTS[method] = dict(facts["rule_defaults"])
+    if facts.get("display_name"):
+        _DISPLAY[method] = facts["display_name"]
     if arch_full and facts.get("arch_default"):
         _ARCH_DEFAULTS[(method, arch_full.split(",", 1)[0])] = facts["arch_default"]
 
@@ -74,6 +88,17 @@ def changed_arch_options(method: str, arch_full: str | None) -> dict[str, str]:
 
 def is_binary(arch_full: str | None) -> bool:
     return "binary=1" in str(arch_full or "")
+
+
+def is_untuned(tuned: Any) -> bool:
+    """A run the grid recorded as untuned (``"tuned": false``); runs from before the flag existed are not marked."""
+    if isinstance(tuned, str):
+        return tuned.lower() == "false"
+    return tuned is not None and bool(tuned == False)  # noqa: E712 - numpy's bool from a DataFrame is not `False`
+
+
+def mark_untuned(label: str, tuned: Any) -> str:
+    return f"{label} {UNTUNED}" if is_untuned(tuned) else label
 
 
 def run_label(method: str, rule: str | dict | None, arch_full: str | None = None, ablation: bool = False,

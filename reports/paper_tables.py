@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from reports.labels import method_name, run_label
+from reports.labels import UNTUNED, UNTUNED_NOTE, mark_untuned, method_name, run_label
 from reports.tables import mean_std, tex_escape
 
 PREAMBLE = "% booktabs table written by `make report`; needs \\usepackage{booktabs,graphicx}\n"
@@ -97,7 +97,12 @@ def render(columns: list[str], rows: list[list], *, caption: str, label: str, ti
                 mcells.append(str(c))
         tex.append(" & ".join(tcells) + r" \\")
         md.append("| " + " | ".join(mcells) + " |")
-    tex += [r"\bottomrule", r"\end{tabular}"] + (["}"] if wide else []) + [r"\end{table}", ""]
+    if any(isinstance(c, str) and UNTUNED in c for r in rows for c in r):  # rows run on untuned defaults
+        notes = f"{notes} {UNTUNED_NOTE}".strip()
+    tex += [r"\bottomrule", r"\end{tabular}"] + (["}"] if wide else [])
+    if notes and UNTUNED_NOTE in notes:
+        tex.append(f"\\par\\footnotesize {tex_escape(UNTUNED_NOTE)}")
+    tex += [r"\end{table}", ""]
     if notes:
         md += ["", notes]
     return "\n".join(tex), "\n".join(md) + "\n"
@@ -111,8 +116,9 @@ def _labelled(df: pd.DataFrame, ablation: bool = False) -> pd.DataFrame:
     if df.empty:
         return df.assign(label=pd.Series(dtype=object))
     opts = df["run_options"] if "run_options" in df else [None] * len(df)
-    df = df.assign(label=[run_label(m, r, a, ablation=ablation, run_options=o) for m, r, a, o in
-                          zip(df["method"], df["rule"], df["arch_full"], opts)])
+    tuned = df["tuned"] if "tuned" in df else [None] * len(df)
+    df = df.assign(label=[mark_untuned(run_label(m, r, a, ablation=ablation, run_options=o), t) for m, r, a, o, t in
+                          zip(df["method"], df["rule"], df["arch_full"], opts, tuned)])
     # settings the label cannot tell apart (a field it does not show): name them by their setting hash
     keys = ["dataset", "label", "arch", "epochs", df["test_fraction"].fillna(-1)]
     clash = df.groupby(keys)["setting"].transform("nunique") > 1
@@ -294,11 +300,17 @@ def efficiency_tables(eff: list[dict]) -> dict[str, tuple[str, str]]:
     out = {}
     for (ds, arch, device), g in e.groupby(["dataset", "arch", "device"]):
         batches = sorted(g["batch"].unique())
-        rows = []
+        rows, unmodelled = [], []
         for method, h in sorted(g.groupby("method"), key=lambda kv: _order(kv[0])):
             th = next((t for t in h["theory"] if isinstance(t, dict)), None)
-            row = [method_name(method), _num(th and th["forward_passes"]), _num(th and th["backward_passes"]),
-                   _num(th and sum(th["matvecs"]))]
+            if th is None:  # said so in the table, never left out
+                note = next((n for n in h.get("theory_note", pd.Series(dtype=object)) if isinstance(n, str) and n),
+                            "no cost model")
+                unmodelled.append(f"{method_name(method)}: {note}")
+                row = [method_name(method) + "*", "n/m", "n/m", "n/m"]
+            else:
+                row = [method_name(method), _num(th["forward_passes"]), _num(th["backward_passes"]),
+                       _num(sum(th["matvecs"]))]
             for b in batches:
                 m = h[h["batch"] == b]
                 if m.empty:
@@ -322,7 +334,9 @@ def efficiency_tables(eff: list[dict]) -> dict[str, tuple[str, str]]:
                      "gradients it leaves (MB), FLOPs (torch's counter) and samples/s; theory columns: activations "
                      "that must be stored x batch x 4 bytes, and 2 x batch x multiply-adds."),
             notes="Mem. = peak bytes allocated by the step and still held, parameter gradients excluded (see "
-                  "bench/efficiency.py); theory = the activations the update must keep (a lower bound).")
+                  "bench/efficiency.py); theory = the activations the update must keep (a lower bound); each rule's "
+                  "model is its cost_model."
+                  + ("".join(f" *n/m (not modelled) {u}." for u in unmodelled)))
     return out
 
 

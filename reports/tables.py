@@ -12,7 +12,7 @@ def tex_escape(s: object) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
                  ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
         out = out.replace(a, b)
-    return out
+    return out.replace("†", r"$^\dagger$")
 
 
 def mean_std(values: pd.Series, scale: float = 100.0) -> tuple[float, float, int]:
@@ -39,9 +39,10 @@ def summarise(df: pd.DataFrame, value: str = "test_acc") -> pd.DataFrame:
         first = g.iloc[0]
         label = method
         if "rule" in g:  # the papers' rule name and the options that set this setting apart
-            from reports.labels import run_label
+            from reports.labels import mark_untuned, run_label
 
-            label = run_label(method, first.get("rule"), first.get("arch_full"), run_options=first.get("run_options"))
+            label = mark_untuned(run_label(method, first.get("rule"), first.get("arch_full"),
+                                           run_options=first.get("run_options")), first.get("tuned"))
         rows.append({"method": method, "label": label, "arch": arch, "epochs": epochs, "setting": setting,
                      "mean": mean, "std": std,
                      "n": n, "runs": len(g), "diverged": int((g["status"] == "diverged").sum()),
@@ -75,5 +76,11 @@ def comparison_tables(df: pd.DataFrame, dataset: str, caption: str | None = None
         md_cell = fmt_pm(r["mean"], r["std"])
         md.append(f"| {r['label']} | {r['arch']} | {r['epochs']} | {'**' + md_cell + '**' if is_best else md_cell} | "
                   f"{r['n']}{note} |")
-    tex += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    tex += [r"\bottomrule", r"\end{tabular}"]
+    if len(s) and s["label"].str.contains("†", regex=False).any():
+        from reports.labels import UNTUNED_NOTE
+
+        tex.append(f"\\par\\footnotesize {tex_escape(UNTUNED_NOTE)}")
+        md += ["", UNTUNED_NOTE]
+    tex += [r"\end{table}", ""]
     return "\n".join(tex), "\n".join(md) + "\n"

@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 
 
-def _images(n: int, shape: tuple[int, ...], num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _images(n: int, shape: tuple[int, ...], num_classes: int, seed: int, signal: float = 0.7
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """``signal`` x the class pattern + (1 - signal) x uniform noise, in 0..255."""
     rng = np.random.default_rng(seed)
     protos = np.random.default_rng(1234).uniform(0, 255, size=(num_classes, *shape))
     y = rng.integers(0, num_classes, size=n)
-    x = np.clip(protos[y] * 0.7 + rng.uniform(0, 255, size=(n, *shape)) * 0.3, 0, 255).astype(np.uint8)
+    x = np.clip(protos[y] * signal + rng.uniform(0, 255, size=(n, *shape)) * (1 - signal), 0, 255).astype(np.uint8)
     return x, y
 
 
@@ -28,24 +30,26 @@ def write_idx(path: Path, array: np.ndarray) -> None:
         f.write(array.astype(np.uint8).tobytes())
 
 
-def make_idx_dataset(root: Path, folder: str = "MNIST", n_train: int = 600, n_test: int = 200) -> Path:
+def make_idx_dataset(root: Path, folder: str = "MNIST", n_train: int = 600, n_test: int = 200,
+                     signal: float = 0.7) -> Path:
     """The four gunzipped IDX files torchvision's MNIST/KMNIST/FashionMNIST read, under root/<folder>/raw."""
     raw = root / folder / "raw"
     for split, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
-        x, y = _images(n, (28, 28), 10, seed)
+        x, y = _images(n, (28, 28), 10, seed, signal)
         write_idx(raw / f"{split}-images-idx3-ubyte", x)
         write_idx(raw / f"{split}-labels-idx1-ubyte", y)
     return raw
 
 
-def make_cifar_dataset(root: Path, num_classes: int = 10, n_train: int = 500, n_test: int = 100) -> Path:
+def make_cifar_dataset(root: Path, num_classes: int = 10, n_train: int = 500, n_test: int = 100,
+                       signal: float = 0.7) -> Path:
     """CIFAR-10 (5 data batches + test_batch + batches.meta) or CIFAR-100 (train, test, meta) pickles."""
     folder = root / ("cifar-10-batches-py" if num_classes == 10 else "cifar-100-python")
     folder.mkdir(parents=True, exist_ok=True)
     label_key = "labels" if num_classes == 10 else "fine_labels"
 
     def dump(name: str, n: int, seed: int) -> None:
-        x, y = _images(n, (3, 32, 32), num_classes, seed)
+        x, y = _images(n, (3, 32, 32), num_classes, seed, signal)
         with open(folder / name, "wb") as f:
             pickle.dump({"data": x.reshape(n, -1), label_key: y.tolist()}, f)
 

@@ -49,8 +49,8 @@ def test_fa_alignment_is_the_cosine_with_the_backprop_gradient_of_its_own_loss()
 
 def test_fa_with_feedback_equal_to_w_is_aligned_everywhere():
     rule = _make("fa", "mlp:6-5-C,act=relu,out_act=none", align_every=1)
-    for name in rule.feedback.names():
-        rule.feedback[name].copy_(rule.net.blocks[int(name[1:])].op.weight.detach())
+    for name in rule.fixed.names():
+        rule.fixed[name].copy_(rule.net.blocks[int(name[1:])].op.weight.detach())
     x, y = tiny_batch((1, 4, 4), n=6, num_classes=3)
     rule.update_step(x, y)
     assert all(v == pytest.approx(1.0, abs=1e-5) for v in rule.epoch_metrics().values())

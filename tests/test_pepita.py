@@ -36,7 +36,7 @@ def test_pepita_updates_match_the_spec(overrides):
     m1, m2 = _mask((6, 5), g), _mask((6, 4), g)
     rule.updates_with_masks(x, y, [m1, m2, None])
     W1, W2, W3 = (_w(rule, k) for k in range(3))
-    Fm = rule.feedback["F"]
+    Fm = rule.fixed["F"]
     t = F.one_hot(y, 3).double()
     norm = (lambda h: h / h.norm()) if overrides.get("normalize") else (lambda h: h)
 
@@ -64,7 +64,7 @@ def test_pepita_conv_update_matches_the_conv_script():
     rule, x, y, _ = _make("cnn:2", in_shape=(1, 6, 6))
     rule.compute_updates(x, y)  # no dropout on conv layers, so no masks are drawn
     W1, W2 = _w(rule, 0), _w(rule, 1)
-    Fm = rule.feedback["F"]
+    Fm = rule.fixed["F"]
     assert Fm.shape == (36, 3) and Fm.abs().max() <= 0.05 * math.sqrt(6 / 36)
     t = F.one_hot(y, 3).double()
 
@@ -102,7 +102,7 @@ def test_pepita_masks_are_shared_by_both_passes_and_hidden_fc_only():
 def test_pepita_factorised_f_has_the_target_scale():
     torch.manual_seed(0)
     rule = get_rule("pepita").create({"f_init": "factorised"}, "mlp:256-C", (1, 28, 28), 10, epochs=1)
-    Fm = rule.feedback["F"]
+    Fm = rule.fixed["F"]
     assert Fm.shape == (784, 10)
     assert abs(Fm.std().item() / (0.05 * math.sqrt(2 / 784)) - 1) < 0.2
 

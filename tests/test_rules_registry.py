@@ -80,3 +80,54 @@ def test_registry_rejects_duplicate_names():
     with pytest.raises(ValueError, match="already registered"):
         register(Dup)
     assert methods.get_rule("bp") is not Dup
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_every_option_says_what_it_does(name):
+    """Field docstrings are the options' help text (list --options, run --method M --help): every option of every
+    rule has one, found through the config's bases."""
+    options = get_rule(name).Config.options()
+    undocumented = [k for k, v in options.items() if "  " not in v]
+    assert not undocumented, f"{name}: options without a docstring: {undocumented}"
+
+
+def test_options_help_shows_field_docstrings(capsys):
+    from bench.cli import main
+
+    assert main(["list", "--options"]) == 0
+    listed = capsys.readouterr().out
+    assert "feedback_scale: float = 1.0  Multiplier of sign(W_k) in the backward pass" in listed
+    with pytest.raises(SystemExit):
+        main(["run", "--method", "fa", "--help"])
+    helped = capsys.readouterr().out
+    assert "options of fa" in helped and "lr: float = 0.07  The equal-budget sweep's value" in helped
+
+
+def test_display_names_and_cost_models_live_on_the_rule():
+    from bench.efficiency import theory, theory_note
+    from methods.base import LearningRule
+    from reports.labels import method_name
+
+    assert method_name("spela_o") == get_rule("spela_o").display_name == "SPELA(O)"
+    assert method_name("fg_ntk_local_weight") == "FG ntk local weight"  # derived from the name when not given
+    assert method_name("no_longer_registered") == "no_longer_registered"
+
+    class Bare(LearningRule):  # not registered: a rule that states no cost model
+        name = "bare"
+
+    rule = Bare(get_rule("bp").Config(), get_rule("bp").parse_arch(None, 10), (1, 4, 4), 10, epochs=1)
+    assert theory(rule) is None and "states no cost model" in theory_note(rule)
+    bp = get_rule("bp").create({}, "mlp:8-C", (1, 4, 4), 10, epochs=1)
+    assert theory(bp).matvecs == [2, 3] and theory_note(bp) == ""
+
+
+def test_efficiency_table_lists_a_rule_without_cost_model():
+    from reports.paper_tables import efficiency_tables
+
+    rows = [{"dataset": "mnist", "arch": "mlp:8-C", "device": "cpu", "batch": 1, "method": m, "peak_bytes": 100,
+             "grad_bytes": 10, "flops": 1000, "samples_per_s": 5.0, "theory": th, "theory_note": note,
+             "theory_bytes": None, "theory_flops": None}
+            for m, th, note in (("bp", {"forward_passes": 1, "backward_passes": 1, "matvecs": [2, 3]}, ""),
+                                ("spela_cnn", None, "the cost model covers MLPs, not cnn"))]
+    (_, md), = efficiency_tables(rows).values()
+    assert "SPELA CNN*" in md and "n/m" in md and "the cost model covers MLPs, not cnn" in md

@@ -85,12 +85,18 @@ class ErrorFeedbackRule(LearningRule):
                 t = lw.layer_forward(layer, h)
                 self.z_shapes.append(tuple(t.z.shape[1:]))
                 h = t.h
-        self.feedback = FixedFeedback()
+        self.fixed = FixedFeedback()
         self.build_feedback()
 
     def build_feedback(self) -> None:
-        """Draw the rule's fixed matrices into ``self.feedback``."""
+        """Draw the rule's fixed matrices into ``self.fixed`` (``B<k>``)."""
         raise NotImplementedError
+
+    def feedback(self, k: int, layer: lw.Layer) -> torch.Tensor:
+        """The matrix that carries the learning signal to layer ``k`` (``layer`` is ``self.layers[k]``): FA's stand-in
+        for W_k in the backward pass (shaped like W_k), DFA/DRTP's C-to-layer projection B_k. Default: the fixed random
+        ``B<k>``; a variant overrides this one method (sign symmetry: sign(W_k), computed from the current weights)."""
+        return self.fixed[f"B{k}"]
 
     def bp_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The output loss the rules train on (CE or BCE by ``out_act``), without dropout: the alignment reference."""
@@ -124,7 +130,7 @@ class ErrorFeedbackRule(LearningRule):
         DRTP repo's hook), ΔW_k = δ_k^T u_k summed (or averaged) over the batch."""
         from methods.shared.feedback import project
 
-        g_z = project(signal, self.feedback[f"B{k}"])
+        g_z = project(signal, self.feedback(k, self.layers[k]))
         delta = g_z * self.layers[k].act.derivative(trace.a)
         scale = 1.0 if self.config.hidden_reduction == "sum" else 1.0 / signal.shape[0]
         lw.set_grads(self.layers[k].op, *lw.weight_grads(self.layers[k].op, trace.u, delta), scale=scale)
@@ -140,4 +146,4 @@ class DirectFeedbackRule(ErrorFeedbackRule):
         # DRTP repo TrainingHook: kaiming_uniform_ on [C, N_k], i.e. U(+-sqrt(6/N_k)); a conv layer's B_k is
         # [C, Ch, H, W], hooked after the activation and before max-pooling
         for k, shape in enumerate(self.z_shapes[:-1]):
-            self.feedback.add(f"B{k}", kaiming_uniform((self.num_classes, *shape), self.config.feedback_scale))
+            self.fixed.add(f"B{k}", kaiming_uniform((self.num_classes, *shape), self.config.feedback_scale))
