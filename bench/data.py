@@ -332,6 +332,7 @@ def _torchvision_loader(name: str, tv_class: str, root: Path, train: bool, downl
     info = DATASETS[name]
     if name == "fashion_mnist" and not download:
         _debian_fashion_mnist(root)
+    files = info.train_files if train else info.test_files
     if verify:  # the files as they were unpacked or downloaded (recorded checksums), before torchvision reads them
         bad = damaged(root / info.folder, files)
         if bad:

@@ -88,7 +88,7 @@ def test_run_takes_a_set_option_scoped_to_its_own_rule(capsys):
 def test_rebuilt_report_drops_stale_dataset_tables_and_wandb_names_the_real_record(tmp_path):
     from bench.run import RunConfig, run
     from reports.build import BUILT, build_report
-    from reports.wandb_io import iter_offline_runs
+    from bench.wandb_io import iter_offline_runs
     from tests.native_files import make_idx_dataset
 
     data, runs = tmp_path / "data", tmp_path / "my-runs"
