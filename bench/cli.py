@@ -10,92 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError, exit_status
-
-
-def _csv(s: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in s.split(",") if p.strip())
-
-
-def _seeds(s: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(p) for p in _csv(s))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds are comma-separated integers, got {s!r}") from None
-
-
-def _nonempty(a: argparse.Namespace, *names: str) -> None:
-    """A list option given but empty (``--methods ""``) would silently mean 'all' or 'nothing': refuse it."""
-    for name in names:
-        if getattr(a, name, None) == ():
-            raise ConfigError(f"--{name} is empty; give comma-separated values"
-                              + (" (or all)" if name == "methods" else ""))
-
-
-def _pairs(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items or []:
-        for tok in item.split():
-            key, eq, value = tok.partition("=")
-            if not eq or not key:
-                raise ConfigError(f"--set takes key=value (or method.key=value), got {tok!r}")
-            out[key] = value
-    return out
-
-
-def _only(items: list[str]) -> dict[str, tuple[str, ...]]:
-    out: dict[str, tuple[str, ...]] = {}
-    for item in items or []:
-        key, eq, values = item.partition("=")
-        if not eq or not key or not _csv(values):
-            raise ConfigError(f"--only takes key=value[,value...] (e.g. test_fraction=0.95,0.99), got {item!r}")
-        out[key.strip()] = _csv(values)
-    return out
-
-
-def _run_fields(a: argparse.Namespace) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    for name in ("batch_size", "data_dir", "runs_dir", "wandb", "limit_train", "limit_eval", "val_fraction", "norm",
-                 "test_fraction", "accelerator", "devices", "strategy", "num_nodes"):
-        v = getattr(a, name, None)
-        if v is not None:
-            fields[name] = v
-    if getattr(a, "download", False):
-        fields["download"] = True
-    if getattr(a, "augment", False):
-        fields["augment"] = True
-    if getattr(a, "compile", False):
-        fields["compile"] = True
-    if getattr(a, "no_progress", False):
-        fields["progress"] = False
-    return fields
-
-
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", default=None, help="architecture string, e.g. mlp:1024-C (default: each rule's own)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="rule option, e.g. --set lr=0.01 or --set pepita.lr=0.01 (repeatable); a rule's options: "
-                        "--method M --help, or python -m bench list --options")
-    p.add_argument("--data-dir", default=None, help="dataset folder (default $BENCH_DATA_DIR or ./data)")
-    p.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
-    p.add_argument("--runs-dir", default=None, help="run records and W&B files (default $BENCH_RUNS_DIR or ./runs)")
-    p.add_argument("--wandb", choices=("offline", "online", "disabled"), default=None,
-                   help="W&B mode (default offline; $BENCH_WANDB)")
-    p.add_argument("--limit-train", type=int, default=None, help="train on only this many samples")
-    p.add_argument("--limit-eval", type=int, default=None, help="validate/test on only this many samples")
-    p.add_argument("--val-fraction", type=float, default=None, help="share of the training set held out (0.1)")
-    p.add_argument("--test-fraction", type=float, default=None, help="few-shot protocol: merged test share")
-    p.add_argument("--norm", choices=("standard", "unit"), default=None)
-    p.add_argument("--augment", action="store_true", help="random crop + flip (32x32 colour datasets)")
-    p.add_argument("--accelerator", default=None, help="Lightning accelerator (auto, cpu, gpu)")
-    p.add_argument("--devices", default=None, help="devices per node")
-    p.add_argument("--strategy", default=None, help="Lightning strategy (auto, ddp, ...)")
-    p.add_argument("--num-nodes", type=int, default=None, help="nodes of a multi-node run (DDP; e.g. under SLURM)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the rule's step (SPELA, SPELA(O), PEPITA) or its network (others); off by default")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
+from bench.options import (add_run_options as _add_run_options, csv_list as _csv, parse_only as _only,
+                           parse_pairs as _pairs, refuse_empty as _nonempty, run_fields as _run_fields,
+                           seed_list as _seeds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,11 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="slurm: submit the array and return")
     _add_run_options(p)
 
-    p = sub.add_parser("report", help="tables and figures from the W&B runs into reports/out")
-    p.add_argument("--source", default=None,
-                   help="runs folder with offline W&B runs (default ./runs) or wandb:ENTITY/PROJECT for the W&B API")
-    p.add_argument("--out", default=None, help="output folder (default reports/out)")
-
+    for name, ep in sorted(plugins().items()):  # commands other packages bring (sweep, report, ...)
+        sub.add_parser(name, help=f"see python -m bench {name} --help ({ep.value})", add_help=False)
     p = sub.add_parser("data", help="make sure a dataset's files are present (Debian package or download)")
     p.add_argument("--datasets", type=_csv, default=None, help="comma-separated (default: the profile's, else "
                    "fashion_mnist); resnet50:<name> computes and caches backbone features")
@@ -161,7 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
     sub.add_parser("efficiency", help="memory, FLOPs, samples/s of one step per rule beside the theory (make efficiency)",
                    add_help=False)
-    sub.add_parser("sweep", help="Optuna sweep of a rule's options on validation accuracy (make sweep)", add_help=False)
     sub.add_parser("claims", help="list the paper claims (reports/claims); --check validates them, --write rewrites "
                    "their resolved settings", add_help=False)
     return ap
@@ -252,28 +165,10 @@ def cmd_grid(a: argparse.Namespace) -> int:
                     only=_only(a.only))
     launch = Launch(executor=a.executor, workers=a.workers, workers_per_device=a.workers_per_device,
                     cells_per_task=a.cells_per_task, slurm=_pairs(a.slurm), wait=not a.no_wait)
-    if a.tune:
-        from bench.tune import TUNE_BUDGET, tune_grid_report, tune_missing
-
-        options = {"trials": a.tune_trials or TUNE_BUDGET["trials"], "epochs": a.tune_epochs or TUNE_BUDGET["epochs"],
-                   "limit_train": TUNE_BUDGET["limit_train"] if a.tune_limit_train is None else (a.tune_limit_train or None),
-                   "workers": a.tune_workers}
-        if a.dry_run:  # what would be swept, then the grid as it stands (untuned cells marked)
-            tune_missing(spec, dry_run=True, **options)
-            run_grid(spec, dry_run=True, force=a.force, launch=launch)
-            return 0
-        return 1 if tune_grid_report(spec, force=a.force, tune_options=options, launch=launch) else 0
+    if a.tune:  # the sweeps package brings the tuning step (entry point bench.grid_hooks: tune)
+        return plugin("bench.grid_hooks", "tune")(spec, a, launch)
     crashed = run_grid(spec, dry_run=a.dry_run, force=a.force, status=a.status, launch=launch)
     return 1 if crashed else 0
-
-
-def cmd_report(a: argparse.Namespace) -> int:
-    from bench.paths import check_writable
-    from reports.build import OUT, build_report
-
-    check_writable(Path(a.out) if a.out else OUT, hint="pass --out to write the report elsewhere")
-    build_report(source=a.source, out=a.out)
-    return 0
 
 
 def cmd_data(a: argparse.Namespace) -> int:
@@ -343,13 +238,28 @@ def main(argv: list[str] | None = None) -> int:
         from bench.claims import main as claims_main
 
         return claims_main(argv[1:])
-    if argv[:1] == ["sweep"]:
-        from sweeps.cli import main as sweep_main
-
-        return sweep_main(argv[1:])
+    commands = plugins()
+    if argv[:1] and argv[0] in commands:
+        return commands[argv[0]].load()(argv[1:])
     parser = build_parser()
     if {"-h", "--help"} & set(argv):
         _rule_help(parser, argv)
     a = parser.parse_args(argv)
-    commands = {"list": cmd_list, "run": cmd_run, "grid": cmd_grid, "report": cmd_report, "data": cmd_data}
-    return exit_status(commands[a.cmd], a)
+    own = {"list": cmd_list, "run": cmd_run, "grid": cmd_grid, "data": cmd_data}
+    return exit_status(own[a.cmd], a)
+
+
+def plugins(group: str = "bench.commands") -> dict:
+    """Commands (and hooks) other packages of the project bring, declared as entry points in pyproject.toml: the
+    harness runs them without importing the packages that build on it (``sweep``: sweeps.cli, ``report``:
+    reports.cli)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
+def plugin(group: str, name: str):
+    found = plugins(group).get(name)
+    if found is None:
+        raise ConfigError(f"{name!r} ({group}) is not installed: reinstall the project (pip install -e .; make does)")
+    return found.load()

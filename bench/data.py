@@ -121,7 +121,7 @@ def get_dataset_info(name: str) -> DatasetInfo:
     if ":" in name:  # <backbone>:<dataset>: frozen backbone features (transfer learning)
         from bench.features import feature_info
 
-        return feature_info(name)
+        return feature_info(name, DatasetInfo, load_split)
     if name not in DATASETS:
         _import_modules()
     try:

@@ -66,17 +66,16 @@ def feature_size() -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def feature_info(name: str):
-    """The DatasetInfo of ``<backbone>:<source>``."""
-    from bench.data import DatasetInfo
-
+def feature_info(name: str, info_cls: type, load_split):
+    """The dataset description (``info_cls``: bench.data's DatasetInfo) of ``<backbone>:<source>``; ``load_split`` reads
+    a source's images (bench.data's loader, passed in: this module does not import bench.data)."""
     backbone, _, source = name.partition(":")
     if backbone not in BACKBONES or source not in SOURCES:
         raise ConfigError(f"unknown dataset {name!r}: feature datasets are <backbone>:<source> with backbone one of "
                           f"{', '.join(BACKBONES)} and source one of {', '.join(SOURCES)}")
     src = SOURCES[source]
-    return DatasetInfo(name, (FEATURE_DIM[backbone], 1, 1), src.num_classes,
-                       functools.partial(load_features, backbone, source), scale=1.0, kind="features",
+    return info_cls(name, (FEATURE_DIM[backbone], 1, 1), src.num_classes,
+                    functools.partial(load_features, backbone, source, load_split=load_split), scale=1.0, kind="features",
                        source=f"computed from {source} ({src.where}) by {backbone}", folder=f"features/{backbone}")
 
 
@@ -124,10 +123,9 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-def _tensor_batches(source: str, root: Path, train: bool, download: bool, verify: bool, size: int, batch: int):
+def _tensor_batches(source: str, root: Path, train: bool, download: bool, verify: bool, size: int, batch: int,
+                    load_split):
     """CIFAR-10 from bench.data's loader: uint8 32x32 images resized to ``size`` (bilinear, antialiased)."""
-    from bench.data import load_split
-
     x, y = load_split(source, str(root), train, download, verify)
     for i in range(0, len(x), batch):
         xb = torch.nn.functional.interpolate(x[i:i + batch].float() / 255.0, size=(size, size), mode="bilinear",
@@ -162,7 +160,7 @@ def cache_path(root: Path, backbone: str, source: str, train: bool, size: int) -
 
 
 def load_features(backbone: str, source: str, root: Path, train: bool, download: bool = False, verify: bool = True,
-                  batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+                  batch: int = 64, *, load_split) -> tuple[torch.Tensor, torch.Tensor]:
     """Features (N x D x 1 x 1, float32) and labels of one official split, from the cache or computed into it."""
     size = feature_size()
     path = cache_path(root, backbone, source, train, size)
@@ -175,7 +173,7 @@ def load_features(backbone: str, source: str, root: Path, train: bool, download:
         except Exception:  # noqa: BLE001 - a damaged cache is recomputed
             pass
     src = SOURCES[source]
-    batches = (_tensor_batches(source, root, train, download, verify, size, batch) if src.tv_class is None
+    batches = (_tensor_batches(source, root, train, download, verify, size, batch, load_split) if src.tv_class is None
                else _image_batches(src, root, train, download, size, batch))
     model = build_backbone(backbone, download)
     feats, labels = [], []

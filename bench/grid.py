@@ -104,7 +104,7 @@ def expand(spec: GridSpec, notes: list[str] | None = None) -> list[RunConfig]:
     from bench.data import get_dataset_info
     from bench.errors import ArchError
     from methods.registry import get_rule, list_rules
-    from sweeps.best import tuned_params
+    from bench.tuned import tuned_params
 
     prof = get_profile(spec.profile)
     if prof.exact and (spec.arch or spec.epochs or spec.overrides):

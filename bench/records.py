@@ -119,23 +119,30 @@ def save_attempt(path: str | os.PathLike, record: dict[str, Any], retries: int =
 # ----------------------------------------------------------------------------------------------------- claims
 
 
-def _proc_start(pid: int) -> str | None:
-    """Start time of a process (clock ticks since boot; Linux), to tell a pid from a later process reusing it."""
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), to tell it from a later process given the
+    same pid; None where /proc is not there."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
     except (OSError, IndexError):
         return None
 
 
-def _alive(pid: int, start: str | None) -> bool:
+def process_alive(pid: int, started: str | None = None) -> bool:
+    """Whether process ``pid`` of this host still runs (not a zombie) and is the one that started at ``started``."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
-    now = _proc_start(pid)
-    return start is None or now is None or now == start
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: the pid exists, trust it
+    if state in ("Z", "X"):  # killed, not yet waited for by its parent
+        return False
+    return started is None or process_start(pid) in (None, started)
 
 
 def job_id() -> str | None:
@@ -168,7 +175,7 @@ class ClaimInfo:
         return f"{self.host} pid {self.pid}" + (f" job {self.job}" if self.job else "")
 
     def stale(self, grace: float = GRACE) -> bool:
-        if self.host == socket.gethostname() and not _alive(self.pid, self.pid_start):
+        if self.host == socket.gethostname() and not process_alive(self.pid, self.pid_start):
             return True
         return self.age > grace
 
@@ -203,7 +210,7 @@ class CellClaim:
         path.parent.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex
         body = json.dumps({"token": token, "host": socket.gethostname(), "pid": os.getpid(),
-                           "pid_start": _proc_start(os.getpid()), "job": job_id(), "started": time.time()})
+                           "pid_start": process_start(os.getpid()), "job": job_id(), "started": time.time()})
         tmp = path.with_name(f".{path.name}.{token}")
         tmp.write_text(body)
         try:

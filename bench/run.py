@@ -255,56 +255,63 @@ def label_facts(rule_cls: type, arch_text: str) -> dict[str, Any]:
 
 
 def _run(cfg: RunConfig, res: Resolved) -> RunResult:
-    import lightning as L
-    import torch
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    from bench.data import TensorDataModule
-
-    runs = runs_root(cfg.runs_dir)
-    set_tool_dirs(runs)
-    torch.set_flush_denormal(True)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-    dm = TensorDataModule(cfg.dataset, root=cfg.data_dir, batch_size=cfg.batch_size,
-                          eval_batch_size=cfg.eval_batch_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                          norm=cfg.norm, augment=cfg.augment, download=cfg.download, verify=cfg.verify_data,
-                          limit_train=cfg.limit_train, limit_eval=cfg.limit_eval, test_fraction=cfg.test_fraction)
-    dm.prepare_data()
-    dm.setup()  # load now: a missing or corrupt file fails here, before anything is logged
-
-    L.seed_everything(cfg.seed, workers=False, verbose=False)
-    rule = res.rule_cls(res.rule_config, res.arch, dm.in_shape, dm.num_classes, cfg.epochs)
-    if cfg.compile:
-        rule.compile_step()
-
     path = record_path(res.name, cfg.runs_dir)
     record: dict[str, Any] = {
         "name": res.name, "id": f"{res.name}-{uuid.uuid4().hex[:6]}", "config_hash": res.config_hash,
         "status": "running", "dataset": cfg.dataset, "method": cfg.method, "arch": res.arch.short,
         "arch_full": res.arch.text, "seed": cfg.seed, "epochs": cfg.epochs, "group": cfg.group,
-        "config": res.canonical, "rule_sources": cfg.rule_sources, "labels": label_facts(res.rule_cls, res.arch.text),
-        "tuned": cfg.tuned, "history": [], "test": {}, "test_acc": None, "versions": _versions(),
-        "git_commit": _git_commit(), "host": socket.gethostname(), "compiled": cfg.compile,
+        "config": res.canonical, "rule_sources": cfg.rule_sources, "tuned": cfg.tuned, "history": [], "test": {},
+        "test_acc": None, "host": socket.gethostname(), "compiled": cfg.compile,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    try:  # setting up: an interruption here is recorded too (the attempt ends interrupted, nothing trained)
+        import lightning as L
+        import torch
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    logger = _make_logger(cfg, res, record)
-    # Lightning's deterministic=... sets process-wide torch flags; they are restored when the run ends, so a run
-    # leaves the process (a notebook, the test suite, the next run) as it found it
-    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    trainer = L.Trainer(
-        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
-        num_nodes=cfg.num_nodes, logger=logger if logger is not None else False, enable_checkpointing=False,
-        enable_model_summary=False, num_sanity_val_steps=0, enable_progress_bar=cfg.progress,
-        limit_val_batches=1.0 if len(dm.splits["val"][0]) else 0, default_root_dir=str(runs),
-        callbacks=[*cfg.callbacks, *_progress_bar(cfg.progress)], deterministic="warn" if cfg.accelerator != "cpu" else True,
-        log_every_n_steps=50,
-    )
-    device_type = trainer.strategy.root_device.type
-    peak = _PeakMemory(device_type)
-    peak.start()
+        from bench.data import TensorDataModule
+
+        record.update({"labels": label_facts(res.rule_cls, res.arch.text), "versions": _versions(),
+                       "git_commit": _git_commit()})
+        runs = runs_root(cfg.runs_dir)
+        set_tool_dirs(runs)
+        torch.set_flush_denormal(True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+        dm = TensorDataModule(cfg.dataset, root=cfg.data_dir, batch_size=cfg.batch_size,
+                              eval_batch_size=cfg.eval_batch_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                              norm=cfg.norm, augment=cfg.augment, download=cfg.download, verify=cfg.verify_data,
+                              limit_train=cfg.limit_train, limit_eval=cfg.limit_eval, test_fraction=cfg.test_fraction)
+        dm.prepare_data()
+        dm.setup()  # load now: a missing or corrupt file fails here, before anything is logged
+
+        L.seed_everything(cfg.seed, workers=False, verbose=False)
+        rule = res.rule_cls(res.rule_config, res.arch, dm.in_shape, dm.num_classes, cfg.epochs)
+        if cfg.compile:
+            rule.compile_step()
+
+        logger = _make_logger(cfg, res, record)
+        # Lightning's deterministic=... sets process-wide torch flags; they are restored when the run ends, so a run
+        # leaves the process (a notebook, the test suite, the next run) as it found it
+        flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                 torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+        trainer = L.Trainer(
+            max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+            num_nodes=cfg.num_nodes, logger=logger if logger is not None else False, enable_checkpointing=False,
+            enable_model_summary=False, num_sanity_val_steps=0, enable_progress_bar=cfg.progress,
+            limit_val_batches=1.0 if len(dm.splits["val"][0]) else 0, default_root_dir=str(runs),
+            callbacks=[*cfg.callbacks, *_progress_bar(cfg.progress)], deterministic="warn" if cfg.accelerator != "cpu" else True,
+            log_every_n_steps=50,
+        )
+        device_type = trainer.strategy.root_device.type
+        peak = _PeakMemory(device_type)
+        peak.start()
+    except (Interrupted, KeyboardInterrupt) as e:
+        record.update({"status": "interrupted", "error": f"{type(e).__name__}: {e}".rstrip(": "), "epochs_done": 0,
+                       "train_time_s": 0.0, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished_ts": time.time()})
+        if _rank_zero():
+            save_attempt(path, record)
+        raise
     t0 = time.perf_counter()
     status, error = "completed", None
     try:

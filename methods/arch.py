@@ -31,7 +31,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from bench.errors import ArchError
+from methods.errors import ArchError
 from methods.config import coerce
 from methods.shared.binary import BinaryConv2d, BinaryLinear
 

@@ -21,7 +21,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from bench.errors import ArchError
+from methods.errors import ArchError
 from methods.arch import ArchSpec, LayeredNet, build_network
 from methods.config import RuleConfig, build_config
 from methods.cost import CostModel

@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, get_args, get_origin, get_type_hints
 
-from bench.errors import ConfigError
+from methods.errors import ConfigError
 
 Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["none", "step", "multistep", "cosine", "linear", "linear_step"]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import ArchError, ConfigError
+from methods.errors import ArchError, ConfigError
 from methods.base import LearningRule
 from methods.config import Optimizer, RuleConfig, Schedule
 from methods.cost import CostModel

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 from typing import TYPE_CHECKING
 
-from bench.errors import ConfigError
+from methods.errors import ConfigError
 
 if TYPE_CHECKING:
     from methods.base import LearningRule

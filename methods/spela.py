@@ -35,7 +35,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from bench.errors import ConfigError
+from methods.errors import ConfigError
 from methods.base import LearningRule
 from methods.config import Optimizer, RuleConfig, Schedule
 from methods.cost import CostModel

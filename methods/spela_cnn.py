@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from bench.errors import ArchError, ConfigError
+from methods.errors import ArchError, ConfigError
 from methods.arch import ACTIVATIONS
 from methods.base import LearningRule
 from methods.config import Optimizer, RuleConfig

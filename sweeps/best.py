@@ -21,51 +21,7 @@ from typing import Any
 from bench.errors import BenchError
 from bench.paths import PROJECT_ROOT
 
-BEST_DIR = PROJECT_ROOT / "sweeps" / "best"
-
-
-def best_dir() -> Path:
-    """$BENCH_TUNED_DIR, else sweeps/best in the project."""
-    return Path(os.environ.get("BENCH_TUNED_DIR") or BEST_DIR).expanduser()
-
-
-def best_file(dataset: str, method: str) -> Path:
-    return best_dir() / dataset / f"{method}.json"
-
-
-def _show(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(PROJECT_ROOT))
-    except ValueError:
-        return str(path)
-
-
-def read_entries(dataset: str, method: str) -> dict[str, Any]:
-    path = best_file(dataset, method)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, json.JSONDecodeError) as e:
-        raise BenchError(f"tuned-parameter file {path} is unreadable ({e}); fix or delete it") from None
-    return data.get("by_arch", {}) if isinstance(data, dict) else {}
-
-
-def tuned_params(dataset: str, method: str, arch: str | None) -> tuple[dict[str, Any], str | None]:
-    """The tuned rule options for (dataset, rule, arch) and where they came from; ({}, None) when there are none
-    (or when the arch does not parse for the rule: the grid's validation reports that)."""
-    import methods  # noqa: F401 - registers the rules
-    from bench.data import get_dataset_info
-    from methods.registry import get_rule
-
-    try:
-        arch_text = get_rule(method).parse_arch(arch, get_dataset_info(dataset).num_classes).text
-    except BenchError:
-        return {}, None
-    entry = read_entries(dataset, method).get(arch_text)
-    if not entry:
-        return {}, None
-    return dict(entry["params"]), f"{_show(best_file(dataset, method))}, study {entry.get('study', '?')}"
+from bench.tuned import BEST_DIR, best_dir, best_file, read_entries, shown, tuned_params  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -155,7 +111,7 @@ def export_best(study, spec, *, storage: str, force: bool = False) -> Export:
         old = entries.get(spec.arch)
         why = keep_reason(old, entry) if old and not force else None
         if why:
-            return Export(path, False, f"kept {_show(path)} for {spec.arch}: {_describe(old)}, not this study's "
+            return Export(path, False, f"kept {shown(path)} for {spec.arch}: {_describe(old)}, not this study's "
                           f"{_describe(entry)}: {why}; --export-force replaces it")
         entries[spec.arch] = entry
         data = {"dataset": spec.dataset, "method": spec.method, "by_arch": dict(sorted(entries.items()))}
@@ -163,4 +119,4 @@ def export_best(study, spec, *, storage: str, force: bool = False) -> Export:
         tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
         tmp.replace(path)
     replaced = f" (replaced {_describe(old)}{', forced' if force and keep_reason(old, entry) else ''})" if old else ""
-    return Export(path, True, f"best parameters -> {_show(path)}: {_describe(entry)}{replaced}")
+    return Export(path, True, f"best parameters -> {shown(path)}: {_describe(entry)}{replaced}")

@@ -16,7 +16,7 @@ DEFAULT_TRIALS = 20
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench.cli import _add_run_options
+    from bench.options import add_run_options
 
     ap = argparse.ArgumentParser(prog="python -m bench sweep", description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="fashion_mnist")
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="replace the tuned entry even when it was made with a larger budget or another protocol")
     ap.add_argument("--no-figures", action="store_true")
     ap.add_argument("--poll", type=float, default=10.0, help="seconds between progress lines")
-    _add_run_options(ap)
+    add_run_options(ap)
     return ap
 
 
@@ -57,7 +57,7 @@ def build_specs(a: argparse.Namespace, out=None) -> list:
     """One StudySpec per rule; a rule that cannot train --arch falls back to its default arch (said so)."""
     out = out or sys.stdout
     import methods  # noqa: F401 - registers the rules
-    from bench.cli import _pairs, _run_fields
+    from bench.options import parse_pairs, run_fields
     from bench.data import get_dataset_info
     from bench.grid import split_overrides
     from bench.run import resolve
@@ -75,12 +75,12 @@ def build_specs(a: argparse.Namespace, out=None) -> list:
     if len(names) > 1 and (a.space or a.study_name):
         raise ConfigError("--space and --study-name need a single --method")
     num_classes = get_dataset_info(a.dataset).num_classes
-    fields = _run_fields(a)
+    fields = run_fields(a)
     if str(fields.get("devices", "1")) != "1" or fields.get("strategy", "auto") != "auto" or fields.get("num_nodes", 1) > 1:
         raise ConfigError("sweep trials run in one process each; parallelism comes from --workers (one trial per "
                           "worker, each on its own device), not from --devices/--strategy/--num-nodes")
     run = {k: v for k, v in fields.items() if k in RUN_FIELDS}
-    overrides = _pairs(a.set)
+    overrides = parse_pairs(a.set)
     specs = []
     for m in names:
         rule_cls = get_rule(m)
@@ -104,11 +104,11 @@ def build_specs(a: argparse.Namespace, out=None) -> list:
 
 
 def _env(a: argparse.Namespace) -> dict[str, Any]:
-    from bench.cli import _run_fields
+    from bench.options import run_fields
     from bench.paths import data_root, runs_root
     from sweeps.study import RUN_FIELDS
 
-    env = {k: v for k, v in _run_fields(a).items() if k not in RUN_FIELDS and k != "progress"}
+    env = {k: v for k, v in run_fields(a).items() if k not in RUN_FIELDS and k != "progress"}
     # absolute paths: workers may start elsewhere (SLURM nodes, submitit's folder)
     env["data_dir"] = str(data_root(env.get("data_dir")).resolve())
     env["runs_dir"] = str(runs_root(env.get("runs_dir")).resolve())
@@ -143,7 +143,7 @@ def _storage_errors(a: argparse.Namespace) -> int:
 
 
 def _main(a: argparse.Namespace) -> int:
-    from bench.cli import _pairs
+    from bench.options import parse_pairs
     from sweeps.launch import run_sweep
     from sweeps.storage import normalise, redact
 
@@ -155,7 +155,7 @@ def _main(a: argparse.Namespace) -> int:
     if a.no_wait and a.executor != "slurm":
         raise ConfigError("--no-wait is for --executor slurm (local workers are children of this process)")
     specs = build_specs(a)
-    slurm = _pairs(a.slurm)
+    slurm = parse_pairs(a.slurm)
     if a.dry_run:
         for spec, space in specs:
             print(f"would sweep {a.study_name or spec.study_name()}: {spec.dataset} / {spec.method} / {spec.arch}, "

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError, Interrupted
+from bench.records import process_alive
 from bench.executors import EXECUTORS, cancel, job_done, job_error, submit
 from sweeps.storage import STUDIES_DIR, kind, open_storage, redact
 from sweeps.study import BUDGET_ATTR, PRUNE_REASON, SPEC_ATTR, StudySpec, read_spec, startup_trials
@@ -90,7 +91,7 @@ def reap_stale(study, url: str) -> list[int]:
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         whost, _, pid = str(t.user_attrs.get("worker", "")).partition(":")
-        if whost != host or not pid.isdigit() or _alive(int(pid), t.user_attrs.get("worker_started")):
+        if whost != host or not pid.isdigit() or process_alive(int(pid), t.user_attrs.get("worker_started")):
             continue
         storage = study._storage
         storage.set_trial_user_attr(t._trial_id, "error", f"worker process {pid} on {host} died during the trial")
@@ -109,32 +110,6 @@ def reap_stale(study, url: str) -> list[int]:
             optuna.storages.fail_stale_trials(study)
     after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     return sorted(before - after)
-
-
-def process_start(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks since boot, from /proc), to tell it from a later process given the
-    same pid; None where /proc is not there."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()[19]
-
-
-def _alive(pid: int, started: str | None = None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return True  # no /proc: the pid exists, trust it
-    if state in ("Z", "X"):  # killed, not yet waited for by its parent
-        return False
-    return started is None or process_start(pid) == started
 
 
 def _best(study) -> tuple[float | None, dict[str, Any]]:

@@ -159,7 +159,7 @@ class Objective:
         from bench.paths import runs_root
         from bench.run import run
 
-        from sweeps.launch import process_start
+        from bench.records import process_start
 
         # first: a launcher on this host reaps the trial at once if this process dies (sweeps.launch.reap_stale)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")

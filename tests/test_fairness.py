@@ -73,7 +73,7 @@ def _write_tuned(dataset: str, method: str, arch: str, params: dict) -> None:
 
 
 def test_tune_sweeps_only_cells_without_tuned_settings(digits, tmp_path):
-    from bench.tune import tune_missing
+    from sweeps.tune import tune_missing
     from methods.registry import get_rule
 
     bp_arch = get_rule("bp").parse_arch(None, 10).text
@@ -93,7 +93,7 @@ def test_tune_sweeps_only_cells_without_tuned_settings(digits, tmp_path):
 
 def test_a_contradictory_tune_is_refused(digits, tmp_path):
     from bench.errors import ConfigError
-    from bench.tune import tune_missing
+    from sweeps.tune import tune_missing
 
     with pytest.raises(ConfigError, match="--no-tuned"):
         tune_missing(_spec(tmp_path, digits, ("bp",), tuned=False), dry_run=True)

@@ -272,10 +272,11 @@ def test_a_killed_rerun_keeps_the_completed_record(mnist_dir, tmp_path):
 # ------------------------------------------------------------------------------------------------ signals
 
 
-def training(runs: Path) -> bool:
-    """A run of the grid has built its Trainer (Lightning's banner is in its log): training is under way."""
-    return any("GPU available" in f.read_text() for f in (runs / "logs").glob("*.log")) if (runs / "logs").exists() \
-        else False
+def started(runs: Path) -> bool:
+    """A run of the grid has started (its worker wrote the attempt's header into the run's log): a signal from now
+    on ends in an ``interrupted`` record, whether it lands while the run sets up or while it trains."""
+    logs = list((runs / "logs").glob("*.log")) if (runs / "logs").exists() else []
+    return any("== attempt of" in f.read_text() for f in logs)
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -283,7 +284,7 @@ def test_a_signal_stops_the_grid_with_its_exit_code(mnist_dir, tmp_path, sig, co
     runs = tmp_path / "runs"
     p = subprocess.Popen(grid_args(mnist_dir, runs, methods="bp", seeds="0", epochs=300), env=env1(),
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(lambda: training(runs))
+    _wait_for(lambda: started(runs))
     p.send_signal(sig)
     out = p.communicate(timeout=120)[0]
     assert p.returncode == code, out
@@ -297,7 +298,7 @@ def test_a_signal_stops_local_workers_too(mnist_dir, tmp_path):
     runs = tmp_path / "runs"
     p = subprocess.Popen(grid_args(mnist_dir, runs, "--executor", "local", "--workers", "1", methods="bp", seeds="0",
                                    epochs=300), env=env1(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(lambda: training(runs))
+    _wait_for(lambda: started(runs))
     p.send_signal(signal.SIGTERM)
     out = p.communicate(timeout=120)[0]
     assert p.returncode == 143, out

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from bench.errors import ConfigError
+from methods.errors import ConfigError
 from methods.config import RuleConfig
 from methods.optim import build_optimizer, lr_factor
 

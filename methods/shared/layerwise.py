@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import ArchError
+from methods.errors import ArchError
 from methods.arch import Layer, LayeredNet
 
 

@@ -108,3 +108,18 @@ def tune_grid_report(spec, *, force: bool = False, tune_options: dict[str, Any] 
 
         build_report(source=str(runs_root(spec.run.get("runs_dir"))), out=report_out)
     return crashed
+
+
+def grid_hook(spec, a, launch) -> int:
+    """``make bench ... ARGS=--tune`` (entry point bench.grid_hooks: tune): sweeps where tuned settings are missing,
+    the grid, the report; with --dry-run, what would be swept and the grid as it stands."""
+    from bench.grid import run_grid
+
+    options = {"trials": a.tune_trials or TUNE_BUDGET["trials"], "epochs": a.tune_epochs or TUNE_BUDGET["epochs"],
+               "limit_train": TUNE_BUDGET["limit_train"] if a.tune_limit_train is None else (a.tune_limit_train or None),
+               "workers": a.tune_workers}
+    if a.dry_run:
+        tune_missing(spec, dry_run=True, **options)
+        run_grid(spec, dry_run=True, force=a.force, launch=launch)
+        return 0
+    return 1 if tune_grid_report(spec, force=a.force, tune_options=options, launch=launch) else 0
