@@ -1,20 +1,23 @@
 """Learning rules behind one interface, registered by name.
 
-Every rule file is imported here explicitly, so ``list_rules()`` sees it as soon as it exists.
+Every rule module is named in ``RULE_MODULES``; the registry imports them the first time a rule is looked up
+(``get_rule``, ``list_rules``), so importing this package (or ``methods.errors``) stays cheap: no torch until a rule
+is needed.
 """
 
-from methods.base import LearningRule
-from methods.registry import get_rule, list_rules, register
+RULE_MODULES = ("bp", "spela", "ff", "spela_cnn", "fa", "sign_symmetry", "dfa", "drtp", "pepita", "forward_gradient")
+"""The modules of ``methods`` that register rules (a new rule: its module name here)."""
 
-from methods import bp  # noqa: F401  (registers "bp")
-from methods import spela  # noqa: F401  (registers "spela_o", "spela")
-from methods import ff  # noqa: F401  (registers "ff")
-from methods import spela_cnn  # noqa: F401  (registers "spela_cnn")
-from methods import fa  # noqa: F401  (registers "fa")
-from methods import sign_symmetry  # noqa: F401  (registers "sign_symmetry")
-from methods import dfa  # noqa: F401  (registers "dfa")
-from methods import drtp  # noqa: F401  (registers "drtp")
-from methods import pepita  # noqa: F401  (registers "pepita")
-from methods import forward_gradient  # noqa: F401  (registers "fg", its presets and grid cells)
+__all__ = ["LearningRule", "RULE_MODULES", "get_rule", "list_rules", "register"]
 
-__all__ = ["LearningRule", "get_rule", "list_rules", "register"]
+
+def __getattr__(name: str):
+    if name == "LearningRule":
+        from methods.base import LearningRule
+
+        return LearningRule
+    if name in ("get_rule", "list_rules", "register"):
+        from methods import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'methods' has no attribute {name!r}")

@@ -24,8 +24,20 @@ def register(cls: type[LearningRule]) -> type[LearningRule]:
     return cls
 
 
+def load_rules() -> None:
+    """Import every rule module of ``methods.RULE_MODULES`` (once); each registers its rules."""
+    import importlib
+
+    from methods import RULE_MODULES
+
+    for module in RULE_MODULES:
+        importlib.import_module(f"methods.{module}")
+
+
 def get_rule(name: str) -> type[LearningRule]:
     """The rule class registered as ``name``; an unknown name lists the valid ones."""
+    if name not in _RULES:
+        load_rules()
     try:
         return _RULES[name]
     except KeyError:
@@ -34,4 +46,5 @@ def get_rule(name: str) -> type[LearningRule]:
 
 def list_rules(pattern: str = "*") -> list[str]:
     """Registered rule names matching a shell-style pattern, sorted."""
+    load_rules()
     return sorted(n for n in _RULES if fnmatch.fnmatch(n, pattern))
