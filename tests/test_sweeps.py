@@ -124,7 +124,7 @@ def test_two_local_workers_share_a_sqlite_study(fmnist_root, tmp_path, tuned_dir
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     out = io.StringIO()
-    res = run_sweep(_spec(), budget=4, workers=2, storage=url, executor="local", heartbeat=None, threads=1,
+    res = run_sweep(_spec(epochs=4), budget=4, workers=2, storage=url, executor="local", heartbeat=None, threads=1,
                     env={"data_dir": str(fmnist_root), "wandb": "disabled", "runs_dir": str(tmp_path / "runs")},
                     poll=0.5, figures=True, out=out)
     assert not res.worker_errors, out.getvalue()
