@@ -1,4 +1,4 @@
-"""``make perf-grid``: wall time of one small grid (BP and FA, 4 seeds, short runs) run inline, by local worker
+"""``make perf-grid``: wall time of one small grid (BP and FA, 4 seeds, one epoch each) run inline, by local worker
 processes and by a SLURM job array (when ``sinfo`` answers), one after another from this process, each into a
 fresh runs folder; prints the times and the speed-ups over inline."""
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default="bp,fa")
     ap.add_argument("--seeds", default="0,1,2,3")
     ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--limit-train", type=int, default=5000)
+    ap.add_argument("--limit-train", type=int, default=None, help="training samples per run (default: the whole split)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--executors", default="inline,local,slurm", help="comma-separated; slurm only when sinfo answers")
     ap.add_argument("--data-dir", default=None)
