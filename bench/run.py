@@ -30,6 +30,11 @@ from bench.records import DONE, CellClaim, claim_path, read_claim, record_path, 
 WANDB_MODES = ("offline", "online", "disabled")
 
 
+NOT_IDENTITY = {"identity": False}
+"""Field metadata of RunConfig fields that do not change the numbers a run produces (where it writes, how it logs,
+which devices): left out of the run's identity, so adding such a field changes no run hash."""
+
+
 @dataclass(kw_only=True)
 class RunConfig:
     """Everything that defines one training run (one dataset x rule x arch x seed)."""
@@ -56,42 +61,49 @@ class RunConfig:
     """Use only this many training samples (tests, quick checks)."""
     limit_eval: int | None = None
     """Use only this many validation and test samples."""
-    data_dir: str | None = None
-    download: bool = False
-    verify_data: bool = True
+    data_dir: str | None = field(default=None, metadata=NOT_IDENTITY)
+    download: bool = field(default=False, metadata=NOT_IDENTITY)
+    verify_data: bool = field(default=True, metadata=NOT_IDENTITY)
     """Check the torchvision checksums of the data files."""
-    runs_dir: str | None = None
-    wandb: str = field(default_factory=lambda: os.environ.get("BENCH_WANDB", "offline"))
+    runs_dir: str | None = field(default=None, metadata=NOT_IDENTITY)
+    wandb: str = field(default_factory=lambda: os.environ.get("BENCH_WANDB", "offline"), metadata=NOT_IDENTITY)
     """offline (default, no account), online (when the user configured W&B) or disabled."""
-    wandb_project: str = field(default_factory=lambda: os.environ.get("WANDB_PROJECT", "bpfree-bench"))
-    wandb_entity: str | None = field(default_factory=lambda: os.environ.get("WANDB_ENTITY"))
-    group: str | None = None
+    wandb_project: str = field(default_factory=lambda: os.environ.get("WANDB_PROJECT", "bpfree-bench"),
+                               metadata=NOT_IDENTITY)
+    wandb_entity: str | None = field(default_factory=lambda: os.environ.get("WANDB_ENTITY"), metadata=NOT_IDENTITY)
+    group: str | None = field(default=None, metadata=NOT_IDENTITY)
     """Protocol or grid name, stored with the run."""
-    accelerator: str = "auto"
-    devices: int | str = 1
-    strategy: str = "auto"
-    num_nodes: int = 1
-    progress: bool = True
-    callbacks: list = field(default_factory=list, repr=False)
+    accelerator: str = field(default="auto", metadata=NOT_IDENTITY)
+    devices: int | str = field(default=1, metadata=NOT_IDENTITY)
+    strategy: str = field(default="auto", metadata=NOT_IDENTITY)
+    num_nodes: int = field(default=1, metadata=NOT_IDENTITY)
+    progress: bool = field(default=True, metadata=NOT_IDENTITY)
+    callbacks: list = field(default_factory=list, repr=False, metadata=NOT_IDENTITY)
     """Extra Lightning callbacks (e.g. a sweep's pruning callback); not part of the run's identity."""
-    evaluate_test: bool = True
+    evaluate_test: bool = field(default=True, metadata=NOT_IDENTITY)
     """Evaluate the test split after training (sweep trials set False: tuning never looks at test data)."""
-    rule_sources: dict[str, str] = field(default_factory=dict)
+    rule_sources: dict[str, str] = field(default_factory=dict, metadata=NOT_IDENTITY)
     """Where each ``rule`` option came from (--set, tuned file, sweep trial); stored in the record."""
-    compile: bool = False
+    compile: bool = field(default=False, metadata=NOT_IDENTITY)
     """``torch.compile`` the rule's step (``LearningRule.compile_step``). Not part of the run's identity: the same
     numbers to float rounding; stored in the record as ``compiled``."""
-    tuned: bool | None = None
+    tuned: bool | None = field(default=None, metadata=NOT_IDENTITY)
     """The grid's word on fairness: True when tuned options (sweeps/best/) for the run's dataset, rule and arch were
     applied, False when there were none (or --no-tuned) and the rule ran on its defaults; None outside a grid.
     Stored in the record; the report marks untuned rows."""
 
     def identity(self) -> dict[str, Any]:
-        """The fields that decide the numbers a run produces (hashed into its id)."""
-        skip = {"callbacks", "progress", "runs_dir", "wandb", "wandb_project", "wandb_entity", "data_dir", "download",
-                "verify_data", "accelerator", "devices", "strategy", "num_nodes", "group", "evaluate_test", "rule_sources",
-                "compile", "tuned"}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+        """The fields that decide the numbers a run produces (hashed into its id): every field not marked
+        ``NOT_IDENTITY``."""
+        keep = {f.name for f in dataclasses.fields(self) if f.metadata.get("identity", True)}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k in keep}
+
+
+IDENTITY_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("identity", True))
+"""RunConfig fields that are part of a run's identity (its config hash), derived from the fields' metadata."""
+RUN_SETTINGS = tuple(f for f in IDENTITY_FIELDS if f not in ("dataset", "method", "arch", "seed", "epochs", "rule"))
+"""Identity fields beyond dataset, rule, arch, seed and epochs: how a run trains and is measured (batch size,
+splits, subsets, normalisation, augmentation)."""
 
 
 @dataclass

@@ -22,14 +22,15 @@ from typing import Any
 from lightning.pytorch.callbacks import EarlyStopping
 
 from bench.errors import BenchError, ConfigError
+from bench.run import RUN_SETTINGS
 
 METRIC = "val/acc"
 SPEC_ATTR = "bench_spec"
 BUDGET_ATTR = "bench_budget"
 PRUNE_REASON = "pruned_reason"
-RUN_FIELDS = ("batch_size", "eval_batch_size", "val_fraction", "norm", "augment", "test_fraction", "limit_train",
-              "limit_eval")
-"""RunConfig fields that change what a trial measures (part of the study's identity)."""
+RUN_FIELDS = RUN_SETTINGS
+"""RunConfig fields that change what a trial measures (part of the study's identity): the run settings of a run's
+identity (bench.run.RUN_SETTINGS)."""
 
 
 @dataclass

@@ -135,3 +135,24 @@ def test_resolve_fills_rule_defaults_into_the_identity():
     res = resolve(RunConfig(method="bp", rule={"lr": "0.01"}))
     assert res.canonical["rule"]["lr"] == 0.01 and res.canonical["rule"]["optimizer"] == "adam"
     assert resolve(RunConfig(method="bp", rule={"lr": 0.01})).name == res.name
+
+
+def test_identity_comes_from_field_metadata():
+    """A field marked NOT_IDENTITY leaves every run hash as it was; any other new field changes it."""
+    import dataclasses
+
+    from bench.run import NOT_IDENTITY, RUN_SETTINGS, resolve
+
+    @dataclasses.dataclass(kw_only=True)
+    class WithNote(RunConfig):
+        note: str = dataclasses.field(default="anything", metadata=NOT_IDENTITY)
+
+    @dataclasses.dataclass(kw_only=True)
+    class WithKnob(RunConfig):
+        knob: int = 3
+
+    base = resolve(RunConfig(dataset="mnist", arch="mlp:16-C"))
+    assert resolve(WithNote(dataset="mnist", arch="mlp:16-C")).config_hash == base.config_hash
+    assert resolve(WithKnob(dataset="mnist", arch="mlp:16-C")).config_hash != base.config_hash
+    assert set(RUN_SETTINGS) == {"batch_size", "eval_batch_size", "val_fraction", "norm", "augment", "test_fraction",
+                                 "limit_train", "limit_eval"}
