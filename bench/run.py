@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.errors import BenchError, ConfigError, Interrupted
 from bench.paths import PROJECT_ROOT, runs_root, set_tool_dirs
-from bench.records import DONE, CellClaim, claim_path, read_claim, record_path, save_attempt
+from bench.records import CellClaim, claim_path, read_claim, record_path, save_attempt
 
 WANDB_MODES = ("offline", "online", "disabled")
 

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
-from bench.paths import PROJECT_ROOT
 
 from bench.tuned import BEST_DIR, best_dir, best_file, read_entries, shown, tuned_params  # noqa: F401 - re-exported
 
