@@ -62,13 +62,15 @@ def _load(url, name):
     return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=None))
 
 
-def _check_each_trial_once(study, budget: int, n_workers: int) -> None:
+def _check_each_trial_once(study, budget: int, n_workers: int, concurrent: bool = True) -> None:
     trials = study.get_trials(deepcopy=False)
     assert sorted(t.number for t in trials) == list(range(budget))  # every trial exactly once
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials), [t.state.name for t in trials]
     assert len({t.user_attrs["run"] for t in trials}) == budget
     workers = {t.user_attrs["worker"] for t in trials}
     assert len(workers) == n_workers
+    if not concurrent:
+        return
     # the workers really ran at the same time: some trials of different workers overlap in time
     spans = [(t.datetime_start, t.datetime_complete, t.user_attrs["worker"]) for t in trials]
     assert any(a[2] != b[2] and a[0] < b[1] and b[0] < a[1] for a in spans for b in spans)
@@ -152,7 +154,9 @@ def test_slurm_job_array_of_two_workers_on_a_journal_study(slurm, fmnist_root, t
     assert not res.worker_errors, out.getvalue()
     (script,) = [p.read_text() for p in (tmp_path / "runs" / "sweeps").glob("*/submitit/*_submission.sh")]
     assert "#SBATCH --array=0-1%2" in script and "#SBATCH --partition=debug" in script  # one array, two tasks
-    _check_each_trial_once(_load(url, res.study_name), 4, 2)
+    # both array tasks ran trials; when each started is the SLURM scheduler's choice (on a loaded CI machine one task
+    # can start after the other has finished its trials), so no overlap in time is asserted here
+    _check_each_trial_once(_load(url, res.study_name), 4, 2, concurrent=False)
 
 
 def test_two_workers_share_a_postgresql_study(fmnist_root):
