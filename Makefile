@@ -22,7 +22,7 @@ STORAGE ?=
 EXECUTOR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data bench paper run report test test-fast perf perf-grid clean sweep sweep-all efficiency
+.PHONY: help venv data bench paper run report test test-fast lint perf perf-grid clean sweep sweep-all efficiency
 
 help: ## list the targets and the variables they take
 	@echo "Targets:"
@@ -72,6 +72,10 @@ report: $(STAMP) ## rebuild tables and figures in reports/out from the W&B runs 
 
 test: $(STAMP) ## run the test suite (under 10 minutes on 2 CPU cores)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff: lint and format check (line length 120; settings in pyproject.toml); CI runs it before the tests
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 efficiency: $(STAMP) ## memory, FLOPs and samples/s of one training step per rule, measured beside the theoretical model (METHODS, ARCH, ARGS='--batch-sizes 1,64')
 	$(PY) -m bench efficiency $(if $(filter-out all,$(METHODS)),--methods $(METHODS)) $(if $(ARCH),--arch '$(ARCH)') \

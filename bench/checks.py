@@ -23,8 +23,9 @@ def check_run_fields(cfg: Any) -> None:
     for name in ("limit_train", "limit_eval"):
         value = getattr(cfg, name)
         if value is not None and (not isinstance(value, int) or value < 1):
-            raise ConfigError(f"{name} must be >= 1 (a number of samples; leave it out for the whole split), "
-                              f"got {value}")
+            raise ConfigError(
+                f"{name} must be >= 1 (a number of samples; leave it out for the whole split), got {value}"
+            )
     if cfg.eval_batch_size < 1:
         raise ConfigError(f"eval_batch_size must be >= 1, got {cfg.eval_batch_size}")
     if cfg.test_fraction is not None and not 0.0 < cfg.test_fraction < 1.0:
@@ -72,8 +73,10 @@ def check_hardware(accelerator: str, devices: int | str, strategy: str, num_node
         raise ConfigError(f"accelerator {accelerator!r}; choose one of {', '.join(known)}")
     kinds = _GPU_LIKE.get(acc, ())
     if kinds and not any(_available(k) for k in kinds):
-        raise ConfigError(f"accelerator {acc!r} asked for, but torch sees no {'/'.join(kinds).upper()} device on "
-                          f"this machine; use --accelerator cpu (or auto)")
+        raise ConfigError(
+            f"accelerator {acc!r} asked for, but torch sees no {'/'.join(kinds).upper()} device on "
+            f"this machine; use --accelerator cpu (or auto)"
+        )
     gpu = next((k for k in kinds if _available(k)), None) if kinds else None
     if acc == "auto":
         gpu = next((k for k in ("cuda", "mps") if _available(k)), None)
@@ -84,21 +87,29 @@ def check_hardware(accelerator: str, devices: int | str, strategy: str, num_node
         try:
             ids = [int(p) for p in parts]
         except ValueError:
-            raise ConfigError(f"devices {devices!r}: give a positive count, auto, -1 (all GPUs) or a comma-separated "
-                              "list of GPU indices (e.g. 0,1)") from None
+            raise ConfigError(
+                f"devices {devices!r}: give a positive count, auto, -1 (all GPUs) or a comma-separated "
+                "list of GPU indices (e.g. 0,1)"
+            ) from None
         listed = "," in text or text.startswith("[")
         if listed:
             if gpu is None:
-                raise ConfigError(f"devices {devices!r} lists device indices, which only a GPU accelerator takes; "
-                                  "on CPU give a count (e.g. --devices 2)")
+                raise ConfigError(
+                    f"devices {devices!r} lists device indices, which only a GPU accelerator takes; "
+                    "on CPU give a count (e.g. --devices 2)"
+                )
             bad = [i for i in ids if not 0 <= i < _device_count(gpu)]
             if bad or len(set(ids)) != len(ids):
-                raise ConfigError(f"devices {devices!r}: this machine has {_device_count(gpu)} {gpu} device(s), "
-                                  f"indices 0..{_device_count(gpu) - 1}, each listed once")
+                raise ConfigError(
+                    f"devices {devices!r}: this machine has {_device_count(gpu)} {gpu} device(s), "
+                    f"indices 0..{_device_count(gpu) - 1}, each listed once"
+                )
         elif ids[0] == -1:
             if gpu is None:
-                raise ConfigError("devices -1 means every GPU, and there is none (or the accelerator is cpu); "
-                                  "give a count of processes, e.g. --devices 1")
+                raise ConfigError(
+                    "devices -1 means every GPU, and there is none (or the accelerator is cpu); "
+                    "give a count of processes, e.g. --devices 1"
+                )
         elif ids[0] < 1:
             raise ConfigError(f"devices must be >= 1 (or auto, -1, a list of GPU indices), got {devices!r}")
         elif gpu is not None and ids[0] > _device_count(gpu):
@@ -107,7 +118,9 @@ def check_hardware(accelerator: str, devices: int | str, strategy: str, num_node
     strat = str(strategy).strip()
     strategies = ["auto", *StrategyRegistry.available_strategies()]
     if strat not in strategies:
-        raise ConfigError(f"strategy {strategy!r}; choose auto or one Lightning registers: "
-                          f"{', '.join(s for s in strategies if not any(w in s for w in ('find_unused', 'stage', 'offload')))}, ...")
+        raise ConfigError(
+            f"strategy {strategy!r}; choose auto or one Lightning registers: "
+            f"{', '.join(s for s in strategies if not any(w in s for w in ('find_unused', 'stage', 'offload')))}, ..."
+        )
     if not isinstance(num_nodes, int) or num_nodes < 1:
         raise ConfigError(f"num_nodes must be >= 1, got {num_nodes}")

@@ -41,13 +41,26 @@ from bench.paths import PROJECT_ROOT
 
 CLAIMS_DIR = PROJECT_ROOT / "reports" / "claims"
 RESOLVED = "resolved.json"
-"""File (in the claims folder) with every claim's canonical run settings, written by ``python -m bench claims --write``."""
+"""File (in the claims folder) with every claim's canonical settings (``python -m bench claims --write``)."""
 
 RUN_KEYS = ("test_fraction", "val_fraction", "batch_size", "norm", "augment")
 """Run-level settings (RunConfig fields) a claim may fix; the rest are RunConfig defaults."""
 _TEXT_KEYS = ("where", "label", "paper_hparams", "source", "note")
-_KEYS = {"id", "dataset", "method", "arch", "epochs", "seeds", "metric", "value", "std", "n_paper", "rule",
-         *RUN_KEYS, *_TEXT_KEYS}
+_KEYS = {
+    "id",
+    "dataset",
+    "method",
+    "arch",
+    "epochs",
+    "seeds",
+    "metric",
+    "value",
+    "std",
+    "n_paper",
+    "rule",
+    *RUN_KEYS,
+    *_TEXT_KEYS,
+}
 _REQUIRED = ("id", "where", "dataset", "method", "arch", "epochs", "seeds", "metric", "value", "source")
 METRICS = ("test/acc", "test/acc5")
 """Metrics of a claim: the prediction's top-1 or top-5 test accuracy, or ``test/acc/<exit>`` (an early-exit read-out,
@@ -108,14 +121,22 @@ class Claim:
 
     def command(self) -> str:
         """The exact ``make bench`` command that runs this claim's settings."""
-        return (f"make bench PROFILE=claims DATASET={self.dataset} METHODS={self.method} "
-                f"ARGS='--only claim={self.key}'")
+        return f"make bench PROFILE=claims DATASET={self.dataset} METHODS={self.method} ARGS='--only claim={self.key}'"
 
     def variant(self) -> dict[str, Any]:
         """This claim as a variant of the ``claims`` grid profile (see bench/profiles.py)."""
-        return {"claim": self.key, "paper": self.paper, "methods": (self.method,), "datasets": (self.dataset,),
-                "exact_dataset": True, "arch": self.arch, "rule": dict(self.rule), "epochs": self.epochs,
-                "seeds": self.seeds, **self.run}
+        return {
+            "claim": self.key,
+            "paper": self.paper,
+            "methods": (self.method,),
+            "datasets": (self.dataset,),
+            "exact_dataset": True,
+            "arch": self.arch,
+            "rule": dict(self.rule),
+            "epochs": self.epochs,
+            "seeds": self.seeds,
+            **self.run,
+        }
 
 
 def _fail(where: str, msg: str) -> ConfigError:
@@ -135,13 +156,18 @@ def _claim(raw: dict[str, Any], paper: str, title: str, where: str) -> Claim:
     if not isinstance(raw["epochs"], int) or raw["epochs"] < 1:
         raise _fail(where, f"epochs must be an integer >= 1, got {raw['epochs']!r}")
     seeds = raw["seeds"]
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds) \
-            or len(set(seeds)) != len(seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and s >= 0 for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
         raise _fail(where, f"seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}")
     metric = raw["metric"]
     if metric not in METRICS and not (metric.startswith("test/acc/") and len(metric) > len("test/acc/")):
-        raise _fail(where, f"metric {metric!r}; choose one of {', '.join(METRICS)} or test/acc/<exit> "
-                           "(e.g. test/acc/layer1)")
+        raise _fail(
+            where, f"metric {metric!r}; choose one of {', '.join(METRICS)} or test/acc/<exit> (e.g. test/acc/layer1)"
+        )
     value, std = raw["value"], raw.get("std")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 100.0:
         raise _fail(where, f"value is an accuracy in percent in [0, 100], got {value!r}")
@@ -156,11 +182,27 @@ def _claim(raw: dict[str, Any], paper: str, title: str, where: str) -> Claim:
     tf = raw.get("test_fraction")
     if tf is not None and not (isinstance(tf, (int, float)) and 0.0 < tf < 1.0):
         raise _fail(where, f"test_fraction must be in (0, 1), got {tf!r}")
-    return Claim(paper=paper, id=raw["id"], where=raw["where"], dataset=raw["dataset"], method=raw["method"],
-                 arch=raw["arch"], epochs=raw["epochs"], seeds=tuple(seeds), metric=metric, value=float(value),
-                 std=None if std is None else float(std), n_paper=n_paper, source=raw["source"], rule=dict(rule),
-                 run={k: raw[k] for k in RUN_KEYS if k in raw}, label=raw.get("label", ""),
-                 paper_hparams=raw.get("paper_hparams", ""), note=raw.get("note", ""), title=title)
+    return Claim(
+        paper=paper,
+        id=raw["id"],
+        where=raw["where"],
+        dataset=raw["dataset"],
+        method=raw["method"],
+        arch=raw["arch"],
+        epochs=raw["epochs"],
+        seeds=tuple(seeds),
+        metric=metric,
+        value=float(value),
+        std=None if std is None else float(std),
+        n_paper=n_paper,
+        source=raw["source"],
+        rule=dict(rule),
+        run={k: raw[k] for k in RUN_KEYS if k in raw},
+        label=raw.get("label", ""),
+        paper_hparams=raw.get("paper_hparams", ""),
+        note=raw.get("note", ""),
+        title=title,
+    )
 
 
 def parse_claims(text: str, name: str = "<claims>") -> list[Claim]:
@@ -174,8 +216,9 @@ def parse_claims(text: str, name: str = "<claims>") -> list[Claim]:
         raise ConfigError(f"{name}: needs paper = \"<short name>\" (no '/')")
     unknown = sorted(set(doc) - {"paper", "title", "source", "defaults", "group"})
     if unknown:
-        raise ConfigError(f"{name}: unknown top-level key(s) {', '.join(unknown)}; use paper, title, source, "
-                          "[defaults] and [[group]]")
+        raise ConfigError(
+            f"{name}: unknown top-level key(s) {', '.join(unknown)}; use paper, title, source, [defaults] and [[group]]"
+        )
     base = {"source": doc.get("source", ""), **doc.get("defaults", {})}
     claims: list[Claim] = []
     for g, group in enumerate(doc.get("group", [])):
@@ -213,8 +256,19 @@ def run_configs(claim: Claim, seeds: tuple[int, ...] | None = None) -> list:
     """The RunConfigs ``PROFILE=claims`` runs for ``claim`` (its own seeds unless ``seeds`` is given)."""
     from bench.run import RunConfig
 
-    return [RunConfig(dataset=claim.dataset, method=claim.method, arch=claim.arch, seed=s, epochs=claim.epochs,
-                      rule=dict(claim.rule), group="claims", **claim.run) for s in (seeds or claim.seeds)]
+    return [
+        RunConfig(
+            dataset=claim.dataset,
+            method=claim.method,
+            arch=claim.arch,
+            seed=s,
+            epochs=claim.epochs,
+            rule=dict(claim.rule),
+            group="claims",
+            **claim.run,
+        )
+        for s in (seeds or claim.seeds)
+    ]
 
 
 def setting(canonical: dict[str, Any]) -> dict[str, Any]:
@@ -271,7 +325,8 @@ def stale_resolved(folder: str | Path | None = None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench claims``: list the claims; ``--check`` validates them and resolved.json; ``--write`` rewrites it."""
+    """``python -m bench claims``: list the claims; ``--check`` validates them and resolved.json; ``--write``
+    rewrites it."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m bench claims", description=main.__doc__)
@@ -290,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         if a.check:
             stale = stale_resolved(a.dir)
             if stale:
-                raise ConfigError(f"{RESOLVED} is out of date for {', '.join(stale)}; run python -m bench claims --write")
+                raise ConfigError(
+                    f"{RESOLVED} is out of date for {', '.join(stale)}; run python -m bench claims --write"
+                )
             print(f"{len(claims)} claims valid; {RESOLVED} up to date")
             return 0
         for c in claims:

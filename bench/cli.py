@@ -6,13 +6,29 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import Any
 
 from bench.errors import ConfigError, exit_status
-from bench.options import (add_run_options as _add_run_options, csv_list as _csv, parse_only as _only,
-                           parse_pairs as _pairs, refuse_empty as _nonempty, run_fields as _run_fields,
-                           seed_list as _seeds)
+from bench.options import (
+    add_run_options as _add_run_options,
+)
+from bench.options import (
+    csv_list as _csv,
+)
+from bench.options import (
+    parse_only as _only,
+)
+from bench.options import (
+    parse_pairs as _pairs,
+)
+from bench.options import (
+    refuse_empty as _nonempty,
+)
+from bench.options import (
+    run_fields as _run_fields,
+)
+from bench.options import (
+    seed_list as _seeds,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,54 +45,106 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
 
     p = sub.add_parser("grid", help="the dataset x method x seed grid (make bench)")
-    p.add_argument("--datasets", type=_csv, default=None,
-                   help="comma-separated (default: the profile's datasets, else fashion_mnist)")
+    p.add_argument(
+        "--datasets",
+        type=_csv,
+        default=None,
+        help="comma-separated (default: the profile's datasets, else fashion_mnist)",
+    )
     p.add_argument("--methods", type=_csv, default=("all",), help="comma-separated rule names, or all")
     p.add_argument("--seeds", type=_seeds, default=None, help="comma-separated (default: the profile's)")
     p.add_argument("--profile", default="quick")
     p.add_argument("--force", action="store_true", help="re-run runs already completed with the same config")
-    p.add_argument("--no-tuned", action="store_true",
-                   help="ignore the tuned options exported by sweeps (sweeps/best/); rule defaults + --set only")
-    p.add_argument("--tune", action="store_true",
-                   help="first sweep (equal budget, validation accuracy) every rule without tuned settings for its "
-                        "dataset and arch, then run the grid, then write the report; a second call sweeps nothing")
+    p.add_argument(
+        "--no-tuned",
+        action="store_true",
+        help="ignore the tuned options exported by sweeps (sweeps/best/); rule defaults + --set only",
+    )
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="first sweep (equal budget, validation accuracy) every rule without tuned settings for its "
+        "dataset and arch, then run the grid, then write the report; a second call sweeps nothing",
+    )
     p.add_argument("--tune-trials", type=int, default=None, help="trials per sweep of --tune (default 8)")
     p.add_argument("--tune-epochs", type=int, default=None, help="epochs per trial of --tune (default 2)")
-    p.add_argument("--tune-limit-train", type=int, default=None,
-                   help="training samples per trial of --tune (default 10000; 0: all)")
-    p.add_argument("--tune-workers", type=int, default=1,
-                   help="worker processes per sweep of --tune (1: in this process)")
-    p.add_argument("--only", action="append", default=[], metavar="KEY=V1,V2",
-                   help="run only the profile's variants with KEY in the values, e.g. --only test_fraction=0.95,0.99")
-    p.add_argument("--status", action="store_true",
-                   help="print each cell's state (completed, diverged, running elsewhere, failed, pending); run nothing")
-    p.add_argument("--executor", choices=("inline", "local", "slurm"), default="inline",
-                   help="inline: this process; local: WORKERS processes here; slurm: a job array of WORKERS tasks")
+    p.add_argument(
+        "--tune-limit-train",
+        type=int,
+        default=None,
+        help="training samples per trial of --tune (default 10000; 0: all)",
+    )
+    p.add_argument(
+        "--tune-workers", type=int, default=1, help="worker processes per sweep of --tune (1: in this process)"
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="run only the profile's variants with KEY in the values, e.g. --only test_fraction=0.95,0.99",
+    )
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="print each cell's state (completed, diverged, running elsewhere, failed, pending); run nothing",
+    )
+    p.add_argument(
+        "--executor",
+        choices=("inline", "local", "slurm"),
+        default="inline",
+        help="inline: this process; local: WORKERS processes here; slurm: a job array of WORKERS tasks",
+    )
     p.add_argument("--workers", type=int, default=1, help="worker processes (local) or array tasks (slurm)")
-    p.add_argument("--workers-per-device", type=int, default=1,
-                   help="local with GPUs: workers sharing one GPU (small runs leave a GPU mostly idle)")
-    p.add_argument("--cells-per-task", type=int, default=None,
-                   help="slurm: each array task runs a fixed chunk of this many cells (default: tasks pull cells)")
-    p.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
-                   help="submitit parameters, e.g. --slurm 'slurm_partition=gpu gpus_per_node=1 timeout_min=600'")
+    p.add_argument(
+        "--workers-per-device",
+        type=int,
+        default=1,
+        help="local with GPUs: workers sharing one GPU (small runs leave a GPU mostly idle)",
+    )
+    p.add_argument(
+        "--cells-per-task",
+        type=int,
+        default=None,
+        help="slurm: each array task runs a fixed chunk of this many cells (default: tasks pull cells)",
+    )
+    p.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="submitit parameters, e.g. --slurm 'slurm_partition=gpu gpus_per_node=1 timeout_min=600'",
+    )
     p.add_argument("--no-wait", action="store_true", help="slurm: submit the array and return")
     _add_run_options(p)
 
     for name, ep in sorted(plugins().items()):  # commands other packages bring (sweep, report, ...)
         sub.add_parser(name, help=f"see python -m bench {name} --help ({ep.value})", add_help=False)
     p = sub.add_parser("data", help="make sure a dataset's files are present (Debian package or download)")
-    p.add_argument("--datasets", type=_csv, default=None, help="comma-separated (default: the profile's, else "
-                   "fashion_mnist); resnet50:<name> computes and caches backbone features")
+    p.add_argument(
+        "--datasets",
+        type=_csv,
+        default=None,
+        help="comma-separated (default: the profile's, else "
+        "fashion_mnist); resnet50:<name> computes and caches backbone features",
+    )
     p.add_argument("--profile", default=None, help="take the datasets of this profile")
     p.add_argument("--data-dir", default=None)
 
     sub.add_parser("perf", help="harness vs plain PyTorch seconds per epoch", add_help=False)
-    sub.add_parser("perf-grid", help="wall time of a small grid inline vs local workers vs SLURM (make perf-grid)",
-                   add_help=False)
-    sub.add_parser("efficiency", help="memory, FLOPs, samples/s of one step per rule beside the theory (make efficiency)",
-                   add_help=False)
-    sub.add_parser("claims", help="list the paper claims (reports/claims); --check validates them, --write rewrites "
-                   "their resolved settings", add_help=False)
+    sub.add_parser(
+        "perf-grid", help="wall time of a small grid inline vs local workers vs SLURM (make perf-grid)", add_help=False
+    )
+    sub.add_parser(
+        "efficiency",
+        help="memory, FLOPs, samples/s of one step per rule beside the theory (make efficiency)",
+        add_help=False,
+    )
+    sub.add_parser(
+        "claims",
+        help="list the paper claims (reports/claims); --check validates them, --write rewrites their resolved settings",
+        add_help=False,
+    )
     return ap
 
 
@@ -96,24 +164,34 @@ def cmd_list(a: argparse.Namespace) -> int:
             import textwrap
 
             for opt, desc in cls.Config.options().items():
-                print(textwrap.fill(f"{opt}: {desc}", width=118, initial_indent="      ", subsequent_indent="          "))
+                print(
+                    textwrap.fill(f"{opt}: {desc}", width=118, initial_indent="      ", subsequent_indent="          ")
+                )
     print("architectures (the string lists every layer after the input, C = class count):")
-    for ex, what in [("mlp:1024-C", "784-1024-10 on MNIST"), ("mlp:1000-34", "SPELA's 784-1000-34"),
-                     ("mlp:1000-1000-1000", "Forward-Forward's 3x1000"),
-                     ("cnn:32", "conv 32 5x5 s1 p2 (+act, 2x2 max-pool), Linear head to C"),
-                     ("cnn:32-32", "two conv layers"), ("resnet18", "ResNet-18 (32x32 inputs) in 8 blocks"),
-                     ("resnet18,blocks=16,skip=0", "skip-free ResNet-18 in 16 blocks")]:
+    for ex, what in [
+        ("mlp:1024-C", "784-1024-10 on MNIST"),
+        ("mlp:1000-34", "SPELA's 784-1000-34"),
+        ("mlp:1000-1000-1000", "Forward-Forward's 3x1000"),
+        ("cnn:32", "conv 32 5x5 s1 p2 (+act, 2x2 max-pool), Linear head to C"),
+        ("cnn:32-32", "two conv layers"),
+        ("resnet18", "ResNet-18 (32x32 inputs) in 8 blocks"),
+        ("resnet18,blocks=16,skip=0", "skip-free ResNet-18 in 16 blocks"),
+    ]:
         print(f"  {ex:28s} {what}")
-    print(f"  options: act/out_act={'|'.join(ACTIVATIONS)} bias=0|1 init={'|'.join(INITS)}; "
-          "cnn: fc=W-W kernel=K pool=max2|avg2|none head=0|1; mlp/cnn: binary=0|1; resnet18: blocks=8|16 skip=0|1")
+    print(
+        f"  options: act/out_act={'|'.join(ACTIVATIONS)} bias=0|1 init={'|'.join(INITS)}; "
+        "cnn: fc=W-W kernel=K pool=max2|avg2|none head=0|1; mlp/cnn: binary=0|1; resnet18: blocks=8|16 skip=0|1"
+    )
     _import_modules()  # datasets registered by $BENCH_MODULES
     print("datasets:")
     for d in DATASETS.values():
         print(f"  {d.name:14s} {d.shape[0]}x{d.shape[1]}x{d.shape[2]}, {d.num_classes} classes ({d.what})")
     from bench.features import BACKBONES, SOURCES
 
-    print(f"  {'|'.join(BACKBONES)}:<{'|'.join(SOURCES)}>  frozen backbone features (transfer learning; "
-          "computed once, cached under data/features)")
+    print(
+        f"  {'|'.join(BACKBONES)}:<{'|'.join(SOURCES)}>  frozen backbone features (transfer learning; "
+        "computed once, cached under data/features)"
+    )
     print("profiles:")
     for p in PROFILES.values():
         print(f"  {p.name:10s} {p.description}")
@@ -130,11 +208,20 @@ def cmd_run(a: argparse.Namespace) -> int:
     for key in pairs:  # --set pepita.lr=0.01 scopes lr to pepita: it is this run's option only when it runs pepita
         scope, dot, _ = key.partition(".")
         if dot and scope != a.method:
-            raise ConfigError(f"option {key!r} is scoped to rule {scope!r}, but this run trains {a.method!r}; "
-                              f"use --method {scope} or --set {key.partition('.')[2]}=...")
+            raise ConfigError(
+                f"option {key!r} is scoped to rule {scope!r}, but this run trains {a.method!r}; "
+                f"use --method {scope} or --set {key.partition('.')[2]}=..."
+            )
     rule = split_overrides(pairs, a.method, (a.method,))
-    cfg = RunConfig(dataset=a.dataset, method=a.method, arch=a.arch, seed=a.seed, rule=rule, **fields,
-                    **({"epochs": a.epochs} if a.epochs is not None else {}))
+    cfg = RunConfig(
+        dataset=a.dataset,
+        method=a.method,
+        arch=a.arch,
+        seed=a.seed,
+        rule=rule,
+        **fields,
+        **({"epochs": a.epochs} if a.epochs is not None else {}),
+    )
     res = resolve(cfg)
     if not a.dry_run:
         check_writable(runs_root(cfg.runs_dir))
@@ -160,11 +247,26 @@ def cmd_grid(a: argparse.Namespace) -> int:
         raise ConfigError(f"--workers-per-device must be >= 1, got {a.workers_per_device}")
     if not a.dry_run and not a.status:
         check_writable(runs_root(a.runs_dir))
-    spec = GridSpec(datasets=a.datasets, methods=a.methods, arch=a.arch, seeds=a.seeds, epochs=a.epochs,
-                    profile=a.profile, overrides=_pairs(a.set), run=_run_fields(a), tuned=not a.no_tuned,
-                    only=_only(a.only))
-    launch = Launch(executor=a.executor, workers=a.workers, workers_per_device=a.workers_per_device,
-                    cells_per_task=a.cells_per_task, slurm=_pairs(a.slurm), wait=not a.no_wait)
+    spec = GridSpec(
+        datasets=a.datasets,
+        methods=a.methods,
+        arch=a.arch,
+        seeds=a.seeds,
+        epochs=a.epochs,
+        profile=a.profile,
+        overrides=_pairs(a.set),
+        run=_run_fields(a),
+        tuned=not a.no_tuned,
+        only=_only(a.only),
+    )
+    launch = Launch(
+        executor=a.executor,
+        workers=a.workers,
+        workers_per_device=a.workers_per_device,
+        cells_per_task=a.cells_per_task,
+        slurm=_pairs(a.slurm),
+        wait=not a.no_wait,
+    )
     if a.tune:  # the sweeps package brings the tuning step (entry point bench.grid_hooks: tune)
         return plugin("bench.grid_hooks", "tune")(spec, a, launch)
     crashed = run_grid(spec, dry_run=a.dry_run, force=a.force, status=a.status, launch=launch)

@@ -20,9 +20,10 @@ import pickle
 import shutil
 import struct
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -67,14 +68,27 @@ DATASETS: dict[str, DatasetInfo] = {}
 """Registered datasets by name (``register_dataset``)."""
 
 
-def register_dataset(name: str, *, shape: tuple[int, ...], num_classes: int, loader: Callable | None = None,
-                     scale: float = 255.0, source: str = "", kind: str = "loader", **files: Any):
+def register_dataset(
+    name: str,
+    *,
+    shape: tuple[int, ...],
+    num_classes: int,
+    loader: Callable | None = None,
+    scale: float = 255.0,
+    source: str = "",
+    kind: str = "loader",
+    **files: Any,
+):
     """Register a dataset: ``register_dataset("digits", shape=(1, 8, 8), num_classes=10, loader=f, scale=16)``, or as a
     decorator of the loader (``@register_dataset("digits", shape=..., num_classes=10, scale=16)``). The loader's output
     goes through the same checks as every dataset's (``load_split``). Registering a name again replaces it."""
     if loader is None:
-        return lambda f: (register_dataset(name, shape=shape, num_classes=num_classes, loader=f, scale=scale,
-                                           source=source, kind=kind, **files), f)[1]
+        return lambda f: (
+            register_dataset(
+                name, shape=shape, num_classes=num_classes, loader=f, scale=scale, source=source, kind=kind, **files
+            ),
+            f,
+        )[1]
     if not isinstance(name, str) or not name or ":" in name or "," in name:
         raise ConfigError(f"dataset name must be a non-empty string without ':' or ',', got {name!r}")
     shape = tuple(int(s) for s in shape)
@@ -113,8 +127,10 @@ def _import_modules() -> None:
         try:
             importlib.import_module(mod)
         except ImportError as e:
-            raise ConfigError(f"BENCH_MODULES names {mod!r}, which cannot be imported ({e}); run from the folder "
-                              "holding it or put it on PYTHONPATH") from None
+            raise ConfigError(
+                f"BENCH_MODULES names {mod!r}, which cannot be imported ({e}); run from the folder "
+                "holding it or put it on PYTHONPATH"
+            ) from None
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
@@ -127,8 +143,10 @@ def get_dataset_info(name: str) -> DatasetInfo:
     try:
         return DATASETS[name]
     except KeyError:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} (register your own with "
-                          "bench.data.register_dataset; README, \"Adding a dataset\")") from None
+        raise ConfigError(
+            f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} (register your own with "
+            'bench.data.register_dataset; README, "Adding a dataset")'
+        ) from None
 
 
 # --------------------------------------------------------------------------- reading the native files
@@ -153,7 +171,7 @@ _IDX_T = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 _FMNIST_FOLDER = "FashionMNIST/raw"
 
 
-# --------------------------------------------------------------------------- checksums of the files we unpack or download
+# ------------------------------------------------------------------------ checksums of the files we unpack or download
 CHECKSUMS = ".bench-sha256.json"
 """Per dataset folder: sha256 and size of each data file, recorded when it was unpacked or downloaded."""
 
@@ -176,8 +194,12 @@ def record_checksums(folder: Path, files: list[str] | tuple[str, ...], source: s
     entries = read_checksums(folder)
     for f in files:
         p = folder / f
-        entries[f] = {"sha256": _sha256(p), "size": p.stat().st_size, "source": source,
-                      "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        entries[f] = {
+            "sha256": _sha256(p),
+            "size": p.stat().st_size,
+            "source": source,
+            "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
     tmp = folder / f"{CHECKSUMS}.tmp{os.getpid()}"
     tmp.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
     tmp.replace(folder / CHECKSUMS)
@@ -263,9 +285,14 @@ def verify_files(name: str, root: str | os.PathLike | None = None, repair: bool 
     for f, why in bad.items():
         gz = _gz_source(info, rootp, f)
         if gz is None or not repair:
-            raise DataError(f"{name} file {folder / f} is damaged ({why}); "
-                            + (f"`python -m bench data --datasets {name}` (make data) unpacks it again from {gz}"
-                               if gz else f"delete it and get it again from {info.source} (or run with --download)"))
+            raise DataError(
+                f"{name} file {folder / f} is damaged ({why}); "
+                + (
+                    f"`python -m bench data --datasets {name}` (make data) unpacks it again from {gz}"
+                    if gz
+                    else f"delete it and get it again from {info.source} (or run with --download)"
+                )
+            )
         _unpack(gz, folder / f)
         record_checksums(folder, [f], f"unpacked from {gz}")
         done.append(f"{name}: {folder / f} was damaged ({why}); unpacked it again from {gz}")
@@ -305,6 +332,7 @@ def _diagnose(info: DatasetInfo, root: Path, files: tuple[str, ...]) -> str:
             problem = None
             try:
                 import scipy.io
+
                 mat = scipy.io.loadmat(p)
                 if "X" not in mat or "y" not in mat:
                     problem = "no 'X'/'y' arrays in the .mat file"
@@ -324,8 +352,9 @@ def _diagnose(info: DatasetInfo, root: Path, files: tuple[str, ...]) -> str:
     return f"files in {folder} failed the checksum test"
 
 
-def _torchvision_loader(name: str, tv_class: str, root: Path, train: bool, download: bool = False,
-                        verify: bool = True) -> tuple[Any, Any]:
+def _torchvision_loader(
+    name: str, tv_class: str, root: Path, train: bool, download: bool = False, verify: bool = True
+) -> tuple[Any, Any]:
     """One split of a torchvision dataset from its native files (Fashion-MNIST: Debian's copy when present)."""
     import torchvision.datasets as tvd
 
@@ -338,9 +367,11 @@ def _torchvision_loader(name: str, tv_class: str, root: Path, train: bool, downl
         if bad:
             f, why = next(iter(bad.items()))
             gz = _gz_source(info, root, f)
-            raise DataError(f"{name} file {root / info.folder / f} is damaged ({why}); "
-                            f"`python -m bench data --datasets {name}` (make data) "
-                            + (f"unpacks it again from {gz}" if gz else "checks and restores the files"))
+            raise DataError(
+                f"{name} file {root / info.folder / f} is damaged ({why}); "
+                f"`python -m bench data --datasets {name}` (make data) "
+                + (f"unpacks it again from {gz}" if gz else "checks and restores the files")
+            )
     cls = getattr(tvd, tv_class)
     if not verify:
         cls = _unverified(cls)
@@ -353,9 +384,11 @@ def _torchvision_loader(name: str, tv_class: str, root: Path, train: bool, downl
     except Exception as e:  # noqa: BLE001 - turn any loader failure into one clear message
         if download and isinstance(e, (OSError, RuntimeError)) and "urlopen" in repr(e).lower():
             raise DataError(f"could not download {name} into {root}: {e}. Get the files from {info.source}") from None
-        raise DataError(f"cannot load {name} ({'train' if train else 'test'} split) from {root}: "
-                        f"{_diagnose(info, root, files)}. Obtain the files from {info.source}, or run with "
-                        f"--download (needs internet); set the folder with --data-dir or BENCH_DATA_DIR.") from None
+        raise DataError(
+            f"cannot load {name} ({'train' if train else 'test'} split) from {root}: "
+            f"{_diagnose(info, root, files)}. Obtain the files from {info.source}, or run with "
+            f"--download (needs internet); set the folder with --data-dir or BENCH_DATA_DIR."
+        ) from None
 
 
 def _call_loader(info: DatasetInfo, root: Path, train: bool, download: bool, verify: bool) -> tuple[Any, Any]:
@@ -372,11 +405,14 @@ def _call_loader(info: DatasetInfo, root: Path, train: bool, download: bool, ver
     except BenchError:
         raise
     except Exception as e:  # noqa: BLE001 - a user's loader failing is a data problem, said in one line
-        raise DataError(f"{info.name} ({info.what} {_describe(info.loader)}, {'train' if train else 'test'} split) "
-                        f"failed: {type(e).__name__}: {e}") from None
+        raise DataError(
+            f"{info.name} ({info.what} {_describe(info.loader)}, {'train' if train else 'test'} split) "
+            f"failed: {type(e).__name__}: {e}"
+        ) from None
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
-        raise DataError(f"{info.name} ({info.what} {_describe(info.loader)}) must return (images, labels), got "
-                        f"{type(out).__name__}")
+        raise DataError(
+            f"{info.name} ({info.what} {_describe(info.loader)}) must return (images, labels), got {type(out).__name__}"
+        )
     return out[0], out[1]
 
 
@@ -401,8 +437,10 @@ def check_split(info: DatasetInfo, x: Any, y: Any, where: str) -> tuple[torch.Te
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if tuple(x.shape[1:]) != info.shape or y.ndim != 1 or len(x) != len(y):
-        raise DataError(f"{where} hold images of shape {tuple(x.shape)} and labels of shape {tuple(y.shape)}; "
-                        f"expected N x {'x'.join(map(str, info.shape))} images with N labels")
+        raise DataError(
+            f"{where} hold images of shape {tuple(x.shape)} and labels of shape {tuple(y.shape)}; "
+            f"expected N x {'x'.join(map(str, info.shape))} images with N labels"
+        )
     if len(x) == 0:
         raise DataError(f"{where} hold no samples")
     if y.is_floating_point():
@@ -412,8 +450,9 @@ def check_split(info: DatasetInfo, x: Any, y: Any, where: str) -> tuple[torch.Te
         raise DataError(f"{where}: labels of dtype {y.dtype}; expected integer class indices")
     y = y.long()
     if int(y.min()) < 0 or int(y.max()) >= info.num_classes:
-        raise DataError(f"{where}: labels fall outside 0..{info.num_classes - 1} (found {int(y.min())}.."
-                        f"{int(y.max())})")
+        raise DataError(
+            f"{where}: labels fall outside 0..{info.num_classes - 1} (found {int(y.min())}..{int(y.max())})"
+        )
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         raise DataError(f"{where}: images hold NaN or inf values")
     return x.contiguous(), y.contiguous()
@@ -423,39 +462,107 @@ _INT_TYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 @functools.lru_cache(maxsize=8)
-def load_split(name: str, root: str, train: bool, download: bool = False, verify: bool = True
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def load_split(
+    name: str, root: str, train: bool, download: bool = False, verify: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N x C x H x W, the loader's dtype) and labels (int64) of one official split, through the dataset's
     loader and ``check_split``."""
     info = get_dataset_info(name)
     rootp = Path(root)
     x, y = _call_loader(info, rootp, train, download, verify)
     split = "train" if train else "test"
-    where = (f"{name} files in {rootp / info.folder}" if info.kind == "torchvision"
-             else f"{name} ({info.what} {_describe(info.loader)}, {split} split)")
+    where = (
+        f"{name} files in {rootp / info.folder}"
+        if info.kind == "torchvision"
+        else f"{name} ({info.what} {_describe(info.loader)}, {split} split)"
+    )
     return check_split(info, x, y, where)
 
 
-def _torchvision(name: str, tv_class: str, shape: tuple[int, int, int], num_classes: int, folder: str,
-                 train_files: tuple[str, ...], test_files: tuple[str, ...], source: str) -> None:
-    register_dataset(name, shape=shape, num_classes=num_classes, kind="torchvision", source=source,
-                     loader=functools.partial(_torchvision_loader, name, tv_class), folder=folder,
-                     train_files=train_files, test_files=test_files)
+def _torchvision(
+    name: str,
+    tv_class: str,
+    shape: tuple[int, int, int],
+    num_classes: int,
+    folder: str,
+    train_files: tuple[str, ...],
+    test_files: tuple[str, ...],
+    source: str,
+) -> None:
+    register_dataset(
+        name,
+        shape=shape,
+        num_classes=num_classes,
+        kind="torchvision",
+        source=source,
+        loader=functools.partial(_torchvision_loader, name, tv_class),
+        folder=folder,
+        train_files=train_files,
+        test_files=test_files,
+    )
 
 
-_torchvision("mnist", "MNIST", (1, 28, 28), 10, "MNIST/raw", _IDX, _IDX_T,
-             "https://ossci-datasets.s3.amazonaws.com/mnist/ (the 4 IDX files, gunzipped)")
-_torchvision("kmnist", "KMNIST", (1, 28, 28), 10, "KMNIST/raw", _IDX, _IDX_T,
-             "http://codh.rois.ac.jp/kmnist/dataset/kmnist/ (the 4 IDX files, gunzipped)")
-_torchvision("fashion_mnist", "FashionMNIST", (1, 28, 28), 10, _FMNIST_FOLDER, _IDX, _IDX_T,
-             "Debian: apt-get install dataset-fashion-mnist (used automatically), or "
-             "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/ (gunzip the 4 files)")
-_torchvision("cifar10", "CIFAR10", (3, 32, 32), 10, "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
-             ("test_batch",), "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (extract into the data root)")
-_torchvision("cifar100", "CIFAR100", (3, 32, 32), 100, "cifar-100-python", ("train",), ("test",),
-             "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (extract into the data root)")
-_torchvision("svhn", "SVHN", (3, 32, 32), 10, ".", ("train_32x32.mat",), ("test_32x32.mat",),
-             "http://ufldl.stanford.edu/housenumbers/ (train_32x32.mat and test_32x32.mat)")
+_torchvision(
+    "mnist",
+    "MNIST",
+    (1, 28, 28),
+    10,
+    "MNIST/raw",
+    _IDX,
+    _IDX_T,
+    "https://ossci-datasets.s3.amazonaws.com/mnist/ (the 4 IDX files, gunzipped)",
+)
+_torchvision(
+    "kmnist",
+    "KMNIST",
+    (1, 28, 28),
+    10,
+    "KMNIST/raw",
+    _IDX,
+    _IDX_T,
+    "http://codh.rois.ac.jp/kmnist/dataset/kmnist/ (the 4 IDX files, gunzipped)",
+)
+_torchvision(
+    "fashion_mnist",
+    "FashionMNIST",
+    (1, 28, 28),
+    10,
+    _FMNIST_FOLDER,
+    _IDX,
+    _IDX_T,
+    "Debian: apt-get install dataset-fashion-mnist (used automatically), or "
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/ (gunzip the 4 files)",
+)
+_torchvision(
+    "cifar10",
+    "CIFAR10",
+    (3, 32, 32),
+    10,
+    "cifar-10-batches-py",
+    tuple(f"data_batch_{i}" for i in range(1, 6)),
+    ("test_batch",),
+    "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (extract into the data root)",
+)
+_torchvision(
+    "cifar100",
+    "CIFAR100",
+    (3, 32, 32),
+    100,
+    "cifar-100-python",
+    ("train",),
+    ("test",),
+    "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (extract into the data root)",
+)
+_torchvision(
+    "svhn",
+    "SVHN",
+    (3, 32, 32),
+    10,
+    ".",
+    ("train_32x32.mat",),
+    ("test_32x32.mat",),
+    "http://ufldl.stanford.edu/housenumbers/ (train_32x32.mat and test_32x32.mat)",
+)
 
 
 # --------------------------------------------------------------------------- batching
@@ -468,8 +575,19 @@ class TensorBatches:
     sample to exactly one rank instead, so accuracies summed over ranks count each sample once.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool, seed: int = 0,
-                 augment=None, rank: int = 0, world_size: int = 1, pad: bool = True):
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        augment=None,
+        rank: int = 0,
+        world_size: int = 1,
+        pad: bool = True,
+    ):
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -486,21 +604,24 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
         if self.shuffle or self.world_size > 1:
-            order = (torch.randperm(n, generator=self.generator, device=self.x.device) if self.shuffle
-                     else torch.arange(n, device=self.x.device))
+            order = (
+                torch.randperm(n, generator=self.generator, device=self.x.device)
+                if self.shuffle
+                else torch.arange(n, device=self.x.device)
+            )
             if self.world_size > 1 and not self.pad:
-                order = order[self.rank::self.world_size]
+                order = order[self.rank :: self.world_size]
             elif self.world_size > 1:
                 total = self.per_rank * self.world_size
-                order = torch.cat([order, order[: total - n]])[self.rank:total:self.world_size]
+                order = torch.cat([order, order[: total - n]])[self.rank : total : self.world_size]
             for i in range(0, len(order), self.batch_size):
-                idx = order[i:i + self.batch_size]
+                idx = order[i : i + self.batch_size]
                 xb = self.x[idx]
                 yield (self.augment(xb, self.generator) if self.augment else xb), self.y[idx]
         else:
             for i in range(0, n, self.batch_size):
-                xb = self.x[i:i + self.batch_size]
-                yield (self.augment(xb, self.generator) if self.augment else xb), self.y[i:i + self.batch_size]
+                xb = self.x[i : i + self.batch_size]
+                yield (self.augment(xb, self.generator) if self.augment else xb), self.y[i : i + self.batch_size]
 
 
 def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -526,11 +647,25 @@ class TensorDataModule(L.LightningDataModule):
     instead merges the official train and test sets and re-splits them at random.
     """
 
-    def __init__(self, dataset: str, *, root: str | os.PathLike | None = None, batch_size: int = 64,
-                 eval_batch_size: int = 1000, val_fraction: float = 0.1, split_seed: int = 0, seed: int = 0,
-                 norm: str = "standard", augment: bool = False, download: bool = False, verify: bool = True,
-                 limit_train: int | None = None, limit_eval: int | None = None, test_fraction: float | None = None,
-                 device: str | torch.device | None = None):
+    def __init__(
+        self,
+        dataset: str,
+        *,
+        root: str | os.PathLike | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int = 1000,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        seed: int = 0,
+        norm: str = "standard",
+        augment: bool = False,
+        download: bool = False,
+        verify: bool = True,
+        limit_train: int | None = None,
+        limit_eval: int | None = None,
+        test_fraction: float | None = None,
+        device: str | torch.device | None = None,
+    ):
         super().__init__()
         self.info = get_dataset_info(dataset)
         if norm not in NORMS:
@@ -593,7 +728,9 @@ class TensorDataModule(L.LightningDataModule):
             x_te, y_te = x_te[: self.limit_eval], y_te[: self.limit_eval]
         x_train = x_tr[tr_idx]
         if len(x_train) == 0:
-            raise ConfigError(f"no training samples left (limit_train={self.limit_train}, val_fraction={self.val_fraction})")
+            raise ConfigError(
+                f"no training samples left (limit_train={self.limit_train}, val_fraction={self.val_fraction})"
+            )
         scale = self.info.scale
         if self.norm == "standard":
             xf = x_train.float() / scale
@@ -606,8 +743,11 @@ class TensorDataModule(L.LightningDataModule):
         def prep(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return ((x.float() / scale - mean) / std).to(dev).contiguous(), y.to(dev)
 
-        self.splits = {"train": prep(x_train, y_tr[tr_idx]), "val": prep(x_tr[val_idx], y_tr[val_idx]),
-                       "test": prep(x_te, y_te)}
+        self.splits = {
+            "train": prep(x_train, y_tr[tr_idx]),
+            "val": prep(x_tr[val_idx], y_tr[val_idx]),
+            "test": prep(x_te, y_te),
+        }
 
     def _rank(self) -> tuple[int, int]:
         if self.trainer is not None:
@@ -616,18 +756,27 @@ class TensorDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> TensorBatches:
         rank, world = self._rank()
-        return TensorBatches(*self.splits["train"], self.batch_size, shuffle=True, seed=self.seed,
-                             augment=crop_flip if self.augment else None, rank=rank, world_size=world)
+        return TensorBatches(
+            *self.splits["train"],
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            augment=crop_flip if self.augment else None,
+            rank=rank,
+            world_size=world,
+        )
 
     def val_dataloader(self) -> TensorBatches:
         rank, world = self._rank()
-        return TensorBatches(*self.splits["val"], self.eval_batch_size, shuffle=False, rank=rank, world_size=world,
-                             pad=False)
+        return TensorBatches(
+            *self.splits["val"], self.eval_batch_size, shuffle=False, rank=rank, world_size=world, pad=False
+        )
 
     def test_dataloader(self) -> TensorBatches:
         rank, world = self._rank()
-        return TensorBatches(*self.splits["test"], self.eval_batch_size, shuffle=False, rank=rank, world_size=world,
-                             pad=False)
+        return TensorBatches(
+            *self.splits["test"], self.eval_batch_size, shuffle=False, rank=rank, world_size=world, pad=False
+        )
 
 
 def ensure_data(name: str, root: str | os.PathLike | None = None, download: bool = True) -> str:
@@ -654,8 +803,9 @@ def ensure_data(name: str, root: str | os.PathLike | None = None, download: bool
         return "\n".join([*repaired, f"{name}: files present in {folder}, checksums verified"])
     if name == "fashion_mnist" and shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        proc = subprocess.run(["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"], env=env,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            ["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"], env=env, capture_output=True, text=True
+        )
         if proc.returncode != 0:  # the package index may be stale on a fresh machine
             subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
             subprocess.run(["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"], env=env, capture_output=True)

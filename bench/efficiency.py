@@ -170,6 +170,7 @@ def step_flops(rule, x: torch.Tensor, y: torch.Tensor) -> int | None:
 
 def step_time(rule, x: torch.Tensor, y: torch.Tensor, min_time: float = 0.5, max_steps: int = 50) -> tuple[float, int]:
     """Median seconds of one compute_updates (after two warm-up steps) and how many steps were timed."""
+
     def one() -> float:
         for p in rule.parameters():
             p.grad = None
@@ -188,8 +189,15 @@ def step_time(rule, x: torch.Tensor, y: torch.Tensor, min_time: float = 0.5, max
     return statistics.median(times), len(times)
 
 
-def measure(method: str, arch: str | None = None, batch: int = 64, dataset: str = "fashion_mnist",
-            device: str | None = None, seed: int = 0, min_time: float = 0.5) -> Measurement:
+def measure(
+    method: str,
+    arch: str | None = None,
+    batch: int = 64,
+    dataset: str = "fashion_mnist",
+    device: str | None = None,
+    seed: int = 0,
+    min_time: float = 0.5,
+) -> Measurement:
     """Build ``method`` (its default options) on ``arch`` for ``dataset``'s input shape and measure one step."""
     import methods  # noqa: F401 - registers the rules
     from bench.data import get_dataset_info
@@ -220,11 +228,24 @@ def measure(method: str, arch: str | None = None, batch: int = 64, dataset: str 
     th = theory(rule)
     dims = [math.prod(info.shape), *rule.net.widths]
     return Measurement(
-        method=method, dataset=dataset, arch=rule.arch.short, arch_full=rule.arch.text, batch=batch, device=dev.type,
-        peak_bytes=peak, grad_bytes=grad_bytes, flops=flops, samples_per_s=batch / seconds, step_ms=1e3 * seconds,
-        steps_timed=steps, cuda_peak_bytes=cuda_peak, theory=asdict(th) if th else None,
-        theory_note=theory_note(rule), theory_bytes=th.stored * batch * 4 if th else None,
-        theory_flops=2 * batch * th.macs(dims) if th else None)
+        method=method,
+        dataset=dataset,
+        arch=rule.arch.short,
+        arch_full=rule.arch.text,
+        batch=batch,
+        device=dev.type,
+        peak_bytes=peak,
+        grad_bytes=grad_bytes,
+        flops=flops,
+        samples_per_s=batch / seconds,
+        step_ms=1e3 * seconds,
+        steps_timed=steps,
+        cuda_peak_bytes=cuda_peak,
+        theory=asdict(th) if th else None,
+        theory_note=theory_note(rule),
+        theory_bytes=th.stored * batch * 4 if th else None,
+        theory_flops=2 * batch * th.macs(dims) if th else None,
+    )
 
 
 def out_dir(runs_dir: str | None = None) -> Path:
@@ -267,26 +288,37 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m bench efficiency", description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated rule names")
-    ap.add_argument("--arch", default=DEFAULT_ARCH,
-                    help=f"one architecture for all (default {DEFAULT_ARCH}); 'default': each rule's own")
+    ap.add_argument(
+        "--arch",
+        default=DEFAULT_ARCH,
+        help=f"one architecture for all (default {DEFAULT_ARCH}); 'default': each rule's own",
+    )
     ap.add_argument("--batch-sizes", default="1,64", help="comma-separated (default 1,64)")
     ap.add_argument("--dataset", default="fashion_mnist", help="input shape and class count (no data is read)")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     ap.add_argument("--min-time", type=float, default=0.5, help="seconds of timed steps per measurement")
-    ap.add_argument("--runs-dir", default=None, help="results go to <runs>/efficiency (default $BENCH_RUNS_DIR or ./runs)")
+    ap.add_argument(
+        "--runs-dir", default=None, help="results go to <runs>/efficiency (default $BENCH_RUNS_DIR or ./runs)"
+    )
     a = ap.parse_args(argv)
     try:
         batches = [int(b) for b in a.batch_sizes.split(",") if b.strip()]
         methods = [m.strip() for m in a.methods.split(",") if m.strip()]
-        print(f"{'method':14s} {'batch':>5s} {'peak MB':>9s} {'theory MB':>9s} {'grads MB':>8s} {'GFLOP':>9s} "
-              f"{'theory GFLOP':>12s} {'samples/s':>10s}  arch  ({a.dataset}, torch threads {torch.get_num_threads()})")
+        print(
+            f"{'method':14s} {'batch':>5s} {'peak MB':>9s} {'theory MB':>9s} {'grads MB':>8s} {'GFLOP':>9s} "
+            f"{'theory GFLOP':>12s} {'samples/s':>10s}  arch  ({a.dataset}, torch threads {torch.get_num_threads()})"
+        )
         for method in methods:
             for b in batches:
-                m = measure(method, None if a.arch == "default" else a.arch, b, a.dataset, a.device,
-                            min_time=a.min_time)
+                m = measure(
+                    method, None if a.arch == "default" else a.arch, b, a.dataset, a.device, min_time=a.min_time
+                )
                 save(m, a.runs_dir)
-                print(f"{method:14s} {b:5d} {_mb(m.peak_bytes):>9s} {_mb(m.theory_bytes):>9s} {_mb(m.grad_bytes):>8s} "
-                      f"{_gf(m.flops):>9s} {_gf(m.theory_flops):>12s} {m.samples_per_s:10.1f}  {m.arch}", flush=True)
+                print(
+                    f"{method:14s} {b:5d} {_mb(m.peak_bytes):>9s} {_mb(m.theory_bytes):>9s} {_mb(m.grad_bytes):>8s} "
+                    f"{_gf(m.flops):>9s} {_gf(m.theory_flops):>12s} {m.samples_per_s:10.1f}  {m.arch}",
+                    flush=True,
+                )
     except BenchError as e:
         print(f"error: {e}")
         return 2

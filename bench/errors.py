@@ -5,7 +5,6 @@ import signal
 import sys
 from collections.abc import Callable
 
-
 from methods.errors import ArchError, BenchError, ConfigError, DataError  # noqa: F401 - the rule library's errors
 
 
@@ -13,9 +12,13 @@ class StorageError(BenchError):
     """A folder the command must write to is read-only, full or not ours; found before anything loads."""
 
 
-DISK_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
-               errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-               errno.EPERM: "permission denied"}
+DISK_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
 """OSErrors that are the machine's state, not a bug: one line instead of a traceback."""
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from bench.errors import ConfigError
 
@@ -54,7 +55,7 @@ def cpu_sets(workers: int, cpus: Sequence[int] | None = None) -> list[list[int]]
     cpus = list(cpus if cpus is not None else owned_cpus())
     if workers <= len(cpus):
         per = len(cpus) // workers
-        return [cpus[i * per:(i + 1) * per] for i in range(workers)]
+        return [cpus[i * per : (i + 1) * per] for i in range(workers)]
     return [[cpus[i % len(cpus)]] for i in range(workers)]
 
 
@@ -82,8 +83,10 @@ def device_plan(workers: int, gpus: Sequence[str], per_device: int = 1, nodes: i
         return [(i // per_node, None) for i in range(workers)]
     per_node = len(gpus) * per_device
     if workers > per_node * nodes:
-        raise ConfigError(f"{workers} workers do not fit {nodes} node(s) x {len(gpus)} GPU(s) x {per_device} "
-                          "worker(s) per device; raise --workers-per-device or lower --workers")
+        raise ConfigError(
+            f"{workers} workers do not fit {nodes} node(s) x {len(gpus)} GPU(s) x {per_device} "
+            "worker(s) per device; raise --workers-per-device or lower --workers"
+        )
     return [(i // per_node, gpus[(i % per_node) % len(gpus)]) for i in range(workers)]
 
 
@@ -119,8 +122,14 @@ def parse_slurm(params: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def submit(fn: Callable, calls: list[tuple], executor: str, folder: Path, slurm: dict[str, Any] | None = None,
-           name: str = "bench") -> list:
+def submit(
+    fn: Callable,
+    calls: list[tuple],
+    executor: str,
+    folder: Path,
+    slurm: dict[str, Any] | None = None,
+    name: str = "bench",
+) -> list:
     """Start ``fn(*call)`` for every call as one local process or one SLURM array task; returns submitit jobs."""
     import submitit
 
@@ -147,8 +156,9 @@ def job_done(job) -> bool:
     if type(job).__name__ == "LocalJob":
         return job.done()
     try:
-        out = subprocess.run(["squeue", "-h", "-j", str(job.job_id), "-o", "%T"], capture_output=True, text=True,
-                             timeout=30)
+        out = subprocess.run(
+            ["squeue", "-h", "-j", str(job.job_id), "-o", "%T"], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     if out.returncode != 0:  # a job SLURM has forgotten is over; any other failure (a busy controller) is not
@@ -189,8 +199,10 @@ def job_exit(job) -> str:
         parts.append(f"exit status {code}, no result")
     else:
         state = getattr(job, "state", None) if type(job).__name__ != "LocalJob" else None
-        parts.append("no result" + (f" (state {state})" if state and state != "UNKNOWN" else
-                                    " (cancelled, killed or out of time)"))
+        parts.append(
+            "no result"
+            + (f" (state {state})" if state and state != "UNKNOWN" else " (cancelled, killed or out of time)")
+        )
     last = None
     try:
         for line in Path(job.paths.stderr).read_text(errors="replace").splitlines():

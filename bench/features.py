@@ -48,16 +48,39 @@ class Source:
 
 SOURCES: dict[str, Source] = {
     "cifar10": Source(None, 10, (), (), "cifar-10-batches-py", "see the cifar10 dataset"),
-    "aircraft": Source("FGVCAircraft", 100, ({"split": "trainval", "annotation_level": "variant"},),
-                       ({"split": "test", "annotation_level": "variant"},), "fgvc-aircraft-2013b",
-                       "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/ (extract into the data root)"),
-    "flowers102": Source("Flowers102", 102, ({"split": "train"}, {"split": "val"}), ({"split": "test"},),
-                         "flowers-102", "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ (102flowers.tgz, "
-                         "imagelabels.mat, setid.mat into <data>/flowers-102)"),
-    "pets": Source("OxfordIIITPet", 37, ({"split": "trainval"},), ({"split": "test"},), "oxford-iiit-pet",
-                   "https://www.robots.ox.ac.uk/~vgg/data/pets/ (images and annotations into <data>/oxford-iiit-pet)"),
-    "food101": Source("Food101", 101, ({"split": "train"},), ({"split": "test"},), "food-101",
-                      "https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/ (extract into the data root)"),
+    "aircraft": Source(
+        "FGVCAircraft",
+        100,
+        ({"split": "trainval", "annotation_level": "variant"},),
+        ({"split": "test", "annotation_level": "variant"},),
+        "fgvc-aircraft-2013b",
+        "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/ (extract into the data root)",
+    ),
+    "flowers102": Source(
+        "Flowers102",
+        102,
+        ({"split": "train"}, {"split": "val"}),
+        ({"split": "test"},),
+        "flowers-102",
+        "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ (102flowers.tgz, "
+        "imagelabels.mat, setid.mat into <data>/flowers-102)",
+    ),
+    "pets": Source(
+        "OxfordIIITPet",
+        37,
+        ({"split": "trainval"},),
+        ({"split": "test"},),
+        "oxford-iiit-pet",
+        "https://www.robots.ox.ac.uk/~vgg/data/pets/ (images and annotations into <data>/oxford-iiit-pet)",
+    ),
+    "food101": Source(
+        "Food101",
+        101,
+        ({"split": "train"},),
+        ({"split": "test"},),
+        "food-101",
+        "https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/ (extract into the data root)",
+    ),
 }
 
 
@@ -65,18 +88,27 @@ def feature_size() -> int:
     return int(os.environ.get("BENCH_FEATURE_SIZE", "224"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def feature_info(name: str, info_cls: type, load_split):
     """The dataset description (``info_cls``: bench.data's DatasetInfo) of ``<backbone>:<source>``; ``load_split`` reads
     a source's images (bench.data's loader, passed in: this module does not import bench.data)."""
     backbone, _, source = name.partition(":")
     if backbone not in BACKBONES or source not in SOURCES:
-        raise ConfigError(f"unknown dataset {name!r}: feature datasets are <backbone>:<source> with backbone one of "
-                          f"{', '.join(BACKBONES)} and source one of {', '.join(SOURCES)}")
+        raise ConfigError(
+            f"unknown dataset {name!r}: feature datasets are <backbone>:<source> with backbone one of "
+            f"{', '.join(BACKBONES)} and source one of {', '.join(SOURCES)}"
+        )
     src = SOURCES[source]
-    return info_cls(name, (FEATURE_DIM[backbone], 1, 1), src.num_classes,
-                    functools.partial(load_features, backbone, source, load_split=load_split), scale=1.0, kind="features",
-                       source=f"computed from {source} ({src.where}) by {backbone}", folder=f"features/{backbone}")
+    return info_cls(
+        name,
+        (FEATURE_DIM[backbone], 1, 1),
+        src.num_classes,
+        functools.partial(load_features, backbone, source, load_split=load_split),
+        scale=1.0,
+        kind="features",
+        source=f"computed from {source} ({src.where}) by {backbone}",
+        folder=f"features/{backbone}",
+    )
 
 
 def weights_file(backbone: str) -> tuple[Path, str]:
@@ -99,8 +131,10 @@ def build_backbone(backbone: str, download: bool = False) -> nn.Module:
     else:
         path, url = weights_file(backbone)
         if not path.exists():
-            hint = (f"the ImageNet weights of {backbone} ({BACKBONES[backbone]}) are not in the torch hub cache: put "
-                    f"{path.name} (from {url}) into {path.parent} (torch.hub.get_dir(); $TORCH_HOME moves it)")
+            hint = (
+                f"the ImageNet weights of {backbone} ({BACKBONES[backbone]}) are not in the torch hub cache: put "
+                f"{path.name} (from {url}) into {path.parent} (torch.hub.get_dir(); $TORCH_HOME moves it)"
+            )
             if not download:
                 raise DataError(f"{hint}, or run with --download (make data downloads it)")
             try:
@@ -111,8 +145,10 @@ def build_backbone(backbone: str, download: bool = False) -> nn.Module:
         try:
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         except Exception as e:  # noqa: BLE001
-            raise DataError(f"{path} is not a usable {backbone} state dict ({type(e).__name__}: {e}); delete it "
-                            f"and put the file from {weights_file(backbone)[1]} there") from None
+            raise DataError(
+                f"{path} is not a usable {backbone} state dict ({type(e).__name__}: {e}); delete it "
+                f"and put the file from {weights_file(backbone)[1]} there"
+            ) from None
     model.fc = nn.Identity()
     return model.eval().requires_grad_(False)
 
@@ -123,14 +159,16 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-def _tensor_batches(source: str, root: Path, train: bool, download: bool, verify: bool, size: int, batch: int,
-                    load_split):
+def _tensor_batches(
+    source: str, root: Path, train: bool, download: bool, verify: bool, size: int, batch: int, load_split
+):
     """CIFAR-10 from bench.data's loader: uint8 32x32 images resized to ``size`` (bilinear, antialiased)."""
     x, y = load_split(source, str(root), train, download, verify)
     for i in range(0, len(x), batch):
-        xb = torch.nn.functional.interpolate(x[i:i + batch].float() / 255.0, size=(size, size), mode="bilinear",
-                                             antialias=True, align_corners=False)
-        yield _normalise(xb), y[i:i + batch]
+        xb = torch.nn.functional.interpolate(
+            x[i : i + batch].float() / 255.0, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
+        yield _normalise(xb), y[i : i + batch]
 
 
 def _image_batches(src: Source, root: Path, train: bool, download: bool, size: int, batch: int):
@@ -138,19 +176,23 @@ def _image_batches(src: Source, root: Path, train: bool, download: bool, size: i
     import torchvision.datasets as tvd
     import torchvision.transforms as T
 
-    tf = T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), T.ToTensor(),
-                    T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    tf = T.Compose(
+        [T.Resize(round(size * 256 / 224)), T.CenterCrop(size), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
     cls = getattr(tvd, src.tv_class)
     parts = []
-    for kwargs in (src.train if train else src.test):
+    for kwargs in src.train if train else src.test:
         try:
             parts.append(cls(str(root), transform=tf, download=download, **kwargs))
         except Exception as e:  # noqa: BLE001 - any loader failure: say where the files go
-            raise DataError(f"cannot load {src.tv_class} ({kwargs.get('split')}) from {root / src.folder}: "
-                            f"{type(e).__name__}: {e}. Obtain the files from {src.where}, or run with --download "
-                            "(needs internet; make data does it)") from None
-    loader = torch.utils.data.DataLoader(torch.utils.data.ConcatDataset(parts), batch_size=batch, shuffle=False,
-                                         num_workers=0)
+            raise DataError(
+                f"cannot load {src.tv_class} ({kwargs.get('split')}) from {root / src.folder}: "
+                f"{type(e).__name__}: {e}. Obtain the files from {src.where}, or run with --download "
+                "(needs internet; make data does it)"
+            ) from None
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.ConcatDataset(parts), batch_size=batch, shuffle=False, num_workers=0
+    )
     for xb, yb in loader:
         yield xb, torch.as_tensor(yb, dtype=torch.long)
 
@@ -159,8 +201,17 @@ def cache_path(root: Path, backbone: str, source: str, train: bool, size: int) -
     return Path(root) / "features" / backbone / f"{source}_{'train' if train else 'test'}_{size}px.pt"
 
 
-def load_features(backbone: str, source: str, root: Path, train: bool, download: bool = False, verify: bool = True,
-                  batch: int = 64, *, load_split) -> tuple[torch.Tensor, torch.Tensor]:
+def load_features(
+    backbone: str,
+    source: str,
+    root: Path,
+    train: bool,
+    download: bool = False,
+    verify: bool = True,
+    batch: int = 64,
+    *,
+    load_split,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Features (N x D x 1 x 1, float32) and labels of one official split, from the cache or computed into it."""
     size = feature_size()
     path = cache_path(root, backbone, source, train, size)
@@ -173,8 +224,11 @@ def load_features(backbone: str, source: str, root: Path, train: bool, download:
         except Exception:  # noqa: BLE001 - a damaged cache is recomputed
             pass
     src = SOURCES[source]
-    batches = (_tensor_batches(source, root, train, download, verify, size, batch, load_split) if src.tv_class is None
-               else _image_batches(src, root, train, download, size, batch))
+    batches = (
+        _tensor_batches(source, root, train, download, verify, size, batch, load_split)
+        if src.tv_class is None
+        else _image_batches(src, root, train, download, size, batch)
+    )
     model = build_backbone(backbone, download)
     feats, labels = [], []
     with torch.no_grad():

@@ -9,9 +9,10 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from bench.errors import BenchError, ConfigError, Interrupted
 from bench.executors import check_executor
@@ -47,9 +48,11 @@ _VARIANT_KEYS = ("methods", "datasets", "arch", "arch_options", "rule", "seeds",
 ``exact_dataset``: ``datasets`` names datasets exactly, not feature sources; ``claim``/``paper``: for --only)."""
 
 
-def select_variants(variants: tuple[dict[str, Any], ...], only: dict[str, tuple[str, ...]], profile: str
-                    ) -> tuple[dict[str, Any], ...]:
+def select_variants(
+    variants: tuple[dict[str, Any], ...], only: dict[str, tuple[str, ...]], profile: str
+) -> tuple[dict[str, Any], ...]:
     """The variants matching every ``only`` filter (values compared as numbers when both parse, else as text)."""
+
     def same(a: Any, b: str) -> bool:
         try:
             return float(a) == float(b)
@@ -60,8 +63,11 @@ def select_variants(variants: tuple[dict[str, Any], ...], only: dict[str, tuple[
         return variants or ({},)
     if not variants:
         raise ConfigError(f"--only filters the variants of a profile, and profile {profile!r} has none")
-    kept = tuple(v for v in variants if all(any(same(v.get(k, v.get("rule", {}).get(k)), x) for x in xs)
-                                             for k, xs in only.items()))
+    kept = tuple(
+        v
+        for v in variants
+        if all(any(same(v.get(k, v.get("rule", {}).get(k)), x) for x in xs) for k, xs in only.items())
+    )
     if not kept:
         have = {k: sorted({str(v.get(k, v.get("rule", {}).get(k))) for v in variants}) for k in only}
         wanted = ", ".join(f"{k} in {list(xs)}" for k, xs in only.items())
@@ -103,14 +109,16 @@ def expand(spec: GridSpec, notes: list[str] | None = None) -> list[RunConfig]:
     import methods as _methods  # noqa: F401 - registers the rules
     from bench.data import get_dataset_info
     from bench.errors import ArchError
-    from methods.registry import get_rule, list_rules
     from bench.tuned import tuned_params
+    from methods.registry import get_rule, list_rules
 
     prof = get_profile(spec.profile)
     if prof.exact and (spec.arch or spec.epochs or spec.overrides):
         given = ", ".join(n for n, v in (("ARCH", spec.arch), ("EPOCHS", spec.epochs), ("SET", spec.overrides)) if v)
-        raise ConfigError(f"profile {prof.name!r} runs each variant's own settings; {given} would make runs that match "
-                          "none of them (narrow it with DATASET, METHODS, SEEDS or --only instead)")
+        raise ConfigError(
+            f"profile {prof.name!r} runs each variant's own settings; {given} would make runs that match "
+            "none of them (narrow it with DATASET, METHODS, SEEDS or --only instead)"
+        )
     methods = spec.methods
     if not methods or methods == ("all",):
         methods = prof.methods or tuple(m for m in list_rules() if get_rule(m).in_all)
@@ -135,20 +143,38 @@ def expand(spec: GridSpec, notes: list[str] | None = None) -> list[RunConfig]:
                         if notes is not None:
                             notes.append(f"skipped {dataset} / {method} / {arch}: {e}")
                         continue
-                epochs = (spec.epochs or variant.get("epochs") or prof.method_epochs.get(method) or prof.epochs
-                          or rule_cls.paper_epochs)
+                epochs = (
+                    spec.epochs
+                    or variant.get("epochs")
+                    or prof.method_epochs.get(method)
+                    or prof.epochs
+                    or rule_cls.paper_epochs
+                )
                 tuned, where = tuned_params(dataset, method, arch) if spec.tuned and not prof.exact else ({}, None)
                 proto = dict(variant.get("rule", {}))
                 origin = f"claim {variant['claim']}" if "claim" in variant else f"profile {prof.name}"
-                sources = {**{k: f"tuned: {where}" for k in tuned}, **{k: origin for k in proto},
-                           **{k: "--set" for k in explicit}}
+                sources = {
+                    **{k: f"tuned: {where}" for k in tuned},
+                    **{k: origin for k in proto},
+                    **{k: "--set" for k in explicit},
+                }
                 run_fields = {k: v for k, v in variant.items() if k not in _VARIANT_KEYS and k != "epochs"}
-                for seed in (spec.seeds if spec.seeds is not None else variant.get("seeds", seeds)):
+                for seed in spec.seeds if spec.seeds is not None else variant.get("seeds", seeds):
                     fields = {**prof.run, **run_fields, **spec.run}
-                    configs.append(RunConfig(dataset=dataset, method=method, arch=arch, seed=seed, epochs=epochs,
-                                             rule={**tuned, **proto, **explicit}, rule_sources=dict(sources),
-                                             tuned=bool(tuned), group=fields.pop("group", None) or f"{prof.name}",
-                                             **fields))
+                    configs.append(
+                        RunConfig(
+                            dataset=dataset,
+                            method=method,
+                            arch=arch,
+                            seed=seed,
+                            epochs=epochs,
+                            rule={**tuned, **proto, **explicit},
+                            rule_sources=dict(sources),
+                            tuned=bool(tuned),
+                            group=fields.pop("group", None) or f"{prof.name}",
+                            **fields,
+                        )
+                    )
     return configs
 
 
@@ -156,8 +182,10 @@ def untuned_note(cfg: RunConfig) -> str:
     """What the grid's dry-run and per-run lines add for a run without tuned settings (empty for a tuned one)."""
     if cfg.tuned is not False:
         return ""
-    return (f"  [UNTUNED: no tuned settings for {cfg.dataset} / {cfg.method} / this arch: rule defaults; "
-            "ARGS=--tune sweeps first]")
+    return (
+        f"  [UNTUNED: no tuned settings for {cfg.dataset} / {cfg.method} / this arch: rule defaults; "
+        "ARGS=--tune sweeps first]"
+    )
 
 
 def validate(configs: list[RunConfig]):
@@ -206,8 +234,10 @@ def states(cells, runs_dir: str | None) -> list[str]:
 
 def state_line(st: list[str]) -> str:
     n = {s: st.count(s) for s in STATES}
-    return (f"{len(st)} runs: {n['completed']} completed, {n['diverged']} diverged, {n['running']} running elsewhere, "
-            f"{n['failed']} failed, {n['pending']} pending")
+    return (
+        f"{len(st)} runs: {n['completed']} completed, {n['diverged']} diverged, {n['running']} running elsewhere, "
+        f"{n['failed']} failed, {n['pending']} pending"
+    )
 
 
 def _finished_line(rec: dict[str, Any]) -> str:
@@ -218,8 +248,15 @@ def _finished_line(rec: dict[str, Any]) -> str:
     return f"  {rec.get('status', '?'):11s} {acc:>8s} {mins:6.2f} min  {rec.get('name')}{err}{untuned}"
 
 
-def run_grid(spec: GridSpec, *, dry_run: bool = False, force: bool = False, status: bool = False,
-             launch: Launch | None = None, out=None) -> int:
+def run_grid(
+    spec: GridSpec,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    status: bool = False,
+    launch: Launch | None = None,
+    out=None,
+) -> int:
     """Run the cells of the grid that are not done; returns the number of runs that crashed in this launch. A
     diverged run is a result; a failed (crashed, interrupted) one runs again; a cell claimed by a live worker is
     left to it. SIGINT/SIGTERM stop the launch (``Interrupted``, after the summary)."""
@@ -231,15 +268,22 @@ def run_grid(spec: GridSpec, *, dry_run: bool = False, force: bool = False, stat
     st = states(cells, runs_dir)
     todo = [cell for cell, s in zip(cells, st) if s in ("failed", "pending") or (force and s in DONE)]
     untuned = sum(c.tuned is False for c, _ in cells)
-    print(f"grid: {state_line(st)}; {len(todo)} to run" + (f" ({launch.executor}, {launch.workers} worker(s))"
-                                                           if todo and not (dry_run or status) else "")
-          + (f"; {untuned} without tuned settings (rule defaults, marked UNTUNED)" if untuned else ""), file=out)
+    print(
+        f"grid: {state_line(st)}; {len(todo)} to run"
+        + (f" ({launch.executor}, {launch.workers} worker(s))" if todo and not (dry_run or status) else "")
+        + (f"; {untuned} without tuned settings (rule defaults, marked UNTUNED)" if untuned else ""),
+        file=out,
+    )
     if dry_run or status:
         for (cfg, res), s in zip(cells, st):
             rule = " ".join(f"{k}={v} [{cfg.rule_sources.get(k, '?')}]" for k, v in cfg.rule.items())
             split = f" test_fraction={cfg.test_fraction}" if cfg.test_fraction is not None else ""
-            print(f"  [{s:9s}] {res.name}  epochs={cfg.epochs}{split} arch={res.arch.text}"
-                  + (f" rule: {rule}" if rule and dry_run else "") + untuned_note(cfg), file=out)
+            print(
+                f"  [{s:9s}] {res.name}  epochs={cfg.epochs}{split} arch={res.arch.text}"
+                + (f" rule: {rule}" if rule and dry_run else "")
+                + untuned_note(cfg),
+                file=out,
+            )
         return 0
     if not todo:
         return 0
@@ -293,10 +337,10 @@ def _fan_out(configs: list[RunConfig], launch: Launch, options: dict[str, Any], 
     n = launch.workers
     if launch.executor == "slurm" and launch.cells_per_task:
         k = launch.cells_per_task
-        shares = [configs[i:i + k] for i in range(0, len(configs), k)]
+        shares = [configs[i : i + k] for i in range(0, len(configs), k)]
     else:  # every worker pulls from the whole list, starting at its own offset (fewer claim collisions)
         n = min(n, len(configs))
-        shares = [configs[i * len(configs) // n:] + configs[:i * len(configs) // n] for i in range(n)]
+        shares = [configs[i * len(configs) // n :] + configs[: i * len(configs) // n] for i in range(n)]
     calls = []
     if launch.executor == "local":
         cpus, devices = cpu_sets(len(shares)), device_plan(len(shares), visible_gpus(), launch.workers_per_device)
@@ -307,8 +351,10 @@ def _fan_out(configs: list[RunConfig], launch: Launch, options: dict[str, Any], 
     if launch.executor == "local":  # local workers leave their pid: a stop is a SIGTERM to each, graceful
         calls = [(share, i, {**opts, "pid_dir": str(folder)}) for share, i, opts in calls]
     jobs = submit(work, calls, launch.executor, folder, launch.slurm, name="bench-grid")
-    say(f"  {len(jobs)} {launch.executor} worker(s): jobs {', '.join(str(j.job_id) for j in jobs)}; "
-        f"worker logs in {folder}/")
+    say(
+        f"  {len(jobs)} {launch.executor} worker(s): jobs {', '.join(str(j.job_id) for j in jobs)}; "
+        f"worker logs in {folder}/"
+    )
     if not launch.wait:
         say("  submitted; follow with `make bench ... ARGS=--status` (the records tell the progress)")
         return
@@ -410,14 +456,21 @@ def work(configs: list[RunConfig], worker: int, options: dict[str, Any], on_fini
             continue
         try:  # another worker may have finished the cell between the look and the claim
             rec = load_record(res.name, cfg.runs_dir)
-            if (rec is not None and rec.get("config_hash") == res.config_hash and rec.get("status") in DONE
-                    and (since is None or (rec.get("finished_ts") or 0) >= since)):
+            if (
+                rec is not None
+                and rec.get("config_hash") == res.config_hash
+                and rec.get("status") in DONE
+                and (since is None or (rec.get("finished_ts") or 0) >= since)
+            ):
                 continue
             log = runs_root(cfg.runs_dir) / "logs" / f"{res.name}.log"
             try:
                 with _output_to(log):
-                    print(f"== attempt of {res.name} by {socket.gethostname()} pid {os.getpid()} worker {worker} at "
-                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+                    print(
+                        f"== attempt of {res.name} by {socket.gethostname()} pid {os.getpid()} worker {worker} at "
+                        f"{time.strftime('%Y-%m-%d %H:%M:%S')}",
+                        flush=True,
+                    )
                     result = run(cfg, res, claim=claim)
                 rec = result.record
             except BenchError:

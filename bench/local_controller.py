@@ -47,15 +47,23 @@ class RecordingExecutor(LocalExecutor):
         p = self.parameters
         n_gpus, visible = p.get("gpus_per_node", 0), p.get("visible_gpus", ())
         gpus = range(n_gpus) if visible == () else visible[:n_gpus]  # as submitit's own controller gets them
-        env = {**os.environ, "SUBMITIT_LOCAL_NTASKS": str(p.get("tasks_per_node", 1)),
-               "SUBMITIT_LOCAL_COMMAND": command, "SUBMITIT_LOCAL_TIMEOUT_S": str(int(60 * p.get("timeout_min", 2.0))),
-               "SUBMITIT_LOCAL_SIGNAL_DELAY_S": str(int(p.get("signal_delay_s", 30))), "SUBMITIT_LOCAL_NODEID": "0",
-               "SUBMITIT_LOCAL_JOB_NUM_NODES": "1", "SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_WITH_SHELL": "",
-               "SUBMITIT_STDERR_TO_STDOUT": "1" if p.get("stderr_to_stdout", False) else "",
-               "CUDA_VISIBLE_DEVICES": ",".join(str(k) for k in gpus)}
+        env = {
+            **os.environ,
+            "SUBMITIT_LOCAL_NTASKS": str(p.get("tasks_per_node", 1)),
+            "SUBMITIT_LOCAL_COMMAND": command,
+            "SUBMITIT_LOCAL_TIMEOUT_S": str(int(60 * p.get("timeout_min", 2.0))),
+            "SUBMITIT_LOCAL_SIGNAL_DELAY_S": str(int(p.get("signal_delay_s", 30))),
+            "SUBMITIT_LOCAL_NODEID": "0",
+            "SUBMITIT_LOCAL_JOB_NUM_NODES": "1",
+            "SUBMITIT_EXECUTOR": "local",
+            "SUBMITIT_LOCAL_WITH_SHELL": "",
+            "SUBMITIT_STDERR_TO_STDOUT": "1" if p.get("stderr_to_stdout", False) else "",
+            "CUDA_VISIBLE_DEVICES": ",".join(str(k) for k in gpus),
+        }
         process = subprocess.Popen([sys.executable, "-m", "bench.local_controller", str(self.folder)], env=env)
-        return LocalJob(folder=self.folder, job_id=str(process.pid), process=process,
-                        tasks=list(range(p.get("tasks_per_node", 1))))
+        return LocalJob(
+            folder=self.folder, job_id=str(process.pid), process=process, tasks=list(range(p.get("tasks_per_node", 1)))
+        )
 
 
 if __name__ == "__main__":

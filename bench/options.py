@@ -24,8 +24,9 @@ def refuse_empty(a: argparse.Namespace, *names: str) -> None:
     """A list option given but empty (``--methods ""``) would silently mean 'all' or 'nothing': refuse it."""
     for name in names:
         if getattr(a, name, None) == ():
-            raise ConfigError(f"--{name} is empty; give comma-separated values"
-                              + (" (or all)" if name == "methods" else ""))
+            raise ConfigError(
+                f"--{name} is empty; give comma-separated values" + (" (or all)" if name == "methods" else "")
+            )
 
 
 def parse_pairs(items: list[str]) -> dict[str, Any]:
@@ -51,8 +52,21 @@ def parse_only(items: list[str]) -> dict[str, tuple[str, ...]]:
 
 def run_fields(a: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {}
-    for name in ("batch_size", "data_dir", "runs_dir", "wandb", "limit_train", "limit_eval", "val_fraction", "norm",
-                 "test_fraction", "accelerator", "devices", "strategy", "num_nodes"):
+    for name in (
+        "batch_size",
+        "data_dir",
+        "runs_dir",
+        "wandb",
+        "limit_train",
+        "limit_eval",
+        "val_fraction",
+        "norm",
+        "test_fraction",
+        "accelerator",
+        "devices",
+        "strategy",
+        "num_nodes",
+    ):
         v = getattr(a, name, None)
         if v is not None:
             fields[name] = v
@@ -71,14 +85,23 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default=None, help="architecture string, e.g. mlp:1024-C (default: each rule's own)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="rule option, e.g. --set lr=0.01 or --set pepita.lr=0.01 (repeatable); a rule's options: "
-                        "--method M --help, or python -m bench list --options")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="rule option, e.g. --set lr=0.01 or --set pepita.lr=0.01 (repeatable); a rule's options: "
+        "--method M --help, or python -m bench list --options",
+    )
     p.add_argument("--data-dir", default=None, help="dataset folder (default $BENCH_DATA_DIR or ./data)")
     p.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
     p.add_argument("--runs-dir", default=None, help="run records and W&B files (default $BENCH_RUNS_DIR or ./runs)")
-    p.add_argument("--wandb", choices=("offline", "online", "disabled"), default=None,
-                   help="W&B mode (default offline; $BENCH_WANDB)")
+    p.add_argument(
+        "--wandb",
+        choices=("offline", "online", "disabled"),
+        default=None,
+        help="W&B mode (default offline; $BENCH_WANDB)",
+    )
     p.add_argument("--limit-train", type=int, default=None, help="train on only this many samples")
     p.add_argument("--limit-eval", type=int, default=None, help="validate/test on only this many samples")
     p.add_argument("--val-fraction", type=float, default=None, help="share of the training set held out (0.1)")
@@ -89,7 +112,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", default=None, help="devices per node")
     p.add_argument("--strategy", default=None, help="Lightning strategy (auto, ddp, ...)")
     p.add_argument("--num-nodes", type=int, default=None, help="nodes of a multi-node run (DDP; e.g. under SLURM)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the rule's step (SPELA, SPELA(O), PEPITA) or its network (others); off by default")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the rule's step (SPELA, SPELA(O), PEPITA) or its network (others); off by default",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")

@@ -35,7 +35,7 @@ def check_writable(folder: Path, hint: str = "pass --runs-dir (or set BENCH_RUNS
         try:
             block = memoryview(b"\0" * PROBE_BYTES)
             while block:  # a nearly full disk takes part of a write, then refuses the rest
-                block = block[os.write(fd, block):]
+                block = block[os.write(fd, block) :]
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -31,8 +31,9 @@ from lightning.pytorch.callbacks import Callback
 from bench.paths import runs_root
 
 
-def plain_epochs(x: torch.Tensor, y: torch.Tensor, arch: str, num_classes: int, batch_size: int, epochs: int,
-                 seed: int) -> list[float]:
+def plain_epochs(
+    x: torch.Tensor, y: torch.Tensor, arch: str, num_classes: int, batch_size: int, epochs: int, seed: int
+) -> list[float]:
     """A textbook PyTorch loop: same network builder and optimiser builder as BP's defaults, shuffled index batches.
     Seconds per epoch."""
     from methods.arch import ArchSpec, build_network
@@ -48,7 +49,7 @@ def plain_epochs(x: torch.Tensor, y: torch.Tensor, arch: str, num_classes: int, 
         t0 = time.perf_counter()
         perm = torch.randperm(len(x), generator=g, device=x.device)
         for i in range(0, len(x), batch_size):
-            idx = perm[i:i + batch_size]
+            idx = perm[i : i + batch_size]
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(net(x[idx]), y[idx])
             loss.backward()
@@ -195,24 +196,32 @@ def rule_table(rows: list[Row], base: dict, rounds: int, log=print, compiled: bo
             row.ratios.append(rule / bp)
             extra = ""
             if compiled:
-                comp = statistics.mean(_epoch_seconds(RunConfig(method=row.method, arch=row.arch, seed=r, compile=True,
-                                                                **base)))
+                comp = statistics.mean(
+                    _epoch_seconds(RunConfig(method=row.method, arch=row.arch, seed=r, compile=True, **base))
+                )
                 row.compiled_s.append(comp)
                 extra = f"; compiled {comp:7.3f}: {comp / rule:.2f} of eager"
-            log(f"  round {r + 1}/{rounds} {row.method:14s} {row.short:22s} {rule:7.3f} s/epoch, bp {bp:7.3f}: "
-                f"{rule / bp:.2f}{extra}", flush=True)
+            log(
+                f"  round {r + 1}/{rounds} {row.method:14s} {row.short:22s} {rule:7.3f} s/epoch, bp {bp:7.3f}: "
+                f"{rule / bp:.2f}{extra}",
+                flush=True,
+            )
 
 
 def format_table(rows: list[Row]) -> str:
-    lines = [f"{'method':14s} {'arch':22s} {'bp arch':22s} {'opt':5s} {'s/epoch':>8s} {'bp s/ep':>8s} "
-             f"{'rule/bp':>7s} {'model':>6s}{'  compiled/eager' if any(r.compiled_s for r in rows) else ''}  "
-             f"rounds (rule/bp)"]
+    lines = [
+        f"{'method':14s} {'arch':22s} {'bp arch':22s} {'opt':5s} {'s/epoch':>8s} {'bp s/ep':>8s} "
+        f"{'rule/bp':>7s} {'model':>6s}{'  compiled/eager' if any(r.compiled_s for r in rows) else ''}  "
+        f"rounds (rule/bp)"
+    ]
     for row in rows:
         model = "-" if row.model is None else f"{row.model:.2f}"
-        lines.append(f"{row.method:14s} {row.short:22s} {row.bp_short:22s} {row.optimizer:5s} "
-                     f"{statistics.median(row.rule_s):8.3f} {statistics.median(row.bp_s):8.3f} {row.ratio:7.2f} "
-                     f"{model:>6s}{'' if row.compile_gain is None else f'{row.compile_gain:16.2f}'}  "
-                     f"{', '.join(f'{q:.2f}' for q in row.ratios)}")
+        lines.append(
+            f"{row.method:14s} {row.short:22s} {row.bp_short:22s} {row.optimizer:5s} "
+            f"{statistics.median(row.rule_s):8.3f} {statistics.median(row.bp_s):8.3f} {row.ratio:7.2f} "
+            f"{model:>6s}{'' if row.compile_gain is None else f'{row.compile_gain:16.2f}'}  "
+            f"{', '.join(f'{q:.2f}' for q in row.ratios)}"
+        )
     off = [row for row in rows if row.model is None or not 1 / 1.2 <= row.ratio / row.model <= 1.2]
     if off:
         lines.append("\nrows off the model by more than 1.2x (or without one):")
@@ -220,8 +229,10 @@ def format_table(rows: list[Row]) -> str:
         if row.model is None:
             lines.append(f"  {row.method} {row.short}: bench/efficiency.py has no model of this rule")
         else:
-            lines.append(f"  {row.method} {row.short}: {row.ratio / row.model:.2f}x the model's ratio; the model: "
-                         f"{row.note}; elementwise work, random draws and the optimiser step are not counted")
+            lines.append(
+                f"  {row.method} {row.short}: {row.ratio / row.model:.2f}x the model's ratio; the model: "
+                f"{row.note}; elementwise work, random draws and the optimiser step are not counted"
+            )
     return "\n".join(lines)
 
 
@@ -242,8 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     from bench.errors import BenchError
 
     ap = argparse.ArgumentParser(prog="python -m bench perf", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--methods", default="all", help="comma-separated rule names, or all (every rule METHODS=all runs); "
-                    "none: only the harness/plain line")
+    ap.add_argument(
+        "--methods",
+        default="all",
+        help="comma-separated rule names, or all (every rule METHODS=all runs); none: only the harness/plain line",
+    )
     ap.add_argument("--dataset", default="fashion_mnist")
     ap.add_argument("--arch", default="mlp:1024-C", help="the shared shape (default mlp:1024-C)")
     ap.add_argument("--batch-size", type=int, default=64)
@@ -252,8 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit-train", type=int, default=None, help="train on only this many samples (quicker)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--no-plain", action="store_true", help="skip the harness-vs-plain-loop line")
-    ap.add_argument("--compile", action="store_true",
-                    help="also time every rule with --compile (torch.compile of its step), beside its eager run")
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time every rule with --compile (torch.compile of its step), beside its eager run",
+    )
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args(argv)
     try:
@@ -274,20 +291,36 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*(LeafSpec|srun).*")
     torch.set_flush_denormal(True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    base = dict(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, wandb="disabled", progress=False,
-                data_dir=args.data_dir, runs_dir=str(runs_root() / "perf"), group="perf", limit_train=args.limit_train, limit_eval=500,
-                evaluate_test=False)
-    dm = TensorDataModule(args.dataset, root=args.data_dir, batch_size=args.batch_size, device=device,
-                          limit_train=args.limit_train)
+    base = dict(
+        dataset=args.dataset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        wandb="disabled",
+        progress=False,
+        data_dir=args.data_dir,
+        runs_dir=str(runs_root() / "perf"),
+        group="perf",
+        limit_train=args.limit_train,
+        limit_eval=500,
+        evaluate_test=False,
+    )
+    dm = TensorDataModule(
+        args.dataset, root=args.data_dir, batch_size=args.batch_size, device=device, limit_train=args.limit_train
+    )
     dm.setup()
     x, y = dm.splits["train"]
-    print(f"dataset={args.dataset} batch={args.batch_size} device={x.device.type} threads={torch.get_num_threads()} "
-          f"train samples={len(x)} epochs={args.epochs} (first not timed) rounds={args.rounds} torch={torch.__version__}",
-          flush=True)
+    print(
+        f"dataset={args.dataset} batch={args.batch_size} device={x.device.type} threads={torch.get_num_threads()} "
+        f"train samples={len(x)} epochs={args.epochs} (first not timed) rounds={args.rounds} torch={torch.__version__}",
+        flush=True,
+    )
     if rows:
         rule_table(rows, base, args.rounds, compiled=args.compile)
-        print("\nseconds per training epoch, median over rounds; rule/bp: median of the per-round ratios; model: "
-              "bench/efficiency.py's multiply-adds per update, rule/bp\n" + format_table(rows), flush=True)
+        print(
+            "\nseconds per training epoch, median over rounds; rule/bp: median of the per-round ratios; model: "
+            "bench/efficiency.py's multiply-adds per update, rule/bp\n" + format_table(rows),
+            flush=True,
+        )
     if not args.no_plain:
         from bench.run import RunConfig
 
@@ -296,9 +329,14 @@ def main(argv: list[str] | None = None) -> int:
             harness += _epoch_seconds(RunConfig(method="bp", arch=args.arch, seed=r, **base))
             plain += plain_epochs(x, y, args.arch, dm.num_classes, args.batch_size, args.epochs, r)[1:]
         h, p = statistics.median(harness), statistics.median(plain)
-        print(f"\nharness (Lightning, bench.run) BP {args.arch}: {h:.3f} s/epoch  "
-              f"(epochs measured: {', '.join(f'{t:.2f}' for t in harness)})")
-        print(f"plain PyTorch loop:             {p:.3f} s/epoch  (epochs measured: {', '.join(f'{t:.2f}' for t in plain)})")
+        print(
+            f"\nharness (Lightning, bench.run) BP {args.arch}: {h:.3f} s/epoch  "
+            f"(epochs measured: {', '.join(f'{t:.2f}' for t in harness)})"
+        )
+        print(
+            f"plain PyTorch loop:             {p:.3f} s/epoch  "
+            f"(epochs measured: {', '.join(f'{t:.2f}' for t in plain)})"
+        )
         print(f"ratio harness/plain:            {h / p:.3f}")
     return 0
 

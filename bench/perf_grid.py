@@ -41,15 +41,29 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, float] = {}
     for ex in executors:
         with tempfile.TemporaryDirectory(prefix=f"perf-grid-{ex}-", dir=Path.cwd()) as runs:
-            spec = GridSpec(datasets=(a.dataset,), methods=methods, seeds=seeds, epochs=a.epochs, profile="quick",
-                            run={"runs_dir": runs, "wandb": "disabled", "limit_train": a.limit_train,
-                                 **({"data_dir": a.data_dir} if a.data_dir else {})}, tuned=False)
+            spec = GridSpec(
+                datasets=(a.dataset,),
+                methods=methods,
+                seeds=seeds,
+                epochs=a.epochs,
+                profile="quick",
+                run={
+                    "runs_dir": runs,
+                    "wandb": "disabled",
+                    "limit_train": a.limit_train,
+                    **({"data_dir": a.data_dir} if a.data_dir else {}),
+                },
+                tuned=False,
+            )
             workers = 1 if ex == "inline" else a.workers
             t0 = time.perf_counter()
             crashed = run_grid(spec, launch=Launch(ex, workers=workers, poll=0.5), out=io.StringIO())
             times[ex] = time.perf_counter() - t0
-            print(f"{ex:7s} workers={workers}: {times[ex]:7.1f} s for {len(methods) * len(seeds)} runs"
-                  + (f" ({crashed} crashed)" if crashed else ""), flush=True)
+            print(
+                f"{ex:7s} workers={workers}: {times[ex]:7.1f} s for {len(methods) * len(seeds)} runs"
+                + (f" ({crashed} crashed)" if crashed else ""),
+                flush=True,
+            )
     if "inline" in times:
         for ex, t in times.items():
             if ex != "inline":

@@ -49,27 +49,58 @@ _HEADS = {"large": ("mlp:1024-1024", "mlp:1024-1024-C"), "small": ("mlp:512-64",
 
 
 SPELA_CODE_ARCH = "mlp:1000-34,act=leaky_relu_1e-3,out_act=leaky_relu_1e-3,init=he_uniform"
-SPELA_CODE_RULE = {"loss": "log_cosine", "input_norm": False, "optimizer": "sgd", "momentum": 0.0, "lr": 2.5,
-                   "schedule": "linear_step", "step_size": 10, "gamma": 0.04}
+SPELA_CODE_RULE = {
+    "loss": "log_cosine",
+    "input_norm": False,
+    "optimizer": "sgd",
+    "momentum": 0.0,
+    "lr": 2.5,
+    "schedule": "linear_step",
+    "step_size": 10,
+    "gamma": 0.04,
+}
 SPELA_CODE_RUN = {"batch_size": 50, "norm": "unit"}
 """The SPELA authors' published MLP training recipe (see methods/spela.py): unit options, rule options, run options."""
 
 
-CPU_EPOCHS = {"ff": 3, "spela_cnn": 3, "local_learning": 3, "fg_local": 3, "fg_ntk": 3, "fg_fixed_ntk": 3,
-              "fg_gaussian": 1, "fg_rademacher": 1}
+CPU_EPOCHS = {
+    "ff": 3,
+    "spela_cnn": 3,
+    "local_learning": 3,
+    "fg_local": 3,
+    "fg_ntk": 3,
+    "fg_fixed_ntk": 3,
+    "fg_gaussian": 1,
+    "fg_rademacher": 1,
+}
 """Epochs per rule of the CPU results set where 5 is too many for two cores (per-epoch cost several times BP's)."""
 RESULTS_OWN_ARCH = ("ff", "spela_cnn", "fg_gaussian", "fg_rademacher")
 """Rules the results set trains on their own default architecture (FF's 3 x 1000, SPELA CNN's conv layer; random-guess
 forward gradient on 128-128, where one epoch fits a CPU); every other rule of METHODS=all runs on mlp:1024-C."""
-RESULTS_SHARED = ("bp", "fa", "dfa", "drtp", "sign_symmetry", "pepita", "spela_o", "spela", "local_learning",
-                  "fg_local", "fg_ntk", "fg_fixed_ntk")
+RESULTS_SHARED = (
+    "bp",
+    "fa",
+    "dfa",
+    "drtp",
+    "sign_symmetry",
+    "pepita",
+    "spela_o",
+    "spela",
+    "local_learning",
+    "fg_local",
+    "fg_ntk",
+    "fg_fixed_ntk",
+)
 
 
 def _spela_code() -> tuple[dict[str, Any], ...]:
     base = {"arch": SPELA_CODE_ARCH, "rule": SPELA_CODE_RULE}
-    return (base, {**base, "rule": {**SPELA_CODE_RULE, "vectors": "random"}},
-            {**base, "rule": {**SPELA_CODE_RULE, "loss": "euclidean_ref"}},
-            {**base, "arch_options": {"binary": 1}})
+    return (
+        base,
+        {**base, "rule": {**SPELA_CODE_RULE, "vectors": "random"}},
+        {**base, "rule": {**SPELA_CODE_RULE, "loss": "euclidean_ref"}},
+        {**base, "arch_options": {"binary": 1}},
+    )
 
 
 def _fewshot(epochs: tuple[int, ...], fractions: tuple[float, ...]) -> tuple[dict[str, Any], ...]:
@@ -97,71 +128,130 @@ def _fg_split() -> tuple[dict[str, Any], ...]:
 
 
 PROFILES: dict[str, Profile] = {
-    "quick": Profile("quick", "every registered rule, 1 seed, 2 epochs: a smoke run that finishes in minutes on a CPU",
-                     seeds=(0,), epochs=2),
-    "paper": Profile("paper", "the papers' protocol: each rule's paper epochs, 5 seeds (mean +- std)",
-                     seeds=(0, 1, 2, 3, 4), epochs=None),
+    "quick": Profile(
+        "quick",
+        "every registered rule, 1 seed, 2 epochs: a smoke run that finishes in minutes on a CPU",
+        seeds=(0,),
+        epochs=2,
+    ),
+    "paper": Profile(
+        "paper",
+        "the papers' protocol: each rule's paper epochs, 5 seeds (mean +- std)",
+        seeds=(0, 1, 2, 3, 4),
+        epochs=None,
+    ),
     "fg_grid": Profile(
-        "fg_grid", "forward gradient: guess x target x space (Fournier et al. Tables 2-4, 7) beside BP, 1 seed, 20 "
-        "epochs; give one ARCH for all (e.g. mlp:128-128-C, resnet18)", seeds=(0,), epochs=20, methods=FG_GRID),
+        "fg_grid",
+        "forward gradient: guess x target x space (Fournier et al. Tables 2-4, 7) beside BP, 1 seed, 20 "
+        "epochs; give one ARCH for all (e.g. mlp:128-128-C, resnet18)",
+        seeds=(0,),
+        epochs=20,
+        methods=FG_GRID,
+    ),
     "fewshot": Profile(
-        "fewshot", "few-shot / data fraction (SPELA Sec. 4.2, Fig. 5): train+test merged, test fractions 0.1..0.9, "
+        "fewshot",
+        "few-shot / data fraction (SPELA Sec. 4.2, Fig. 5): train+test merged, test fractions 0.1..0.9, "
         "0.95, 0.99, 5 and 100 epochs, 5 seeds, BP and SPELA(O) (val_fraction 0); pick with --only "
-        "test_fraction=0.95,0.99 and EPOCHS=5", seeds=SEEDS5, methods=("bp", "spela_o"),
-        variants=_fewshot((5, 100), FRACTIONS)),
+        "test_fraction=0.95,0.99 and EPOCHS=5",
+        seeds=SEEDS5,
+        methods=("bp", "spela_o"),
+        variants=_fewshot((5, 100), FRACTIONS),
+    ),
     "fewshot_extreme": Profile(
-        "fewshot_extreme", "SPELA Table 4: test fractions 0.95 and 0.99, 5 epochs, 5 seeds, BP and SPELA(O)",
-        seeds=SEEDS5, methods=("bp", "spela_o"), variants=_fewshot((5,), (0.95, 0.99))),
+        "fewshot_extreme",
+        "SPELA Table 4: test fractions 0.95 and 0.99, 5 epochs, 5 seeds, BP and SPELA(O)",
+        seeds=SEEDS5,
+        methods=("bp", "spela_o"),
+        variants=_fewshot((5,), (0.95, 0.99)),
+    ),
     "layerwise": Profile(
-        "layerwise", "layer-wise accuracy / early exit (SPELA Fig. 3a): every exit per epoch, 5 seeds; SPELA(O) on "
-        "784-1024-10 and its own arch, and the other rules with per-layer read-outs", seeds=SEEDS5,
+        "layerwise",
+        "layer-wise accuracy / early exit (SPELA Fig. 3a): every exit per epoch, 5 seeds; SPELA(O) on "
+        "784-1024-10 and its own arch, and the other rules with per-layer read-outs",
+        seeds=SEEDS5,
         methods=("spela_o", "spela", "ff", "local_learning", "fg_local"),
-        variants=({}, {"arch": "mlp:1024-C", "methods": ("spela_o",)})),
+        variants=({}, {"arch": "mlp:1024-C", "methods": ("spela_o",)}),
+    ),
     "ablation": Profile(
-        "ablation", "SPELA Table 6: SPELA(O) with cosine / Euclidean loss, symmetric / random class vectors, +-1 "
-        "weights, and BP / BP-Bin, 5 seeds, paper epochs", seeds=SEEDS5, methods=("spela_o", "bp"),
-        variants=({"methods": ("spela_o",)}, {"methods": ("spela_o",), "rule": {"loss": "euclidean"}},
-                  {"methods": ("spela_o",), "rule": {"vectors": "random"}},
-                  {"methods": ("spela_o",), "arch_options": {"binary": 1}},
-                  {"methods": ("bp",)}, {"methods": ("bp",), "arch_options": {"binary": 1}})),
+        "ablation",
+        "SPELA Table 6: SPELA(O) with cosine / Euclidean loss, symmetric / random class vectors, +-1 "
+        "weights, and BP / BP-Bin, 5 seeds, paper epochs",
+        seeds=SEEDS5,
+        methods=("spela_o", "bp"),
+        variants=(
+            {"methods": ("spela_o",)},
+            {"methods": ("spela_o",), "rule": {"loss": "euclidean"}},
+            {"methods": ("spela_o",), "rule": {"vectors": "random"}},
+            {"methods": ("spela_o",), "arch_options": {"binary": 1}},
+            {"methods": ("bp",)},
+            {"methods": ("bp",), "arch_options": {"binary": 1}},
+        ),
+    ),
     "spela_code": Profile(
-        "spela_code", "SPELA(O) 784-1000-34 trained with the authors' published code recipe (log(2 - cos) loss, raw "
+        "spela_code",
+        "SPELA(O) 784-1000-34 trained with the authors' published code recipe (log(2 - cos) loss, raw "
         "[0, 1] inputs, leaky ReLU 0.001, SGD lr 2.5 lowered by 0.1 every 10 epochs, batch 50) and Table 6's random-"
-        "vector, Euclidean (their code) and +-1-weight variants under it, 5 seeds, 100 epochs", seeds=SEEDS5,
-        epochs=100, methods=("spela_o",), run=SPELA_CODE_RUN, variants=_spela_code()),
+        "vector, Euclidean (their code) and +-1-weight variants under it, 5 seeds, 100 epochs",
+        seeds=SEEDS5,
+        epochs=100,
+        methods=("spela_o",),
+        run=SPELA_CODE_RUN,
+        variants=_spela_code(),
+    ),
     "fg_split": Profile(
-        "fg_split", "forward-gradient grid on ResNet-18 split in 8 and 16 blocks (Fournier Tables 2-4): guess x "
+        "fg_split",
+        "forward-gradient grid on ResNet-18 split in 8 and 16 blocks (Fournier Tables 2-4): guess x "
         "target x space x aux head (cnn, mlp, linear) beside BP, CIFAR-10 with augmentation, 100 epochs, 1 seed",
-        seeds=(0,), epochs=100, methods=FG_GRID, datasets=("cifar10",), run={"augment": True},
-        variants=_fg_split()),
+        seeds=(0,),
+        epochs=100,
+        methods=FG_GRID,
+        datasets=("cifar10",),
+        run={"augment": True},
+        variants=_fg_split(),
+    ),
     "transfer": Profile(
-        "transfer", "transfer learning (SPELA Sec. 4.3, App. B.2): frozen ResNet-50 ImageNet features, an MLP head "
+        "transfer",
+        "transfer learning (SPELA Sec. 4.3, App. B.2): frozen ResNet-50 ImageNet features, an MLP head "
         "per rule, top-1/top-5 vs test fraction, 50 epochs, lr 0.001, 5 seeds (needs the weights file, see README)",
-        seeds=SEEDS5, epochs=50, methods=("bp", "spela_o"), datasets=tuple(f"resnet50:{d}" for d in TRANSFER),
-        variants=_transfer()),
+        seeds=SEEDS5,
+        epochs=50,
+        methods=("bp", "spela_o"),
+        datasets=tuple(f"resnet50:{d}" for d in TRANSFER),
+        variants=_transfer(),
+    ),
     "results": Profile(
-        "results", "the published CPU results set (results/<dataset>/): every rule of METHODS=all, 3 seeds, on the "
+        "results",
+        "the published CPU results set (results/<dataset>/): every rule of METHODS=all, 3 seeds, on the "
         "shared mlp:1024-C where its tuned settings are (FF, SPELA CNN and random-guess forward gradient on their own "
         "archs), a CPU-sized budget: 5 epochs; 3 for FF, SPELA CNN, local learning and forward gradient with "
-        "local/NTK guesses; 1 for random-guess forward gradient", seeds=(0, 1, 2), epochs=5,
-        method_epochs=CPU_EPOCHS, variants=({"arch": "mlp:1024-C", "methods": RESULTS_SHARED},
-                                            {"methods": RESULTS_OWN_ARCH})),
+        "local/NTK guesses; 1 for random-guess forward gradient",
+        seeds=(0, 1, 2),
+        epochs=5,
+        method_epochs=CPU_EPOCHS,
+        variants=({"arch": "mlp:1024-C", "methods": RESULTS_SHARED}, {"methods": RESULTS_OWN_ARCH}),
+    ),
     "claims": Profile(
-        "claims", "every paper claim of reports/claims/*.toml at its own settings, seeds and epochs (DATASET narrows; "
-        "--only paper=spela or claim=spela/<id> picks claims); no tuned options", exact=True),
+        "claims",
+        "every paper claim of reports/claims/*.toml at its own settings, seeds and epochs (DATASET narrows; "
+        "--only paper=spela or claim=spela/<id> picks claims); no tuned options",
+        exact=True,
+    ),
 }
 
 
 def _claims_profile(base: Profile) -> Profile:
-    """PROFILE=claims from reports/claims/*.toml (read when asked for, so a bad claims file breaks only this profile)."""
+    """PROFILE=claims from reports/claims/*.toml (read when asked for: a bad claims file breaks only this profile)."""
     import dataclasses
 
     from bench.claims import load_claims
 
     claims = load_claims()
-    return dataclasses.replace(base, variants=tuple(c.variant() for c in claims),
-                               methods=tuple(dict.fromkeys(c.method for c in claims)),
-                               datasets=tuple(dict.fromkeys(c.dataset for c in claims)))
+    return dataclasses.replace(
+        base,
+        variants=tuple(c.variant() for c in claims),
+        methods=tuple(dict.fromkeys(c.method for c in claims)),
+        datasets=tuple(dict.fromkeys(c.dataset for c in claims)),
+    )
 
 
 def get_profile(name: str) -> Profile:

@@ -186,8 +186,15 @@ def read_claim(path: str | os.PathLike) -> ClaimInfo | None:
     try:
         age = time.time() - path.stat().st_mtime
         d = json.loads(path.read_text())
-        return ClaimInfo(str(d["token"]), str(d["host"]), int(d["pid"]), d.get("pid_start"), d.get("job"),
-                         float(d.get("started", 0)), age)
+        return ClaimInfo(
+            str(d["token"]),
+            str(d["host"]),
+            int(d["pid"]),
+            d.get("pid_start"),
+            d.get("job"),
+            float(d.get("started", 0)),
+            age,
+        )
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError):
@@ -209,8 +216,16 @@ class CellClaim:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex
-        body = json.dumps({"token": token, "host": socket.gethostname(), "pid": os.getpid(),
-                           "pid_start": process_start(os.getpid()), "job": job_id(), "started": time.time()})
+        body = json.dumps(
+            {
+                "token": token,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "pid_start": process_start(os.getpid()),
+                "job": job_id(),
+                "started": time.time(),
+            }
+        )
         tmp = path.with_name(f".{path.name}.{token}")
         tmp.write_text(body)
         try:
@@ -270,8 +285,9 @@ STATES = ("completed", "diverged", "running", "failed", "pending")
 attempt crashed or was interrupted: run again), pending (no record, or a stale claim)."""
 
 
-def cell_state(name: str, config_hash: str, runs_dir: str | os.PathLike | None = None,
-               grace: float = GRACE) -> tuple[str, dict[str, Any] | ClaimInfo | None]:
+def cell_state(
+    name: str, config_hash: str, runs_dir: str | os.PathLike | None = None, grace: float = GRACE
+) -> tuple[str, dict[str, Any] | ClaimInfo | None]:
     """The state of one grid cell and what it was read from (the record, or the live claim)."""
     rec = load_record(name, runs_dir)
     if rec is not None and rec.get("config_hash") == config_hash and rec.get("status") in DONE:

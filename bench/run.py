@@ -68,8 +68,9 @@ class RunConfig:
     runs_dir: str | None = field(default=None, metadata=NOT_IDENTITY)
     wandb: str = field(default_factory=lambda: os.environ.get("BENCH_WANDB", "offline"), metadata=NOT_IDENTITY)
     """offline (default, no account), online (when the user configured W&B) or disabled."""
-    wandb_project: str = field(default_factory=lambda: os.environ.get("WANDB_PROJECT", "bpfree-bench"),
-                               metadata=NOT_IDENTITY)
+    wandb_project: str = field(
+        default_factory=lambda: os.environ.get("WANDB_PROJECT", "bpfree-bench"), metadata=NOT_IDENTITY
+    )
     wandb_entity: str | None = field(default_factory=lambda: os.environ.get("WANDB_ENTITY"), metadata=NOT_IDENTITY)
     group: str | None = field(default=None, metadata=NOT_IDENTITY)
     """Protocol or grid name, stored with the run."""
@@ -159,10 +160,16 @@ def resolve(cfg: RunConfig) -> Resolved:
 
 def _git_commit() -> str | None:
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                             timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return (sha + ("-dirty" if dirty else "")) or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -174,8 +181,13 @@ def _versions() -> dict[str, str]:
     import torch
     import torchvision
 
-    out = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-           "lightning": lightning.__version__, "numpy": numpy.__version__}
+    out = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "lightning": lightning.__version__,
+        "numpy": numpy.__version__,
+    }
     try:
         import wandb
 
@@ -243,8 +255,10 @@ def run(cfg: RunConfig, resolved: Resolved | None = None, claim: CellClaim | Non
         own = CellClaim.acquire(claim_path(res.name, cfg.runs_dir))
         if own is None:
             info = read_claim(claim_path(res.name, cfg.runs_dir))
-            raise RunningElsewhere(f"{res.name} is running elsewhere ({info.owner if info else 'another worker'}); "
-                                   "its claim is taken over once its worker stops")
+            raise RunningElsewhere(
+                f"{res.name} is running elsewhere ({info.owner if info else 'another worker'}); "
+                "its claim is taken over once its worker stops"
+            )
     try:
         return _run(cfg, res)
     finally:
@@ -262,18 +276,35 @@ def label_facts(rule_cls: type, arch_text: str) -> dict[str, Any]:
         arch_default = ArchSpec.parse(arch_text.split(",", 1)[0], rule_cls.arch_defaults).text
     except BenchError:
         arch_default = None
-    return {"rule_defaults": config_to_dict(rule_cls.Config(), identity=True), "arch_default": arch_default,
-            "display_name": rule_cls.label() if hasattr(rule_cls, "label") else None}
+    return {
+        "rule_defaults": config_to_dict(rule_cls.Config(), identity=True),
+        "arch_default": arch_default,
+        "display_name": rule_cls.label() if hasattr(rule_cls, "label") else None,
+    }
 
 
 def _run(cfg: RunConfig, res: Resolved) -> RunResult:
     path = record_path(res.name, cfg.runs_dir)
     record: dict[str, Any] = {
-        "name": res.name, "id": f"{res.name}-{uuid.uuid4().hex[:6]}", "config_hash": res.config_hash,
-        "status": "running", "dataset": cfg.dataset, "method": cfg.method, "arch": res.arch.short,
-        "arch_full": res.arch.text, "seed": cfg.seed, "epochs": cfg.epochs, "group": cfg.group,
-        "config": res.canonical, "rule_sources": cfg.rule_sources, "tuned": cfg.tuned, "history": [], "test": {},
-        "test_acc": None, "host": socket.gethostname(), "compiled": cfg.compile,
+        "name": res.name,
+        "id": f"{res.name}-{uuid.uuid4().hex[:6]}",
+        "config_hash": res.config_hash,
+        "status": "running",
+        "dataset": cfg.dataset,
+        "method": cfg.method,
+        "arch": res.arch.short,
+        "arch_full": res.arch.text,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "group": cfg.group,
+        "config": res.canonical,
+        "rule_sources": cfg.rule_sources,
+        "tuned": cfg.tuned,
+        "history": [],
+        "test": {},
+        "test_acc": None,
+        "host": socket.gethostname(),
+        "compiled": cfg.compile,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     try:  # setting up: an interruption here is recorded too (the attempt ends interrupted, nothing trained)
@@ -283,17 +314,29 @@ def _run(cfg: RunConfig, res: Resolved) -> RunResult:
 
         from bench.data import TensorDataModule
 
-        record.update({"labels": label_facts(res.rule_cls, res.arch.text), "versions": _versions(),
-                       "git_commit": _git_commit()})
+        record.update(
+            {"labels": label_facts(res.rule_cls, res.arch.text), "versions": _versions(), "git_commit": _git_commit()}
+        )
         runs = runs_root(cfg.runs_dir)
         set_tool_dirs(runs)
         torch.set_flush_denormal(True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
-        dm = TensorDataModule(cfg.dataset, root=cfg.data_dir, batch_size=cfg.batch_size,
-                              eval_batch_size=cfg.eval_batch_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                              norm=cfg.norm, augment=cfg.augment, download=cfg.download, verify=cfg.verify_data,
-                              limit_train=cfg.limit_train, limit_eval=cfg.limit_eval, test_fraction=cfg.test_fraction)
+        dm = TensorDataModule(
+            cfg.dataset,
+            root=cfg.data_dir,
+            batch_size=cfg.batch_size,
+            eval_batch_size=cfg.eval_batch_size,
+            val_fraction=cfg.val_fraction,
+            seed=cfg.seed,
+            norm=cfg.norm,
+            augment=cfg.augment,
+            download=cfg.download,
+            verify=cfg.verify_data,
+            limit_train=cfg.limit_train,
+            limit_eval=cfg.limit_eval,
+            test_fraction=cfg.test_fraction,
+        )
         dm.prepare_data()
         dm.setup()  # load now: a missing or corrupt file fails here, before anything is logged
 
@@ -305,22 +348,43 @@ def _run(cfg: RunConfig, res: Resolved) -> RunResult:
         logger = _make_logger(cfg, res, record)
         # Lightning's deterministic=... sets process-wide torch flags; they are restored when the run ends, so a run
         # leaves the process (a notebook, the test suite, the next run) as it found it
-        flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-                 torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+        flags = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark,
+        )
         trainer = L.Trainer(
-            max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
-            num_nodes=cfg.num_nodes, logger=logger if logger is not None else False, enable_checkpointing=False,
-            enable_model_summary=False, num_sanity_val_steps=0, enable_progress_bar=cfg.progress,
-            limit_val_batches=1.0 if len(dm.splits["val"][0]) else 0, default_root_dir=str(runs),
-            callbacks=[*cfg.callbacks, *_progress_bar(cfg.progress)], deterministic="warn" if cfg.accelerator != "cpu" else True,
+            max_epochs=cfg.epochs,
+            accelerator=cfg.accelerator,
+            devices=cfg.devices,
+            strategy=cfg.strategy,
+            num_nodes=cfg.num_nodes,
+            logger=logger if logger is not None else False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            enable_progress_bar=cfg.progress,
+            limit_val_batches=1.0 if len(dm.splits["val"][0]) else 0,
+            default_root_dir=str(runs),
+            callbacks=[*cfg.callbacks, *_progress_bar(cfg.progress)],
+            deterministic="warn" if cfg.accelerator != "cpu" else True,
             log_every_n_steps=50,
         )
         device_type = trainer.strategy.root_device.type
         peak = _PeakMemory(device_type)
         peak.start()
     except (Interrupted, KeyboardInterrupt) as e:
-        record.update({"status": "interrupted", "error": f"{type(e).__name__}: {e}".rstrip(": "), "epochs_done": 0,
-                       "train_time_s": 0.0, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished_ts": time.time()})
+        record.update(
+            {
+                "status": "interrupted",
+                "error": f"{type(e).__name__}: {e}".rstrip(": "),
+                "epochs_done": 0,
+                "train_time_s": 0.0,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "finished_ts": time.time(),
+            }
+        )
         if _rank_zero():
             save_attempt(path, record)
         raise
@@ -353,13 +417,23 @@ def _run(cfg: RunConfig, res: Resolved) -> RunResult:
         torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2], flags[3]
         mem, mem_kind = peak.read()
-        record.update({
-            "status": status, "error": error, "history": rule.history, "test": rule.test_results,
-            "test_acc": rule.test_results.get("test/acc"), "train_time_s": train_time,
-            "epochs_done": len(rule.history), "peak_mem_bytes": mem, "peak_mem_kind": mem_kind,
-            "device": device_type, "world_size": trainer.world_size,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished_ts": time.time(),
-        })
+        record.update(
+            {
+                "status": status,
+                "error": error,
+                "history": rule.history,
+                "test": rule.test_results,
+                "test_acc": rule.test_results.get("test/acc"),
+                "train_time_s": train_time,
+                "epochs_done": len(rule.history),
+                "peak_mem_bytes": mem,
+                "peak_mem_kind": mem_kind,
+                "device": device_type,
+                "world_size": trainer.world_size,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "finished_ts": time.time(),
+            }
+        )
         if trainer.global_rank == 0:
             _finish_logger(logger, record, cfg.runs_dir)
             path = _store(path, record, logger)
@@ -376,11 +450,16 @@ def _store(path: Path, record: dict[str, Any], logger) -> Path:
     try:
         return save_attempt(path, record)
     except OSError as e:
-        where = (f"its metrics are in the W&B run {_wandb_file(logger)}, which `make report` reads"
-                 if logger is not None else "W&B was disabled, so its metrics are lost")
-        raise RecordWriteError(f"run {record['name']} ended {record['status']} (test acc {record['test_acc']}) but "
-                               f"its record {path} could not be written: {e.strerror or e}; {where}; free space "
-                               "and launch again to redo it") from None
+        where = (
+            f"its metrics are in the W&B run {_wandb_file(logger)}, which `make report` reads"
+            if logger is not None
+            else "W&B was disabled, so its metrics are lost"
+        )
+        raise RecordWriteError(
+            f"run {record['name']} ended {record['status']} (test acc {record['test_acc']}) but "
+            f"its record {path} could not be written: {e.strerror or e}; {where}; free space "
+            "and launch again to redo it"
+        ) from None
 
 
 def _wandb_file(logger) -> str:
@@ -407,13 +486,39 @@ def _make_logger(cfg: RunConfig, res: Resolved, record: dict[str, Any]):
     from lightning.pytorch.loggers import WandbLogger
 
     runs = runs_root(cfg.runs_dir)
-    meta = {k: record[k] for k in ("name", "config_hash", "dataset", "method", "arch", "arch_full", "seed", "epochs",
-                                    "group", "git_commit", "versions", "host", "labels", "tuned")}
-    logger = WandbLogger(project=cfg.wandb_project, entity=cfg.wandb_entity, name=res.name, save_dir=str(runs),
-                         offline=cfg.wandb == "offline", group=cfg.group, job_type=cfg.method,
-                         tags=[cfg.dataset, cfg.method, res.arch.short], id=record["id"],
-                         config={**res.canonical, "meta": meta}, log_model=False,
-                         settings=wandb.Settings(console="off", x_disable_stats=True))
+    meta = {
+        k: record[k]
+        for k in (
+            "name",
+            "config_hash",
+            "dataset",
+            "method",
+            "arch",
+            "arch_full",
+            "seed",
+            "epochs",
+            "group",
+            "git_commit",
+            "versions",
+            "host",
+            "labels",
+            "tuned",
+        )
+    }
+    logger = WandbLogger(
+        project=cfg.wandb_project,
+        entity=cfg.wandb_entity,
+        name=res.name,
+        save_dir=str(runs),
+        offline=cfg.wandb == "offline",
+        group=cfg.group,
+        job_type=cfg.method,
+        tags=[cfg.dataset, cfg.method, res.arch.short],
+        id=record["id"],
+        config={**res.canonical, "meta": meta},
+        log_model=False,
+        settings=wandb.Settings(console="off", x_disable_stats=True),
+    )
     logger.experiment.summary["status"] = "running"
     return logger
 
@@ -421,9 +526,14 @@ def _make_logger(cfg: RunConfig, res: Resolved, record: dict[str, Any]):
 def _finish_logger(logger, record: dict[str, Any], runs_dir: str | None = None) -> None:
     if logger is None:
         return
-    summary = {"status": record["status"], "train_time_s": record["train_time_s"],
-               "peak_mem_bytes": record["peak_mem_bytes"], "peak_mem_kind": record["peak_mem_kind"],
-               "epochs_done": record["epochs_done"], "record_path": str(record_path(record["name"], runs_dir))}
+    summary = {
+        "status": record["status"],
+        "train_time_s": record["train_time_s"],
+        "peak_mem_bytes": record["peak_mem_bytes"],
+        "peak_mem_kind": record["peak_mem_kind"],
+        "epochs_done": record["epochs_done"],
+        "record_path": str(record_path(record["name"], runs_dir)),
+    }
     summary.update({k: v for k, v in record["test"].items()})
     if record["history"]:
         summary.update({f"final/{k}": v for k, v in record["history"][-1].items() if isinstance(v, (int, float))})
@@ -454,4 +564,4 @@ def _wait_until_written(run_file: Path, timeout: float = 60.0) -> None:
         except (OSError, ValueError):
             pass
         time.sleep(0.1)
-    warnings.warn(f"W&B has not finished writing {run_file} after {timeout:.0f} s")
+    warnings.warn(f"W&B has not finished writing {run_file} after {timeout:.0f} s", stacklevel=2)

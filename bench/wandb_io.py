@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 _BLOCK = 32768
 _HEADER = 7
@@ -51,13 +52,16 @@ def _records(data: bytes) -> tuple[list[bytes], bool]:
         if left < 7:  # block trailer padding
             pos += left
             continue
-        crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if length == 0 and kind == 0:  # zero padding up to the end of the block
             pos += left
             continue
-        chunk = data[pos + 7:pos + 7 + length]
-        if (len(chunk) < length or kind not in (_FULL, _FIRST, _MIDDLE, _LAST)
-                or zlib.crc32(chunk, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF != crc):
+        chunk = data[pos + 7 : pos + 7 + length]
+        if (
+            len(chunk) < length
+            or kind not in (_FULL, _FIRST, _MIDDLE, _LAST)
+            or zlib.crc32(chunk, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF != crc
+        ):
             return out, True
         pos += 7 + length
         if kind == _FULL:
@@ -145,10 +149,16 @@ def iter_api_runs(entity_project: str) -> Iterator[WandbRun]:
 
     api = wandb.Api(timeout=60)
     for r in api.runs(entity_project):
-        history = [{k: v for k, v in row.items() if not k.startswith("_")}
-                   for row in r.scan_history()]
-        yield WandbRun(id=r.id, name=r.name, project=r.project, group=r.group or "",
-                       config={k: v for k, v in r.config.items() if not k.startswith("_")},
-                       summary={k: v for k, v in dict(r.summary).items() if not k.startswith("_")},
-                       history=history, finished=r.state in ("finished", "failed", "crashed"),
-                       exit_code=0 if r.state == "finished" else 1, path=r.url)
+        history = [{k: v for k, v in row.items() if not k.startswith("_")} for row in r.scan_history()]
+        yield WandbRun(
+            id=r.id,
+            name=r.name,
+            project=r.project,
+            group=r.group or "",
+            config={k: v for k, v in r.config.items() if not k.startswith("_")},
+            summary={k: v for k, v in dict(r.summary).items() if not k.startswith("_")},
+            history=history,
+            finished=r.state in ("finished", "failed", "crashed"),
+            exit_code=0 if r.state == "finished" else 1,
+            path=r.url,
+        )

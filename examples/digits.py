@@ -10,8 +10,13 @@ import numpy as np
 from bench.data import register_dataset
 
 
-@register_dataset("digits", shape=(1, 8, 8), num_classes=10, scale=16.0,
-                  source="scikit-learn's sklearn.datasets.load_digits (ships with scikit-learn)")
+@register_dataset(
+    "digits",
+    shape=(1, 8, 8),
+    num_classes=10,
+    scale=16.0,
+    source="scikit-learn's sklearn.datasets.load_digits (ships with scikit-learn)",
+)
 def load_digits(root, train):
     """1437 training or 360 test images (8 x 8, grey levels 0..16) and their labels 0..9."""
     from sklearn.datasets import load_digits as sklearn_digits

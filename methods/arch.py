@@ -23,16 +23,16 @@ pooling), so rules with explicit update formulas can reach each piece.
 
 from __future__ import annotations
 
-import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from methods.errors import ArchError
 from methods.config import coerce
+from methods.errors import ArchError
 from methods.shared.binary import BinaryConv2d, BinaryLinear
 
 KINDS = ("mlp", "cnn", "resnet18")
@@ -78,8 +78,7 @@ ACTIVATIONS = {
     "sigmoid": (torch.sigmoid, _sigmoid_grad),
     "leaky_relu": (nn.functional.leaky_relu, lambda a: _leaky_grad(a, 0.01)),
     # slope 0.001: the SPELA authors' MLP code
-    "leaky_relu_1e-3": (lambda a: nn.functional.leaky_relu(a, 1e-3),
-                        lambda a: _leaky_grad(a, 1e-3)),
+    "leaky_relu_1e-3": (lambda a: nn.functional.leaky_relu(a, 1e-3), lambda a: _leaky_grad(a, 1e-3)),
     "elu": (nn.functional.elu, lambda a: torch.where(a > 0, torch.ones_like(a), torch.exp(a))),
     "silu": (nn.functional.silu, lambda a: torch.sigmoid(a) * (1 + a * (1 - torch.sigmoid(a)))),
     "softplus": (nn.functional.softplus, torch.sigmoid),
@@ -130,8 +129,9 @@ class ArchSpec:
         for opt in opts:
             key, eq, val = opt.partition("=")
             if not eq or key not in _OPTION_TYPES:
-                raise ArchError(f"bad option {opt!r} in {text!r}; options are key=value, key one of "
-                                f"{', '.join(_OPTION_TYPES)}")
+                raise ArchError(
+                    f"bad option {opt!r} in {text!r}; options are key=value, key one of {', '.join(_OPTION_TYPES)}"
+                )
             if kind not in _OPTION_KINDS.get(key, KINDS):
                 raise ArchError(f"option {key!r} applies to {'/'.join(_OPTION_KINDS[key])} only, not to {text!r}")
             given[key] = val
@@ -142,8 +142,12 @@ class ArchSpec:
             if kind in _OPTION_KINDS.get(key, KINDS):  # a rule's defaults may name options of other kinds
                 merged[key] = val
         merged.update(given)
-        values = {k: (_parse_widths(v, text, allow_c=False) if isinstance(v, str) else tuple(v)) if k == "fc"
-                  else coerce(v, _OPTION_TYPES[k], k) for k, v in merged.items()}
+        values = {
+            k: (_parse_widths(v, text, allow_c=False) if isinstance(v, str) else tuple(v))
+            if k == "fc"
+            else coerce(v, _OPTION_TYPES[k], k)
+            for k, v in merged.items()
+        }
         if kind == "resnet18":
             if layers:
                 raise ArchError(f"resnet18 takes no layer list (got {text!r}); use options blocks=8|16, skip=0|1")
@@ -172,9 +176,12 @@ class ArchSpec:
             if self.blocks == 16 and self.skip:
                 raise ArchError(
                     "resnet18,blocks=16 splits every residual block in two, which a skip connection would span; "
-                    "use resnet18,blocks=16,skip=0 (the skip-free model of Fournier et al. 2023) or blocks=8")
+                    "use resnet18,blocks=16,skip=0 (the skip-free model of Fournier et al. 2023) or blocks=8"
+                )
         if self.kind == "cnn" and not self.head and self.fc:
-            raise ArchError(f"head=0 ends the network with the last conv block, so fc={self.fc} has no place in {text!r}")
+            raise ArchError(
+                f"head=0 ends the network with the last conv block, so fc={self.fc} has no place in {text!r}"
+            )
         if self.kind == "mlp" and "C" in self.widths[:-1]:
             raise ArchError(f"'C' (the class count) may only be the last layer of an mlp, got {text!r}")
 
@@ -198,8 +205,12 @@ class ArchSpec:
         """Layer part only, e.g. 'mlp:1024-C' or 'resnet18-16b-noskip'."""
         if self.kind == "resnet18":
             return f"resnet18-{self.blocks}b" + ("" if self.skip else "-noskip")
-        return (f"{self.kind}:{'-'.join(map(str, self.widths))}" + (f"/fc{'-'.join(map(str, self.fc))}" if self.fc else "")
-                + ("/nohead" if self.kind == "cnn" and not self.head else "") + ("/bin" if self.binary else ""))
+        return (
+            f"{self.kind}:{'-'.join(map(str, self.widths))}"
+            + (f"/fc{'-'.join(map(str, self.fc))}" if self.fc else "")
+            + ("/nohead" if self.kind == "cnn" and not self.head else "")
+            + ("/bin" if self.binary else "")
+        )
 
     def ends_in_classes(self) -> bool:
         """True when the network's last layer has C units (a C-way read-out)."""
@@ -217,26 +228,48 @@ def _parse_widths(s: str, text: str, allow_c: bool) -> tuple:
         if tok == "" and i + 1 < len(toks) and toks[i + 1].isdigit():  # "mlp:-5-C": a negative width
             raise ArchError(f"layer width must be >= 1, got -{toks[i + 1]} in {text!r}")
         if tok == "":
-            raise ArchError(f"empty layer width in {text!r} (a '-' too many?); widths are positive integers"
-                            + (" or C" if allow_c else "") + " joined by '-', e.g. mlp:1024-C")
+            raise ArchError(
+                f"empty layer width in {text!r} (a '-' too many?); widths are positive integers"
+                + (" or C" if allow_c else "")
+                + " joined by '-', e.g. mlp:1024-C"
+            )
         if tok == "C" and allow_c:
             out.append("C")
             continue
         try:
             w = int(tok)
         except ValueError:
-            raise ArchError(f"bad layer width {tok!r} in {text!r}; widths are positive integers"
-                            + (" or C" if allow_c else "")) from None
+            raise ArchError(
+                f"bad layer width {tok!r} in {text!r}; widths are positive integers" + (" or C" if allow_c else "")
+            ) from None
         if w < 1:
             raise ArchError(f"layer width must be >= 1, got {w} in {text!r}")
         out.append(w)
     return tuple(out)
 
 
-_OPTION_TYPES: dict[str, Any] = {"fc": tuple, "act": str, "out_act": str, "bias": bool, "init": str, "kernel": int,
-                                 "pool": str, "blocks": int, "skip": bool, "head": bool, "binary": bool}
-_OPTION_KINDS = {"fc": ("cnn",), "kernel": ("cnn",), "pool": ("cnn",), "head": ("cnn",), "binary": ("mlp", "cnn"),
-                 "blocks": ("resnet18",), "skip": ("resnet18",)}
+_OPTION_TYPES: dict[str, Any] = {
+    "fc": tuple,
+    "act": str,
+    "out_act": str,
+    "bias": bool,
+    "init": str,
+    "kernel": int,
+    "pool": str,
+    "blocks": int,
+    "skip": bool,
+    "head": bool,
+    "binary": bool,
+}
+_OPTION_KINDS = {
+    "fc": ("cnn",),
+    "kernel": ("cnn",),
+    "pool": ("cnn",),
+    "head": ("cnn",),
+    "binary": ("mlp", "cnn"),
+    "blocks": ("resnet18",),
+    "skip": ("resnet18",),
+}
 
 
 # --------------------------------------------------------------------------- modules
@@ -282,8 +315,9 @@ def _conv_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:
 class LayeredNet(nn.Module):
     """Blocks applied in order; ``blocks[k]`` maps block k-1's output to block k's."""
 
-    def __init__(self, blocks: list[nn.Module], spec: ArchSpec, in_shape: tuple[int, ...], num_classes: int,
-                 widths: list[int]):
+    def __init__(
+        self, blocks: list[nn.Module], spec: ArchSpec, in_shape: tuple[int, ...], num_classes: int, widths: list[int]
+    ):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.spec = spec
@@ -324,26 +358,43 @@ def build_network(spec: ArchSpec, in_shape: tuple[int, ...], num_classes: int) -
         blocks = []
         for i, (din, dout) in enumerate(zip(dims[:-1], dims[1:])):
             last = i == len(dims) - 2
-            blocks.append(Layer(linear(din, dout, bias=spec.bias), Activation(spec.out_act if last else act),
-                                pre=nn.Flatten() if i == 0 else None))
+            blocks.append(
+                Layer(
+                    linear(din, dout, bias=spec.bias),
+                    Activation(spec.out_act if last else act),
+                    pre=nn.Flatten() if i == 0 else None,
+                )
+            )
         net = LayeredNet(blocks, spec, in_shape, num_classes, dims[1:])
     elif spec.kind == "cnn":
         c, h, w = in_shape
         blocks, widths = [], []
         for ch in spec.widths:
-            blocks.append(Layer(conv(c, ch, spec.kernel, 1, spec.kernel // 2, bias=spec.bias), Activation(act),
-                                post=_pool(spec.pool)))
+            blocks.append(
+                Layer(
+                    conv(c, ch, spec.kernel, 1, spec.kernel // 2, bias=spec.bias),
+                    Activation(act),
+                    post=_pool(spec.pool),
+                )
+            )
             c = ch
             if spec.pool != "none":
                 if h < 2 or w < 2:
-                    raise ArchError(f"{spec.short}: too many pooled conv layers for a {in_shape[1]}x{in_shape[2]} input")
+                    raise ArchError(
+                        f"{spec.short}: too many pooled conv layers for a {in_shape[1]}x{in_shape[2]} input"
+                    )
                 h, w = h // 2, w // 2
             widths.append(ch)
         dims = [c * h * w, *spec.fc, num_classes] if spec.head else []
         for i, (din, dout) in enumerate(zip(dims[:-1], dims[1:])):
             last = i == len(dims) - 2
-            blocks.append(Layer(linear(din, dout, bias=spec.bias), Activation(spec.out_act if last else act),
-                                pre=nn.Flatten() if i == 0 else None))
+            blocks.append(
+                Layer(
+                    linear(din, dout, bias=spec.bias),
+                    Activation(spec.out_act if last else act),
+                    pre=nn.Flatten() if i == 0 else None,
+                )
+            )
             widths.append(dout)
         net = LayeredNet(blocks, spec, in_shape, num_classes, widths)
     else:
@@ -355,8 +406,16 @@ def build_network(spec: ArchSpec, in_shape: tuple[int, ...], num_classes: int) -
 def _resnet18(spec: ArchSpec, in_shape: tuple[int, ...], num_classes: int) -> LayeredNet:
     cin = in_shape[0]
     stem = [nn.Conv2d(cin, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()]
-    plan = [(64, 64, 1), (64, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1), (256, 512, 2),
-            (512, 512, 1)]
+    plan = [
+        (64, 64, 1),
+        (64, 64, 1),
+        (64, 128, 2),
+        (128, 128, 1),
+        (128, 256, 2),
+        (256, 256, 1),
+        (256, 512, 2),
+        (512, 512, 1),
+    ]
     head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)]
     if spec.blocks == 8:
         groups = [[BasicBlock(a, b, s, spec.skip)] for a, b, s in plan]

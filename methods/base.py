@@ -21,10 +21,10 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from methods.errors import ArchError
 from methods.arch import ArchSpec, LayeredNet, build_network
 from methods.config import RuleConfig, build_config
 from methods.cost import CostModel
+from methods.errors import ArchError
 from methods.optim import build_optimizer, build_scheduler
 from methods.shared import ddp
 from methods.shared.alignment import GradientAlignment
@@ -110,15 +110,25 @@ class LearningRule(L.LightningModule):
     def check_arch(cls, spec: ArchSpec, num_classes: int) -> None:
         """Raise ArchError, saying why, when this rule cannot train ``spec``."""
         if spec.kind not in cls.arch_kinds:
-            raise ArchError(f"{cls.name} does not support {spec.kind} architectures (it supports "
-                            f"{', '.join(cls.arch_kinds)}); got {spec.short}")
+            raise ArchError(
+                f"{cls.name} does not support {spec.kind} architectures (it supports "
+                f"{', '.join(cls.arch_kinds)}); got {spec.short}"
+            )
         if cls.needs_class_output and not spec.ends_in_classes():
-            raise ArchError(f"{cls.name} predicts from a C-way output layer, but {spec.short} ends in "
-                            f"{spec.widths[-1]} units; end the arch with C (e.g. mlp:1024-C)")
+            raise ArchError(
+                f"{cls.name} predicts from a C-way output layer, but {spec.short} ends in "
+                f"{spec.widths[-1]} units; end the arch with C (e.g. mlp:1024-C)"
+            )
 
     @classmethod
-    def create(cls, overrides: dict[str, Any] | None, arch: str | None, in_shape: tuple[int, ...], num_classes: int,
-               epochs: int) -> LearningRule:
+    def create(
+        cls,
+        overrides: dict[str, Any] | None,
+        arch: str | None,
+        in_shape: tuple[int, ...],
+        num_classes: int,
+        epochs: int,
+    ) -> LearningRule:
         """Validate everything (config, arch, pairing), then build the rule."""
         config = build_config(cls.Config, overrides, owner=f"rule {cls.name!r}")
         spec = cls.parse_arch(arch, num_classes)
@@ -138,6 +148,7 @@ class LearningRule(L.LightningModule):
             setattr(self, self.compiled_step, torch.compile(getattr(self, self.compiled_step)))
         else:
             self.net.compile()
+
     @classmethod
     def label(cls) -> str:
         """Display name: ``display_name``, else ``name`` with underscores as spaces."""
@@ -204,7 +215,8 @@ class LearningRule(L.LightningModule):
     def sync_grads(self) -> None:
         """Average ``.grad`` of every trainable parameter over the processes (multi-GPU / multi-node); a no-op in one
         process. The loop calls it after ``compute_updates``; a rule that steps inside ``compute_updates`` calls it
-        before its own step. A parameter no process gave a grad keeps ``grad=None`` (a layer-wise rule's idle layers)."""
+        before its own step. A parameter no process gave a grad keeps ``grad=None`` (a layer-wise rule's idle
+        layers)."""
         if ddp.distributed(self._trainer):
             ddp.average_grads([p for p in self.parameters() if p.requires_grad], self._trainer.world_size)
 
@@ -232,9 +244,13 @@ class LearningRule(L.LightningModule):
             loss = float(ddp.reduce(torch.tensor(loss, device=self.device), self.trainer, "mean"))
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        row = {"epoch": self.current_epoch + 1, "train/loss": loss,
-               "train/epoch_time_s": time.perf_counter() - self._epoch_t0,
-               "lr": self._opt.param_groups[0]["lr"], "train/samples": self._samples_seen()}
+        row = {
+            "epoch": self.current_epoch + 1,
+            "train/loss": loss,
+            "train/epoch_time_s": time.perf_counter() - self._epoch_t0,
+            "lr": self._opt.param_groups[0]["lr"],
+            "train/samples": self._samples_seen(),
+        }
         row.update(getattr(self, "_val", {}))
         row.update(self.epoch_metrics())
         self._val = {}

@@ -18,7 +18,8 @@ class DFAConfig(DirectFeedbackConfig):
     learning rate that trains in a short run (0.0075 instead of the repo's 1e-4)."""
 
     lr: float = 0.0075
-    """The equal-budget sweep's value on Fashion-MNIST (sweeps/best/fashion_mnist/dfa.json), rounded. The DRTP repo's default ``--lr 1e-4`` (batch 100, 100 epochs) barely moves in a short run."""
+    """The equal-budget sweep's value on Fashion-MNIST (sweeps/best/fashion_mnist/dfa.json), rounded. The DRTP repo's
+    default ``--lr 1e-4`` (batch 100, 100 epochs) barely moves in a short run."""
 
 
 @register
@@ -34,8 +35,14 @@ class DFA(DirectFeedbackRule):
     @classmethod
     def cost_model(cls, dims, num_classes, config):
         # e reaches every layer through its own B_l (C x n_l)
-        return CostModel(1, 0, [2] * (len(dims) - 1), sum(dims[:-1]), extra_macs=num_classes * sum(dims[1:-1]),
-                         note="every layer waits for the output error")
+        return CostModel(
+            1,
+            0,
+            [2] * (len(dims) - 1),
+            sum(dims[:-1]),
+            extra_macs=num_classes * sum(dims[1:-1]),
+            note="every layer waits for the output error",
+        )
 
     def compute_updates(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         target = self.one_hot(y, self.num_classes, x.dtype)

@@ -26,7 +26,8 @@ class DRTPConfig(DirectFeedbackConfig):
     """
 
     lr: float = 0.007
-    """The equal-budget sweep's value on Fashion-MNIST (sweeps/best/fashion_mnist/drtp.json), rounded. The DRTP repo's default ``--lr 1e-4`` (batch 100, 100 epochs) barely moves in a short run."""
+    """The equal-budget sweep's value on Fashion-MNIST (sweeps/best/fashion_mnist/drtp.json), rounded. The DRTP repo's
+    default ``--lr 1e-4`` (batch 100, 100 epochs) barely moves in a short run."""
 
 
 @register
@@ -42,8 +43,14 @@ class DRTP(DirectFeedbackRule):
     @classmethod
     def cost_model(cls, dims, num_classes, config):
         # y* B_l is known before the forward pass: a layer updates as soon as it has run
-        return CostModel(1, 0, [2] * (len(dims) - 1), max(dims[:-1]), extra_macs=num_classes * sum(dims[1:-1]),
-                         note="one layer at a time")
+        return CostModel(
+            1,
+            0,
+            [2] * (len(dims) - 1),
+            max(dims[:-1]),
+            extra_macs=num_classes * sum(dims[1:-1]),
+            note="one layer at a time",
+        )
 
     def compute_updates(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         target = self.one_hot(y, self.num_classes, x.dtype)

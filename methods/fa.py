@@ -1,4 +1,4 @@
-"""Feedback alignment (Lillicrap et al. 2016): backprop's backward pass with a fixed random B_{l+1} in place of W_{l+1}^T."""
+"""Feedback alignment (Lillicrap et al. 2016): backprop's backward pass, fixed random B_{l+1} for W_{l+1}^T."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ class FAConfig(ErrorFeedbackConfig):
     short run (0.07 instead of the repo's 1e-4)."""
 
     lr: float = 0.07
-    """The equal-budget sweep's value on Fashion-MNIST (sweeps/best/fashion_mnist/fa.json), rounded. The DRTP repo's default ``--lr 1e-4`` (batch 100, 100 epochs) barely moves in a short run: the BCE output gradient carries 1/(B·C)."""
+    """The equal-budget sweep's value on Fashion-MNIST (sweeps/best/fashion_mnist/fa.json), rounded. The DRTP repo's
+    default ``--lr 1e-4`` (batch 100, 100 epochs) barely moves in a short run: the BCE output gradient carries
+    1/(B·C)."""
 
 
 @register
@@ -34,8 +36,9 @@ class FA(ErrorFeedbackRule):
 
     @classmethod
     def cost_model(cls, dims, num_classes, config):
-        return backprop_like(dims, f"every layer's input kept for the backward pass ({cls.feedback_words} in place "
-                                   "of W)")
+        return backprop_like(
+            dims, f"every layer's input kept for the backward pass ({cls.feedback_words} in place of W)"
+        )
 
     feedback_words = "B"
     """What stands in for W in the backward pass, for the cost model's note."""
@@ -57,7 +60,9 @@ class FA(ErrorFeedbackRule):
             delta, loss = self.output_update(traces[-1], target)  # δ_L = ∂loss/∂a_L
             for k in range(len(self.layers) - 1, 0, -1):
                 above, below, t = self.layers[k], self.layers[k - 1], traces[k - 1]
-                g_u = lw.input_grad(above.op, self.feedback(k, above), delta, traces[k].u.shape)  # B_k stands in for W_k
+                g_u = lw.input_grad(
+                    above.op, self.feedback(k, above), delta, traces[k].u.shape
+                )  # B_k stands in for W_k
                 if masks[k] is not None:
                     g_u = g_u * masks[k]
                 g_z = lw.post_backward(below, t, g_u.reshape(t.h.shape))  # through flatten and pooling

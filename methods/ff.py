@@ -1,4 +1,4 @@
-"""Forward-Forward (Hinton 2022; docs/methods.md section 4): every layer separates positive from negative data by goodness.
+"""Forward-Forward (Hinton 2022; docs/methods.md section 4): each layer tells positive from negative data by goodness.
 
 Positive data = the input with its true label written into the first C values, negative data = the same input
 with a wrong label (``methods/shared/label_embedding.py``). Before every layer (the input included) the activity
@@ -26,13 +26,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.errors import ArchError, ConfigError
 from methods.base import LearningRule
 from methods.config import Optimizer, RuleConfig, Schedule
 from methods.cost import CostModel
+from methods.errors import ArchError, ConfigError
 from methods.registry import register
-from methods.shared.label_embedding import (embed_all_labels, embed_labels, embed_neutral, hard_wrong_labels,
-                                            wrong_labels)
+from methods.shared.label_embedding import (
+    embed_all_labels,
+    embed_labels,
+    embed_neutral,
+    hard_wrong_labels,
+    wrong_labels,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,13 +79,15 @@ class FFConfig(RuleConfig):
         if self.min_layer < 1:
             raise ConfigError(f"min_layer is 1-based and must be >= 1, got {self.min_layer}")
         if self.peer_norm < 0 or not 0.0 <= self.peer_momentum < 1.0:
-            raise ConfigError(f"need peer_norm >= 0 and peer_momentum in [0, 1), got {self.peer_norm}, "
-                              f"{self.peer_momentum}")
+            raise ConfigError(
+                f"need peer_norm >= 0 and peer_momentum in [0, 1), got {self.peer_norm}, {self.peer_momentum}"
+            )
         if self.readout_lr <= 0 or self.readout_weight_decay < 0:
             raise ConfigError("readout_lr must be > 0 and readout_weight_decay >= 0")
         if not self.readout and (self.negatives == "hard" or self.predict == "softmax"):
-            raise ConfigError(f"negatives={self.negatives!r} / predict={self.predict!r} use the softmax read-out; "
-                              "set readout=true")
+            raise ConfigError(
+                f"negatives={self.negatives!r} / predict={self.predict!r} use the softmax read-out; set readout=true"
+            )
 
 
 def rms_normalise(h: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -104,8 +111,10 @@ class FF(LearningRule):
     @classmethod
     def cost_model(cls, dims, num_classes, config):
         # positive and negative pass, each layer updated from its own goodness
-        return CostModel(2, 0, [4] * (len(dims) - 1), 2 * max(dims[:-1]),
-                         note="positive and negative data, one layer at a time")
+        return CostModel(
+            2, 0, [4] * (len(dims) - 1), 2 * max(dims[:-1]), note="positive and negative data, one layer at a time"
+        )
+
     arch_kinds = ("mlp",)
     arch_defaults = {"out_act": "relu", "init": "lecun_normal", "act": "relu"}
     """ReLU on every layer; weights N(0, 1/fan_in), biases 0 (the official code)."""
@@ -149,8 +158,13 @@ class FF(LearningRule):
     def param_groups(self) -> list[dict[str, Any]]:
         groups = [{"params": list(self.net.parameters())}]
         if self.readout_head is not None:
-            groups.append({"params": list(self.readout_head.parameters()), "lr": self.config.readout_lr,
-                           "weight_decay": self.config.readout_weight_decay})
+            groups.append(
+                {
+                    "params": list(self.readout_head.parameters()),
+                    "lr": self.config.readout_lr,
+                    "weight_decay": self.config.readout_weight_decay,
+                }
+            )
         return groups
 
     def readout_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,8 +191,12 @@ class FF(LearningRule):
             y_neg = hard_wrong_labels(self.readout_logits(x), y)
         else:
             y_neg = wrong_labels(y, self.num_classes)
-        z = torch.cat([embed_labels(x, y, self.num_classes, cfg.label_value),
-                       embed_labels(x, y_neg, self.num_classes, cfg.label_value)])
+        z = torch.cat(
+            [
+                embed_labels(x, y, self.num_classes, cfg.label_value),
+                embed_labels(x, y_neg, self.num_classes, cfg.label_value),
+            ]
+        )
         is_pos = torch.zeros(2 * b, device=x.device)
         is_pos[:b] = 1.0
         total = torch.zeros((), device=x.device)

@@ -49,8 +49,9 @@ class Guess:
     guess_heads: ClassVar[bool] = False
     """The rule keeps untrained auxiliary heads for it."""
 
-    def weight(self, fg: ForwardGradient, k: int, taps: _Taps, hk: torch.Tensor, y: torch.Tensor,
-               local: Any) -> list[pj.PerSample]:
+    def weight(
+        self, fg: ForwardGradient, k: int, taps: _Taps, hk: torch.Tensor, y: torch.Tensor, local: Any
+    ) -> list[pj.PerSample]:
         raise NotImplementedError
 
     def activity(self, fg: ForwardGradient, k: int, hk: torch.Tensor, y: torch.Tensor, local: Any) -> torch.Tensor:
@@ -96,8 +97,9 @@ class HeadGuess(Guess):
         self.redraw = redraw
         self.varies = redraw
 
-    def _deltas(self, fg: ForwardGradient, k: int, hk: torch.Tensor, y: torch.Tensor,
-                points: list[torch.Tensor]) -> tuple:
+    def _deltas(
+        self, fg: ForwardGradient, k: int, hk: torch.Tensor, y: torch.Tensor, points: list[torch.Tensor]
+    ) -> tuple:
         if self.redraw:
             reinit_(fg.guess_heads[k])
         with torch.enable_grad():
@@ -111,8 +113,13 @@ class HeadGuess(Guess):
         return self._deltas(fg, k, hk, y, [hk])[0]
 
 
-GUESSES: dict[str, Guess] = {"gaussian": RandomGuess("gaussian"), "rademacher": RandomGuess("rademacher"),
-                             "local": LocalGuess(), "ntk": HeadGuess(redraw=True), "fixed_ntk": HeadGuess(redraw=False)}
+GUESSES: dict[str, Guess] = {
+    "gaussian": RandomGuess("gaussian"),
+    "rademacher": RandomGuess("rademacher"),
+    "local": LocalGuess(),
+    "ntk": HeadGuess(redraw=True),
+    "fixed_ntk": HeadGuess(redraw=False),
+}
 """Every guess kind of the ``guess`` option."""
 
 
@@ -126,13 +133,15 @@ class Space:
     def points(self, fg: ForwardGradient, k: int, taps: _Taps, hk: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError
 
-    def update_from_target(self, fg: ForwardGradient, k: int, taps: _Taps, hk: torch.Tensor, y: torch.Tensor,
-                           target: Any, local: Any) -> None:
+    def update_from_target(
+        self, fg: ForwardGradient, k: int, taps: _Taps, hk: torch.Tensor, y: torch.Tensor, target: Any, local: Any
+    ) -> None:
         """Set block k's grads: ``num_guesses`` guesses, each projected on the target gradient at the points."""
         raise NotImplementedError
 
-    def update_from_jvp(self, fg: ForwardGradient, k: int, h: torch.Tensor, taps: _Taps, hk: torch.Tensor,
-                        y: torch.Tensor, local: Any) -> None:
+    def update_from_jvp(
+        self, fg: ForwardGradient, k: int, h: torch.Tensor, taps: _Taps, hk: torch.Tensor, y: torch.Tensor, local: Any
+    ) -> None:
         """Set block k's grads: ``num_guesses`` guesses, ⟨t_n, v_n⟩ of each from forward mode (``h``: block input)."""
         raise NotImplementedError
 
@@ -193,8 +202,13 @@ class ActivitySpace(Space):
         with torch.no_grad():
             vs = torch.stack([fg.guess.activity(fg, k, hk, y, local).detach() for _ in range(cfg.num_guesses)])
             dots = fg._activity_dots(k, hk.detach(), y, vs)  # (num_guesses, B)
-            ghat = sum(pj.scale_samples(v, pj.coefficients(d, pj.batch_dot(v, v), fg.normalize, cfg.eps))
-                       for v, d in zip(vs, dots)) / cfg.num_guesses
+            ghat = (
+                sum(
+                    pj.scale_samples(v, pj.coefficients(d, pj.batch_dot(v, v), fg.normalize, cfg.eps))
+                    for v, d in zip(vs, dots)
+                )
+                / cfg.num_guesses
+            )
         params = fg._block_params(k)
         set_grads(params, grad(hk, params, grad_outputs=ghat))
 

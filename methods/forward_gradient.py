@@ -52,14 +52,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.errors import ArchError, ConfigError
 from methods.arch import ArchSpec
 from methods.base import LearningRule
 from methods.config import Optimizer, RuleConfig
+from methods.cost import CostModel
+from methods.errors import ArchError, ConfigError
 from methods.fg_strategies import GUESSES, SPACES
 from methods.fg_strategies import grad as _grad
 from methods.fg_strategies import set_grads as _set_grads
-from methods.cost import CostModel
 from methods.registry import get_rule, register
 from methods.shared import projection as pj
 from methods.shared.aux_heads import make_aux_head
@@ -121,13 +121,17 @@ class FGConfig(RuleConfig):
         if self.num_guesses < 1:
             raise ConfigError(f"num_guesses must be >= 1, got {self.num_guesses}")
         if self.num_guesses > 1 and not GUESSES[self.guess].varies:
-            raise ConfigError(f"guess={self.guess} is deterministic, so num_guesses={self.num_guesses} would repeat "
-                              "the same guess; use num_guesses=1 or a random/ntk guess")
+            raise ConfigError(
+                f"guess={self.guess} is deterministic, so num_guesses={self.num_guesses} would repeat "
+                "the same guess; use num_guesses=1 or a random/ntk guess"
+            )
         if not (math.isfinite(self.eps) and self.eps >= 0):
             raise ConfigError(f"eps must be a finite number >= 0, got {self.eps}")
         if self.aux_width < 0 or self.aux_depth < 1 or self.aux_pool < 1:
-            raise ConfigError(f"aux_width must be >= 0, aux_depth >= 1 and aux_pool >= 1; got {self.aux_width}, "
-                              f"{self.aux_depth}, {self.aux_pool}")
+            raise ConfigError(
+                f"aux_width must be >= 0, aux_depth >= 1 and aux_pool >= 1; got {self.aux_width}, "
+                f"{self.aux_depth}, {self.aux_pool}"
+            )
 
 
 class _Taps:
@@ -177,17 +181,26 @@ class ForwardGradient(LearningRule):
     @classmethod
     def cost_model(cls, dims, num_classes, config):
         """Random guesses, global target, weight space, one guess: modelled; every other setting: None (not guessed)."""
-        if not (config.guess in RANDOM and config.target == "global" and config.space == "weight"
-                and config.num_guesses == 1):
+        if not (
+            config.guess in RANDOM
+            and config.target == "global"
+            and config.space == "weight"
+            and config.num_guesses == 1
+        ):
             return None
         L, widest_input = len(dims) - 1, max(dims[:-1])
         # block k < L: a JVP from block k to the loss carries the tangent of its guess (one product per layer from k
         # up); ĝ = Σ_n c_n v_n (one weight-sized product); the last block gets its true ΔW
         tangents = [min(layer, L - 1) for layer in range(1, L + 1)]
         # forward passes: the forward one, plus the JVPs as fractions of a pass (block k's covers L - k + 1 layers)
-        return CostModel(1 + (L * (L + 1) / 2 - 1) / L, 0, [1 + t + 1 for t in tangents],
-                         max(dims[i] * dims[i + 1] for i in range(L - 1)) + 2 * widest_input,
-                         note="per-sample weight guess of one block + primal and tangent activations")
+        return CostModel(
+            1 + (L * (L + 1) / 2 - 1) / L,
+            0,
+            [1 + t + 1 for t in tangents],
+            max(dims[i] * dims[i + 1] for i in range(L - 1)) + 2 * widest_input,
+            note="per-sample weight guess of one block + primal and tangent activations",
+        )
+
     default_arch = "mlp:128-128-C"
     paper_epochs = 100
     in_all = False  # the configurable family; METHODS=all runs its presets
@@ -203,8 +216,10 @@ class ForwardGradient(LearningRule):
         cfg = config
         blocks = list(self.net.blocks)
         if len(blocks) < 2:
-            raise ArchError(f"{self.name}: {arch.short} has one block; forward gradient estimates the blocks below "
-                            "the last, so give it at least one hidden layer (e.g. mlp:256-C)")
+            raise ArchError(
+                f"{self.name}: {arch.short} has one block; forward gradient estimates the blocks below "
+                "the last, so give it at least one hidden layer (e.g. mlp:256-C)"
+            )
         self._units = [self._block_units(k, b) for k, b in enumerate(blocks[:-1])]
         self._block_mods = [list(dict.fromkeys(m for m, _, _ in units)) for units in self._units]
         shapes = self._block_shapes()
@@ -213,9 +228,18 @@ class ForwardGradient(LearningRule):
 
         def heads() -> nn.ModuleList:
             try:
-                return nn.ModuleList(make_aux_head(cfg.aux, shapes[k], num_classes, width=self._aux_width(shapes[k]),
-                                                   depth=cfg.aux_depth, pool=cfg.aux_pool, bn=aux_bn)
-                                     for k in range(len(blocks) - 1))
+                return nn.ModuleList(
+                    make_aux_head(
+                        cfg.aux,
+                        shapes[k],
+                        num_classes,
+                        width=self._aux_width(shapes[k]),
+                        depth=cfg.aux_depth,
+                        pool=cfg.aux_pool,
+                        bn=aux_bn,
+                    )
+                    for k in range(len(blocks) - 1)
+                )
             except ValueError as e:
                 raise ArchError(f"{self.name} on {arch.short}: {e}") from None
 
@@ -232,12 +256,15 @@ class ForwardGradient(LearningRule):
             self.guess_heads = heads().requires_grad_(False)
         coupled = net_bn or (aux_bn and cfg.target == "local")
         if cfg.derivative == "jvp" and coupled:
-            raise ArchError(f"{self.name}: derivative=jvp computes one directional derivative per sample from "
-                            f"per-sample losses, which BatchNorm's batch statistics couple ({arch.short}"
-                            f"{', aux_bn' if not net_bn else ''}); use derivative=backward or auto")
+            raise ArchError(
+                f"{self.name}: derivative=jvp computes one directional derivative per sample from "
+                f"per-sample losses, which BatchNorm's batch statistics couple ({arch.short}"
+                f"{', aux_bn' if not net_bn else ''}); use derivative=backward or auto"
+            )
         self.use_jvp = cfg.derivative == "jvp" or (cfg.derivative == "auto" and self.guess.random and not coupled)
         self.normalize = cfg.projection == "normalized" or (
-            cfg.projection == "auto" and not (self.guess.random and not self.space.weight))
+            cfg.projection == "auto" and not (self.guess.random and not self.space.weight)
+        )
 
     # ---------------------------------------------------------------- structure
     def _block_units(self, k: int, block: nn.Module) -> list[tuple[nn.Module, str, nn.Parameter]]:
@@ -255,7 +282,9 @@ class ForwardGradient(LearningRule):
                         seen.add(id(p))
         other = [n for n, p in block.named_parameters() if p.requires_grad and id(p) not in seen]
         if other:
-            raise ArchError(f"{self.name}: block {k} has parameters outside Linear/Conv2d/BatchNorm ({', '.join(other)})")
+            raise ArchError(
+                f"{self.name}: block {k} has parameters outside Linear/Conv2d/BatchNorm ({', '.join(other)})"
+            )
         return units
 
     @torch.no_grad()
@@ -271,8 +300,9 @@ class ForwardGradient(LearningRule):
         if cfg.aux_width:
             return cfg.aux_width
         if self.arch.kind == "resnet18":  # App. A.2 and args.py: 8 blocks mlp 1024 / cnn 32; 16 blocks 512 / 16
-            return {("mlp", 8): 1024, ("mlp", 16): 512, ("cnn", 8): 32, ("cnn", 16): 16}.get((cfg.aux, self.arch.blocks),
-                                                                                              shape[0])
+            return {("mlp", 8): 1024, ("mlp", 16): 512, ("cnn", 8): 32, ("cnn", 16): 16}.get(
+                (cfg.aux, self.arch.blocks), shape[0]
+            )
         return shape[0]  # the authors' h_channel=0 convention: the block's own width
 
     def _block_params(self, k: int) -> list[nn.Parameter]:
@@ -327,8 +357,8 @@ class ForwardGradient(LearningRule):
         hp = [p for p in self.heads[k].parameters() if p.requires_grad]
         with torch.enable_grad():
             gl = _grad(self._head_loss(self.heads[k], hk, y), hp + points)
-        _set_grads(hp, gl[:len(hp)])
-        return gl[len(hp):]
+        _set_grads(hp, gl[: len(hp)])
+        return gl[len(hp) :]
 
     # ---------------------------------------------------------------- two reverse passes (Fournier et al.'s code)
     def _backward_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -345,10 +375,10 @@ class ForwardGradient(LearningRule):
         last = self._block_params(len(blocks) - 1)
         glob = self.config.target == "global"
         g = _grad(loss, last + ([p for ps in points for p in ps] if glob else []))
-        _set_grads(last, g[:len(last)])
+        _set_grads(last, g[: len(last)])
         targets, i = [], len(last)
         for ps in points:  # the end-to-end gradient at each block's points
-            targets.append(list(g[i:i + len(ps)]))
+            targets.append(list(g[i : i + len(ps)]))
             i += len(ps)
         for k in hidden:
             local = self._train_head(k, hs[k], y, points[k])
@@ -370,8 +400,10 @@ class ForwardGradient(LearningRule):
         h = x.detach()
         for k in range(len(self.net.blocks) - 1):
             # a local graph of block k only where a local gradient is needed (heads, activity backprop)
-            with torch.set_grad_enabled(not self.guess.random or not self.space.weight), \
-                    _Taps(self._block_mods[k]) as taps:
+            with (
+                torch.set_grad_enabled(not self.guess.random or not self.space.weight),
+                _Taps(self._block_mods[k]) as taps,
+            ):
                 hk = self.net.blocks[k](h)
             points = self.space.points(self, k, taps, hk) if self.guess.uses_local_gradient else []
             local = self._train_head(k, hk, y, points)
@@ -385,12 +417,13 @@ class ForwardGradient(LearningRule):
             logits = self.heads[k](hk)
         else:
             logits = hk
-            for block in self.net.blocks[k + 1:]:
+            for block in self.net.blocks[k + 1 :]:
                 logits = block(logits)
         return F.cross_entropy(logits, y, reduction="none") / y.shape[0]
 
-    def _weight_dots(self, k: int, h: torch.Tensor, y: torch.Tensor, taps: _Taps,
-                     guesses: list[list[pj.PerSample]]) -> torch.Tensor:
+    def _weight_dots(
+        self, k: int, h: torch.Tensor, y: torch.Tensor, taps: _Taps, guesses: list[list[pj.PerSample]]
+    ) -> torch.Tensor:
         """⟨t_n, v_n⟩ for every (guess, tensor) of block k: tangents injected at the module outputs, one JVP each."""
         mods, units = self._block_mods[k], self._units[k]
         rows = [(j, i) for j in range(len(guesses)) for i in range(len(units))]
@@ -413,6 +446,7 @@ class ForwardGradient(LearningRule):
 
     def _activity_dots(self, k: int, hk: torch.Tensor, y: torch.Tensor, vs: torch.Tensor) -> torch.Tensor:
         """⟨∂L/∂h_{k,n}, v_n⟩ for every guess: the JVP of the per-sample losses along v at the block output."""
+
         def losses(z: torch.Tensor) -> torch.Tensor:
             return self._per_sample_loss(k, hk + z, y)
 
@@ -424,7 +458,8 @@ class ForwardGradient(LearningRule):
 def _screened(guess: str, space: str) -> dict[str, Any]:
     """Optimiser and lr of a preset: the best of a 2-epoch screen on Fashion-MNIST, mlp:128-128-C, batch 64, scored on
     the validation split (README, "Forward gradient"). Random guesses in weight space barely move the hidden layers
-    under the normalised projection (E[ĝ] = t/d), so they take SGD with a large lr for the last block; the others Adam."""
+    under the normalised projection (E[ĝ] = t/d), so they take SGD with a large lr for the last block; the others
+    Adam."""
     if guess in RANDOM:
         return {"optimizer": "sgd", "lr": 0.1} if space == "weight" else {"optimizer": "adam", "lr": 1e-4}
     return {"optimizer": "adam", "lr": 1e-3 if guess == "local" else 3e-4}
@@ -437,34 +472,77 @@ def _preset(name: str, doc: str, in_all: bool = True, display: str = "", **fixed
     cfg_cls = dataclasses.make_dataclass(
         "".join(part.title() for part in name.split("_")) + "Config",
         [(k, hints[k], dataclasses.field(default=v)) for k, v in fields.items()],
-        bases=(FGConfig,), frozen=True, kw_only=True, namespace={"_fixed": dict(fixed), "__doc__": doc})
+        bases=(FGConfig,),
+        frozen=True,
+        kw_only=True,
+        namespace={"_fixed": dict(fixed), "__doc__": doc},
+    )
     cfg_cls.__module__ = __name__
     display = display or "FG " + name.removeprefix("fg_").replace("_", " ")
-    rule = type("".join(part.title() for part in name.split("_")), (ForwardGradient,),
-                {"name": name, "display_name": display, "Config": cfg_cls, "__doc__": doc, "in_all": in_all,
-                 "__module__": __name__})
+    rule = type(
+        "".join(part.title() for part in name.split("_")),
+        (ForwardGradient,),
+        {
+            "name": name,
+            "display_name": display,
+            "Config": cfg_cls,
+            "__doc__": doc,
+            "in_all": in_all,
+            "__module__": __name__,
+        },
+    )
     return register(rule)
 
 
 PRESETS = {
     ("gaussian", "global", "weight"): _preset(
-        "fg_gaussian", "Forward gradient, Gaussian per-sample guess, global target, weight space (Baydin; Fournier).",
-        display="FG Gaussian", guess="gaussian", target="global", space="weight"),
+        "fg_gaussian",
+        "Forward gradient, Gaussian per-sample guess, global target, weight space (Baydin; Fournier).",
+        display="FG Gaussian",
+        guess="gaussian",
+        target="global",
+        space="weight",
+    ),
     ("rademacher", "global", "weight"): _preset(
-        "fg_rademacher", "Forward gradient, Rademacher per-sample guess, global target, weight space (Fournier).",
-        display="FG Rademacher", guess="rademacher", target="global", space="weight"),
+        "fg_rademacher",
+        "Forward gradient, Rademacher per-sample guess, global target, weight space (Fournier).",
+        display="FG Rademacher",
+        guess="rademacher",
+        target="global",
+        space="weight",
+    ),
     ("local", "global", "weight"): _preset(
-        "fg_local", "Forward gradient, local guess (trained aux head), global target, weight space (Fournier).",
-        display="FG Local", guess="local", target="global", space="weight"),
+        "fg_local",
+        "Forward gradient, local guess (trained aux head), global target, weight space (Fournier).",
+        display="FG Local",
+        guess="local",
+        target="global",
+        space="weight",
+    ),
     ("ntk", "global", "weight"): _preset(
-        "fg_ntk", "Forward gradient, NTK guess (aux head re-drawn each step), global target, weight space (Fournier).",
-        display="FG NTK", guess="ntk", target="global", space="weight"),
+        "fg_ntk",
+        "Forward gradient, NTK guess (aux head re-drawn each step), global target, weight space (Fournier).",
+        display="FG NTK",
+        guess="ntk",
+        target="global",
+        space="weight",
+    ),
     ("fixed_ntk", "global", "weight"): _preset(
-        "fg_fixed_ntk", "Forward gradient, fixed-NTK guess (aux head frozen at init), global target, weight space.",
-        display="FG fixed NTK", guess="fixed_ntk", target="global", space="weight"),
+        "fg_fixed_ntk",
+        "Forward gradient, fixed-NTK guess (aux head frozen at init), global target, weight space.",
+        display="FG fixed NTK",
+        guess="fixed_ntk",
+        target="global",
+        space="weight",
+    ),
     ("local", "local", "weight"): _preset(
-        "local_learning", "Greedy local learning: each block trained by its auxiliary head's loss (local target = "
-        "local guess).", display="Local learning", guess="local", target="local", space="weight"),
+        "local_learning",
+        "Greedy local learning: each block trained by its auxiliary head's loss (local target = local guess).",
+        display="Local learning",
+        guess="local",
+        target="local",
+        space="weight",
+    ),
 }
 """The papers' named settings (run by METHODS=all)."""
 PRESETS[("local", "local", "activity")] = PRESETS[("local", "local", "weight")]  # the same update in both spaces
@@ -473,14 +551,23 @@ PRESETS[("local", "local", "activity")] = PRESETS[("local", "local", "weight")] 
 def _cell(g: str, t: str, s: str) -> str:
     if (g, t, s) in PRESETS:
         return PRESETS[(g, t, s)].name
-    return _preset(f"fg_{g}_{t}_{s}", f"Forward gradient grid cell: guess={g}, target={t}, space={s}.", in_all=False,
-                   guess=g, target=t, space=s).name
+    return _preset(
+        f"fg_{g}_{t}_{s}",
+        f"Forward gradient grid cell: guess={g}, target={t}, space={s}.",
+        in_all=False,
+        guess=g,
+        target=t,
+        space=s,
+    ).name
 
 
 GRID = tuple(dict.fromkeys(_cell(g, t, s) for g in Guess.__args__ for t in Target.__args__ for s in Space.__args__))
 """The forward-gradient grid (Fournier et al. Tables 2-4, 7) as data the profiles import: rule names covering
 guess x target x space (19: local x local is ``local_learning`` in both spaces); the cells without a preset are
 registered as ``fg_<guess>_<target>_<space>`` and left out of METHODS=all."""
-WITH_HEADS = tuple(m for m in GRID if (get_rule(m).Config._fixed["guess"] not in RANDOM
-                                                    or get_rule(m).Config._fixed["target"] == "local"))
+WITH_HEADS = tuple(
+    m
+    for m in GRID
+    if (get_rule(m).Config._fixed["guess"] not in RANDOM or get_rule(m).Config._fixed["target"] == "local")
+)
 """Grid cells with auxiliary heads (local or NTK guess, or local target): Fournier's rows Local/NTK x CNN/MLP/Linear."""

@@ -1,6 +1,7 @@
 """PEPITA (Dellaferrera & Kreiman, ICML 2022): two forward passes, the second on the input modulated by the error.
 
-Per batch (docs/methods.md section 3; GiorgiaD/PEPITA 3fe03d8, numpy ``functions.py``, ``main_pytorch.py`` and the CIFAR-10
+Per batch (docs/methods.md section 3; GiorgiaD/PEPITA 3fe03d8, numpy ``functions.py``, ``main_pytorch.py`` and the
+CIFAR-10
 tutorial): draw dropout masks once; pass 1 gives h_l and e = softmax(a_L) - y*; pass 2 runs on x̃ = x + F e with the
 same masks and gives h̃_l and ẽ. Updates (W <- W - η ΔW, ΔW averaged over the batch):
 
@@ -29,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.errors import ArchError, ConfigError
 from methods.arch import ArchSpec
 from methods.base import LearningRule
 from methods.config import Optimizer, RuleConfig, Schedule
 from methods.cost import CostModel
+from methods.errors import ArchError, ConfigError
 from methods.registry import register
 from methods.shared import layerwise as lw
 from methods.shared.feedback import FixedFeedback, pepita_factorised, pepita_uniform
@@ -90,8 +91,15 @@ class PEPITA(LearningRule):
     @classmethod
     def cost_model(cls, dims, num_classes, config):
         # two forward passes, ΔW from the difference; F e (C x n_0) modulates the input
-        return CostModel(2, 0, [3] * (len(dims) - 1), sum(dims[1:-1]) + num_classes, extra_macs=num_classes * dims[0],
-                         note="first-pass hidden activations kept until the modulated pass")
+        return CostModel(
+            2,
+            0,
+            [3] * (len(dims) - 1),
+            sum(dims[1:-1]) + num_classes,
+            extra_macs=num_classes * dims[0],
+            note="first-pass hidden activations kept until the modulated pass",
+        )
+
     arch_kinds = ("mlp", "cnn")
     arch_defaults = {"bias": False, "init": "he_uniform"}
     """The reference models: ``bias=False`` everywhere, He-uniform U(±sqrt(6/fan_in)) weights."""
@@ -102,12 +110,16 @@ class PEPITA(LearningRule):
     @classmethod
     def check_arch(cls, spec: ArchSpec, num_classes: int) -> None:
         if spec.kind == "resnet18":
-            raise ArchError("pepita updates plain conv/FC stacks (its reference code has no BatchNorm, skips or "
-                            "biases); resnet18 is not supported, use mlp:... or cnn:...")
+            raise ArchError(
+                "pepita updates plain conv/FC stacks (its reference code has no BatchNorm, skips or "
+                "biases); resnet18 is not supported, use mlp:... or cnn:..."
+            )
         super().check_arch(spec, num_classes)
         if spec.bias:
-            raise ArchError("pepita has no biases: its update rules define ΔW only (the reference models use "
-                            "bias=False); drop bias=1 from the arch")
+            raise ArchError(
+                "pepita has no biases: its update rules define ΔW only (the reference models use "
+                "bias=False); drop bias=1 from the arch"
+            )
         if spec.out_act != "none":
             raise ArchError(f"pepita's output is softmax of the logits (out_act=none); got out_act={spec.out_act}")
 
@@ -121,8 +133,10 @@ class PEPITA(LearningRule):
             self.fixed.add("F", pepita_uniform(d, self.num_classes, cfg.f_scale))
         else:
             if self.arch.kind != "mlp":
-                raise ArchError("pepita f_init=factorised is defined for MLPs (Srinivasan et al. 2024); use "
-                                "f_init=uniform with a cnn")
+                raise ArchError(
+                    "pepita f_init=factorised is defined for MLPs (Srinivasan et al. 2024); use "
+                    "f_init=uniform with a cnn"
+                )
             factors = pepita_factorised([d, *self.net.widths], cfg.f_scale)
             product = factors[0]
             for b in factors[1:]:
@@ -131,7 +145,9 @@ class PEPITA(LearningRule):
         self.after_conv = len(self.layers) > 1 and isinstance(self.layers[-2].op, nn.Conv2d)
 
     # ------------------------------------------------------------------ forward passes
-    def _layer(self, k: int, h: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _layer(
+        self, k: int, h: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(u, z, h_out) of layer k: u its input, z = act(op(u)) ⊙ mask (normalised if asked), h_out = pool(z)."""
         layer = self.layers[k]
         u = layer.pre(h)
@@ -168,7 +184,9 @@ class PEPITA(LearningRule):
         return self.updates_with_masks(x, y, self.sample_masks(x.shape[0], x.device))
 
     @torch.no_grad()
-    def updates_with_masks(self, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor | None]) -> dict[str, torch.Tensor]:
+    def updates_with_masks(
+        self, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor | None]
+    ) -> dict[str, torch.Tensor]:
         """PEPITA's updates for batch (x, y) with the given dropout masks (one per layer, None = no mask)."""
         cfg, L, B = self.config, len(self.layers), x.shape[0]
         target = F.one_hot(y, self.num_classes).to(x.dtype)

@@ -35,10 +35,10 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from methods.errors import ConfigError
 from methods.base import LearningRule
 from methods.config import Optimizer, RuleConfig, Schedule
 from methods.cost import CostModel
+from methods.errors import ConfigError
 from methods.registry import register
 from methods.shared import layerwise as lw
 from methods.shared.class_vectors import class_vectors, cosine_scores, euclidean_scores, random_vectors
@@ -222,6 +222,7 @@ class Spela(_SpelaMLP):
     def cost_model(cls, dims, num_classes, config):
         # the layer in training: forward through the trained ones, update that layer only
         return CostModel(1, 0, [1] * (len(dims) - 2) + [2], dims[-2], note="worst case: the last layer in training")
+
     layerwise = True
 
     def __init__(self, config: SpelaLayerwiseConfig, arch, in_shape, num_classes, epochs):

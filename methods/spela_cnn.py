@@ -1,4 +1,4 @@
-"""SPELA CNN (revised SPELA paper, Sec. 3.5, Alg. 2, Table 17; docs/methods.md section 8): kernels that vote for class groups.
+"""SPELA CNN (revised SPELA paper Sec. 3.5, Alg. 2, Table 17; docs/methods.md s. 8): kernels vote for class groups.
 
 Each conv layer's input is L2-normalised per sample (as before every SPELA layer). Every kernel's output map goes to
 its own tiny head (``methods/shared/kernel_heads.py``) trained with the cosine loss towards the fixed vector of the
@@ -30,10 +30,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from methods.errors import ArchError, ConfigError
 from methods.arch import ACTIVATIONS
 from methods.base import LearningRule
 from methods.config import Optimizer, RuleConfig
+from methods.errors import ArchError, ConfigError
 from methods.registry import register
 from methods.shared.kernel_heads import KernelHeads, random_partitions
 from methods.shared.layer_schedule import layerwise_optimizers, phase, split_epochs
@@ -98,21 +98,26 @@ class SpelaCNN(LearningRule):
     def check_arch(cls, spec, num_classes: int) -> None:
         super().check_arch(spec, num_classes)
         if spec.head:
-            raise ArchError(f"spela_cnn classifies with its kernels' votes; drop head=1 from {spec.short} (default head=0)")
+            raise ArchError(
+                f"spela_cnn classifies with its kernels' votes; drop head=1 from {spec.short} (default head=0)"
+            )
 
     def __init__(self, config: SpelaCNNConfig, arch, in_shape, num_classes, epochs):
         super().__init__(config, arch, in_shape, num_classes, epochs)
         n_layers = len(self.net.blocks)
         if config.mode == "layerwise" and len(config.layer_epochs) < n_layers:
-            raise ConfigError(f"layer_epochs={config.layer_epochs} gives {len(config.layer_epochs)} share(s) for "
-                              f"{n_layers} conv layers; give one per layer")
+            raise ConfigError(
+                f"layer_epochs={config.layer_epochs} gives {len(config.layer_epochs)} share(s) for "
+                f"{n_layers} conv layers; give one per layer"
+            )
         self.layerwise = config.mode == "layerwise"
-        self.layer_epoch_counts = (split_epochs(epochs, config.layer_epochs[:n_layers]) if self.layerwise
-                                   else [epochs])
+        self.layer_epoch_counts = split_epochs(epochs, config.layer_epochs[:n_layers]) if self.layerwise else [epochs]
         """Epochs given to each conv layer in layerwise mode (sums to the run's epochs)."""
         max_groups = min(config.max_groups or num_classes, num_classes)
         if config.min_groups > max_groups:
-            raise ConfigError(f"min_groups={config.min_groups} > the {max_groups} groups possible with {num_classes} classes")
+            raise ConfigError(
+                f"min_groups={config.min_groups} > the {max_groups} groups possible with {num_classes} classes"
+            )
         g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()))  # from the run's seed
         partitions = random_partitions(max(self.net.widths), num_classes, config.min_groups, max_groups, g)
         vector_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g).item())
@@ -120,8 +125,9 @@ class SpelaCNN(LearningRule):
         with torch.no_grad():
             for block, k in zip(self.net.blocks, self.net.widths):
                 h = block(h)
-                heads.append(KernelHeads(partitions[:k], h.shape[2] * h.shape[3], config.mlp_dim, config.mlp_act,
-                                         vector_seed))
+                heads.append(
+                    KernelHeads(partitions[:k], h.shape[2] * h.shape[3], config.mlp_dim, config.mlp_act, vector_seed)
+                )
         self.heads = nn.ModuleList(heads)
 
     def param_groups(self) -> list[dict[str, Any]]:

@@ -23,8 +23,11 @@ def previous_dataset_tables(out: Path) -> list[Path]:
     ``.tex``."""
     found = []
     try:
-        found = [out / line for line in (out / BUILT).read_text().splitlines()
-                 if line and "/" not in line and line.endswith((".tex", ".md"))]
+        found = [
+            out / line
+            for line in (out / BUILT).read_text().splitlines()
+            if line and "/" not in line and line.endswith((".tex", ".md"))
+        ]
     except OSError:
         pass
     for md in out.glob("*.md"):
@@ -50,24 +53,28 @@ def problems(df: pd.DataFrame) -> list[str]:
             done = set(g[g["status"] == "completed"]["seed"].dropna().astype(int))
             missing = sorted(all_seeds - done)
             if missing:
-                lines.append(f"- missing seeds {missing} for {dataset} / {method} / {arch} (setting {setting}"
-                             + (f", {group}" if group else "") + ")")
+                lines.append(
+                    f"- missing seeds {missing} for {dataset} / {method} / {arch} (setting {setting}"
+                    + (f", {group}" if group else "")
+                    + ")"
+                )
     return lines
 
 
-def build_report(source: str | None = None, out: str | Path | None = None, figures: bool = True,
-                 claims_dir: str | Path | None = None) -> Path:
+def build_report(
+    source: str | None = None, out: str | Path | None = None, figures: bool = True, claims_dir: str | Path | None = None
+) -> Path:
     """Read the runs and write everything into ``out`` (default reports/out): runs.csv, one comparison table per
     dataset (<dataset>.tex + .md), the protocols' tables (tables/*.tex + .md), the figures (figures/*.png), the
     claims ledger (tables/claims.tex + .md: every paper claim of ``claims_dir``, default reports/claims, beside the
     runs at its settings), report.tex (every table and figure in one compilable document) and index.md (all of it on
     one page)."""
     from bench.claims import load_claims, load_resolved
-    from bench.paths import runs_root
-    from reports.ledger import claims_tables, ledger, load_records
     from bench.efficiency import load_all
+    from bench.paths import runs_root
     from reports import figures as figs
     from reports import paper_tables as pt
+    from reports.ledger import claims_tables, ledger, load_records
 
     out = Path(out) if out else OUT
     out.mkdir(parents=True, exist_ok=True)
@@ -82,9 +89,14 @@ def build_report(source: str | None = None, out: str | Path | None = None, figur
     hist = history_frame(runs, df["run_id"]) if len(df) else pd.DataFrame()
     local = source is not None and not str(source).startswith("wandb:")
     eff = load_all(source if local else None)  # measurements of `make efficiency`: <runs>/efficiency/*.json
-    index = ["# Benchmark report", "", f"Source: `{source or 'runs'}`; {len(raw)} runs read, "
-             f"{len(df)} distinct configurations. Rows of every run: [runs.csv](runs.csv); every table and figure in "
-             "one LaTeX document: [report.tex](report.tex).", ""]
+    index = [
+        "# Benchmark report",
+        "",
+        f"Source: `{source or 'runs'}`; {len(raw)} runs read, "
+        f"{len(df)} distinct configurations. Rows of every run: [runs.csv](runs.csv); every table and figure in "
+        "one LaTeX document: [report.tex](report.tex).",
+        "",
+    ]
     written: list[tuple[str, str]] = []  # (section, tex path) for report.tex
     fig_paths: list[tuple[str, Path]] = []
 
@@ -124,8 +136,11 @@ def build_report(source: str | None = None, out: str | Path | None = None, figur
     if len(df):
         sections = [
             ("Few-shot / data fraction", pt.fewshot_tables(df), lambda: figs.fewshot_curves(df, fig_dir)),
-            ("Layer-wise accuracy / early exit", {"layerwise": pt.layerwise_table(df)},
-             lambda: figs.layerwise_curves(hist, df, fig_dir)),
+            (
+                "Layer-wise accuracy / early exit",
+                {"layerwise": pt.layerwise_table(df)},
+                lambda: figs.layerwise_curves(hist, df, fig_dir),
+            ),
             ("SPELA ablations", {"ablation": pt.ablation_table(df)}, lambda: []),
             ("Forward-gradient grid", pt.fg_grid_tables(df), lambda: []),
             ("Transfer learning", pt.transfer_tables(df), lambda: figs.transfer_curves(df, fig_dir)),
@@ -133,9 +148,17 @@ def build_report(source: str | None = None, out: str | Path | None = None, figur
         ]
     else:
         sections = []
-    sections.append(("Efficiency: memory and compute per update", pt.efficiency_tables(eff),
-                     lambda: figs.efficiency_bars(eff, fig_dir) + figs.accuracy_vs_memory(df, eff, fig_dir)
-                     if len(df) else figs.efficiency_bars(eff, fig_dir)))
+    sections.append(
+        (
+            "Efficiency: memory and compute per update",
+            pt.efficiency_tables(eff),
+            lambda: (
+                figs.efficiency_bars(eff, fig_dir) + figs.accuracy_vs_memory(df, eff, fig_dir)
+                if len(df)
+                else figs.efficiency_bars(eff, fig_dir)
+            ),
+        )
+    )
     for section, tables, make_figs in sections:
         tables = {k: v for k, v in tables.items() if v is not None}
         paths = make_figs() if figures else []
@@ -149,8 +172,12 @@ def build_report(source: str | None = None, out: str | Path | None = None, figur
     if claims:  # every claim is listed, run or not
         wandb = source is not None and str(source).startswith("wandb:")
         records = [] if wandb else load_records(source or runs_root())
-        entries = ledger(claims, load_resolved(claims_dir), records,
-                         source=f"{source or 'runs'}" + (" (W&B runs carry no run records)" if wandb else ""))
+        entries = ledger(
+            claims,
+            load_resolved(claims_dir),
+            records,
+            source=f"{source or 'runs'}" + (" (W&B runs carry no run records)" if wandb else ""),
+        )
         index += ["## Paper claims", ""]
         table("Paper claims", "claims", claims_tables(entries))
     issues = problems(df) if len(df) else []
@@ -158,8 +185,10 @@ def build_report(source: str | None = None, out: str | Path | None = None, figur
     (out / "index.md").write_text("\n".join(index))
     (out / BUILT).write_text("".join(f"{d}.tex\n{d}.md\n" for d in built))
     (out / "report.tex").write_text(report_tex(written, fig_paths))
-    print(f"report: {len(df)} runs -> {out}/: runs.csv, {len(written)} tables, {len(fig_paths)} figures, "
-          "index.md, report.tex")
+    print(
+        f"report: {len(df)} runs -> {out}/: runs.csv, {len(written)} tables, {len(fig_paths)} figures, "
+        "index.md, report.tex"
+    )
     if issues:
         print("missing or partial runs:", *issues, sep="\n")
     return out
@@ -169,18 +198,27 @@ def report_tex(tables: list[tuple[str, str]], figures: list[tuple[str, Path]]) -
     """A standalone LaTeX document holding every table and figure, by section (compiles with pdflatex)."""
     from reports.tables import tex_escape
 
-    doc = [r"\documentclass{article}", r"\usepackage[margin=2cm]{geometry}", r"\usepackage{booktabs,graphicx,longtable}",
-           r"\usepackage{float}", r"\begin{document}", r"\section*{Benchmark report}"]
+    doc = [
+        r"\documentclass{article}",
+        r"\usepackage[margin=2cm]{geometry}",
+        r"\usepackage{booktabs,graphicx,longtable}",
+        r"\usepackage{float}",
+        r"\begin{document}",
+        r"\section*{Benchmark report}",
+    ]
     sections = list(dict.fromkeys([s for s, _ in tables] + [s for s, _ in figures]))
     for section in sections:
         doc.append(f"\\subsection*{{{tex_escape(section)}}}")
         doc += [f"\\input{{{path}}}" for s, path in tables if s == section]
         for s, path in figures:
             if s == section:
-                doc += [r"\begin{figure}[H]", r"\centering",
-                        f"\\includegraphics[width=\\linewidth,height=0.4\\textheight,keepaspectratio]"
-                        f"{{{path.as_posix()}}}",
-                        f"\\caption{{{tex_escape(path.stem)}}}", r"\end{figure}"]
+                doc += [
+                    r"\begin{figure}[H]",
+                    r"\centering",
+                    f"\\includegraphics[width=\\linewidth,height=0.4\\textheight,keepaspectratio]{{{path.as_posix()}}}",
+                    f"\\caption{{{tex_escape(path.stem)}}}",
+                    r"\end{figure}",
+                ]
         doc.append(r"\clearpage")
     doc.append(r"\end{document}")
     return "\n".join(doc) + "\n"

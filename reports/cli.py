@@ -19,7 +19,10 @@ def _report(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench report", description=__doc__)
-    ap.add_argument("--source", default=None,
-                    help="runs folder (default ./runs; e.g. results/fashion_mnist) or wandb:ENTITY/PROJECT (W&B API)")
+    ap.add_argument(
+        "--source",
+        default=None,
+        help="runs folder (default ./runs; e.g. results/fashion_mnist) or wandb:ENTITY/PROJECT (W&B API)",
+    )
     ap.add_argument("--out", default=None, help="output folder (default reports/out)")
     return exit_status(_report, ap.parse_args(argv))

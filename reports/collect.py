@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
@@ -14,9 +14,33 @@ from bench.records import DONE, iter_records
 from bench.wandb_io import WandbRun, iter_api_runs, iter_offline_runs
 from reports import labels
 
-BASE_COLUMNS = ["dataset", "method", "arch", "seed", "epochs", "epochs_done", "status", "test_acc", "test_acc5",
-                "val_acc", "train_time_s", "peak_mem_bytes", "peak_mem_kind", "run_id", "name", "config_hash", "setting",
-                "group", "test_fraction", "val_fraction", "batch_size", "arch_full", "rule", "source", "tuned"]
+BASE_COLUMNS = [
+    "dataset",
+    "method",
+    "arch",
+    "seed",
+    "epochs",
+    "epochs_done",
+    "status",
+    "test_acc",
+    "test_acc5",
+    "val_acc",
+    "train_time_s",
+    "peak_mem_bytes",
+    "peak_mem_kind",
+    "run_id",
+    "name",
+    "config_hash",
+    "setting",
+    "group",
+    "test_fraction",
+    "val_fraction",
+    "batch_size",
+    "arch_full",
+    "rule",
+    "source",
+    "tuned",
+]
 
 
 RUN_OPTIONS = {"batch_size": 64, "limit_train": None, "norm": "standard", "augment": False}
@@ -44,15 +68,31 @@ def run_row(run: WandbRun) -> dict:
     labels.learn(meta.get("method") or cfg.get("method"), cfg.get("arch"), meta.get("labels"))
     vals = [h["val/acc"] for h in run.history if "val/acc" in h]
     row = {
-        "dataset": cfg.get("dataset"), "method": cfg.get("method"), "arch": meta.get("arch") or cfg.get("arch"),
-        "seed": cfg.get("seed"), "epochs": cfg.get("epochs"), "epochs_done": summ.get("epochs_done", len(vals)),
-        "status": _status(run), "test_acc": summ.get("test/acc"), "val_acc": vals[-1] if vals else None,
-        "train_time_s": summ.get("train_time_s"), "peak_mem_bytes": summ.get("peak_mem_bytes"),
-        "peak_mem_kind": summ.get("peak_mem_kind"), "run_id": run.id, "name": meta.get("name") or run.name,
-        "config_hash": meta.get("config_hash"), "setting": _setting(cfg), "group": meta.get("group") or run.group,
-        "test_fraction": cfg.get("test_fraction"), "source": run.path, "start_time": run.start_time,
-        "test_acc5": summ.get("test/acc5"), "val_fraction": cfg.get("val_fraction"), "batch_size": cfg.get("batch_size"),
-        "arch_full": cfg.get("arch"), "rule": json.dumps(cfg.get("rule") or {}, sort_keys=True),
+        "dataset": cfg.get("dataset"),
+        "method": cfg.get("method"),
+        "arch": meta.get("arch") or cfg.get("arch"),
+        "seed": cfg.get("seed"),
+        "epochs": cfg.get("epochs"),
+        "epochs_done": summ.get("epochs_done", len(vals)),
+        "status": _status(run),
+        "test_acc": summ.get("test/acc"),
+        "val_acc": vals[-1] if vals else None,
+        "train_time_s": summ.get("train_time_s"),
+        "peak_mem_bytes": summ.get("peak_mem_bytes"),
+        "peak_mem_kind": summ.get("peak_mem_kind"),
+        "run_id": run.id,
+        "name": meta.get("name") or run.name,
+        "config_hash": meta.get("config_hash"),
+        "setting": _setting(cfg),
+        "group": meta.get("group") or run.group,
+        "test_fraction": cfg.get("test_fraction"),
+        "source": run.path,
+        "start_time": run.start_time,
+        "test_acc5": summ.get("test/acc5"),
+        "val_fraction": cfg.get("val_fraction"),
+        "batch_size": cfg.get("batch_size"),
+        "arch_full": cfg.get("arch"),
+        "rule": json.dumps(cfg.get("rule") or {}, sort_keys=True),
         "tuned": meta.get("tuned"),
         "run_options": json.dumps({k: cfg[k] for k in RUN_OPTIONS if k in cfg and cfg[k] != RUN_OPTIONS[k]}),
     }
@@ -66,8 +106,23 @@ def record_run(record: dict, path: str = "") -> WandbRun:
     """A run record (``<runs>/records/<name>.json``) seen as a W&B run."""
     import time
 
-    meta = {k: record.get(k) for k in ("name", "config_hash", "dataset", "method", "arch", "arch_full", "seed", "epochs",
-                                       "group", "git_commit", "labels", "tuned")}
+    meta = {
+        k: record.get(k)
+        for k in (
+            "name",
+            "config_hash",
+            "dataset",
+            "method",
+            "arch",
+            "arch_full",
+            "seed",
+            "epochs",
+            "group",
+            "git_commit",
+            "labels",
+            "tuned",
+        )
+    }
     summary = {k: record.get(k) for k in ("status", "train_time_s", "peak_mem_bytes", "peak_mem_kind", "epochs_done")}
     summary.update(record.get("test") or {})
     try:
@@ -75,11 +130,18 @@ def record_run(record: dict, path: str = "") -> WandbRun:
     except (TypeError, ValueError):
         start = 0.0
     status = record.get("status")
-    return WandbRun(id=record.get("id") or record.get("name", ""), name=record.get("name", ""),
-                    group=record.get("group") or "",
-                    config={**(record.get("config") or {}), "meta": meta}, summary=summary,
-                    history=list(record.get("history") or []), finished=status != "running",
-                    exit_code=0 if status in DONE else 1, start_time=start, path=path)
+    return WandbRun(
+        id=record.get("id") or record.get("name", ""),
+        name=record.get("name", ""),
+        group=record.get("group") or "",
+        config={**(record.get("config") or {}), "meta": meta},
+        summary=summary,
+        history=list(record.get("history") or []),
+        finished=status != "running",
+        exit_code=0 if status in DONE else 1,
+        start_time=start,
+        path=path,
+    )
 
 
 def iter_record_runs(root: str | Path) -> Iterable[WandbRun]:
@@ -136,10 +198,19 @@ def history_frame(runs: list[WandbRun], run_ids: Iterable[str] | None = None) ->
         ident = run_row(r)
         for h in r.history:
             if "epoch" in h and any(k.startswith(("val/", "train/loss", "align/")) for k in h):
-                rows.append({"run_id": r.id, "dataset": ident["dataset"], "method": ident["method"],
-                             "arch": ident["arch"], "seed": ident["seed"], "setting": ident["setting"],
-                             "test_fraction": ident["test_fraction"], "rule": ident["rule"],
-                             **{k: v for k, v in h.items() if isinstance(v, (int, float))}})
+                rows.append(
+                    {
+                        "run_id": r.id,
+                        "dataset": ident["dataset"],
+                        "method": ident["method"],
+                        "arch": ident["arch"],
+                        "seed": ident["seed"],
+                        "setting": ident["setting"],
+                        "test_fraction": ident["test_fraction"],
+                        "rule": ident["rule"],
+                        **{k: v for k, v in h.items() if isinstance(v, (int, float))},
+                    }
+                )
     return pd.DataFrame(rows)
 
 

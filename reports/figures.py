@@ -78,8 +78,9 @@ def _save(fig, out: Path, name: str) -> Path:
 def fewshot_curves(df: pd.DataFrame, out: Path) -> list[Path]:
     """SPELA Fig. 5: test accuracy vs test fraction, one panel per epoch budget, per dataset."""
     plt, sns = _plt()
-    d = _labelled(df[(df["status"] == "completed") & df["test_fraction"].notna()
-                     & ~df["dataset"].astype(str).str.contains(":")])
+    d = _labelled(
+        df[(df["status"] == "completed") & df["test_fraction"].notna() & ~df["dataset"].astype(str).str.contains(":")]
+    )
     paths = []
     for ds, g in d.groupby("dataset"):
         g = g.assign(acc=g["test_acc"] * 100, curve=g["label"] + " (" + g["arch"].astype(str) + ")")
@@ -87,10 +88,22 @@ def fewshot_curves(df: pd.DataFrame, out: Path) -> list[Path]:
         fig, axes = plt.subplots(1, len(budgets), figsize=(5.2 * len(budgets), 3.8), squeeze=False, sharey=True)
         pal = _palette(g["curve"])
         for ax, ep in zip(axes[0], budgets):
-            sns.lineplot(data=g[g["epochs"] == ep], x="test_fraction", y="acc", hue="curve", palette=pal, marker="o",
-                         errorbar="sd", ax=ax, legend=ax is axes[0][-1])
-            ax.set(title=f"{ds}, {int(ep)} epochs", xlabel="test fraction (rest: training data)",
-                   ylabel="test accuracy (%)")
+            sns.lineplot(
+                data=g[g["epochs"] == ep],
+                x="test_fraction",
+                y="acc",
+                hue="curve",
+                palette=pal,
+                marker="o",
+                errorbar="sd",
+                ax=ax,
+                legend=ax is axes[0][-1],
+            )
+            ax.set(
+                title=f"{ds}, {int(ep)} epochs",
+                xlabel="test fraction (rest: training data)",
+                ylabel="test accuracy (%)",
+            )
         axes[0][-1].legend(title=None, fontsize=8, loc="lower left")
         paths.append(_save(fig, out, _slug("fewshot", ds)))
     return paths
@@ -99,18 +112,30 @@ def fewshot_curves(df: pd.DataFrame, out: Path) -> list[Path]:
 def transfer_curves(df: pd.DataFrame, out: Path) -> list[Path]:
     """SPELA Fig. 6: top-1 and top-5 vs test fraction per rule, one panel per dataset."""
     plt, sns = _plt()
-    d = _labelled(df[(df["status"] == "completed") & df["test_fraction"].notna()
-                     & df["dataset"].astype(str).str.contains(":")])
+    d = _labelled(
+        df[(df["status"] == "completed") & df["test_fraction"].notna() & df["dataset"].astype(str).str.contains(":")]
+    )
     if d.empty:
         return []
-    long = pd.concat([d.assign(acc=d["test_acc"] * 100, k="top-1"), d.assign(acc=d["test_acc5"] * 100, k="top-5")],
-                     ignore_index=True)
+    long = pd.concat(
+        [d.assign(acc=d["test_acc"] * 100, k="top-1"), d.assign(acc=d["test_acc5"] * 100, k="top-5")], ignore_index=True
+    )
     datasets = sorted(long["dataset"].unique())
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.8), squeeze=False)
     pal = _palette(long["label"])
     for ax, ds in zip(axes[0], datasets):
-        sns.lineplot(data=long[long["dataset"] == ds], x="test_fraction", y="acc", hue="label", style="k",
-                     palette=pal, marker="o", errorbar="sd", ax=ax, legend=ax is axes[0][0])
+        sns.lineplot(
+            data=long[long["dataset"] == ds],
+            x="test_fraction",
+            y="acc",
+            hue="label",
+            style="k",
+            palette=pal,
+            marker="o",
+            errorbar="sd",
+            ax=ax,
+            legend=ax is axes[0][0],
+        )
         ax.set(title=ds, xlabel="test fraction", ylabel="test accuracy (%)")
     return [_save(fig, out, "transfer")]
 
@@ -128,13 +153,18 @@ def learning_curves(hist: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[P
         g = g[g["val/acc"].notna()]
         if g.empty:
             continue
-        g = g.assign(curve=g["label"] + " (" + g["arch"].astype(str) + ", " + g["epochs"].astype(int).astype(str)
-                     + " ep)", acc=g["val/acc"] * 100)
+        g = g.assign(
+            curve=g["label"] + " (" + g["arch"].astype(str) + ", " + g["epochs"].astype(int).astype(str) + " ep)",
+            acc=g["val/acc"] * 100,
+        )
         pal = _palette(g["curve"])
         fig, ax = plt.subplots(figsize=(8.5, 4.6))
         sns.lineplot(data=g, x="epoch", y="acc", hue="curve", palette=pal, errorbar="sd", marker="o", ax=ax)
-        ax.set(title=f"{ds}: validation accuracy during training (mean ± std over seeds)", xlabel="epoch",
-               ylabel="validation accuracy (%)")
+        ax.set(
+            title=f"{ds}: validation accuracy during training (mean ± std over seeds)",
+            xlabel="epoch",
+            ylabel="validation accuracy (%)",
+        )
         ax.legend(fontsize=7, title=None, bbox_to_anchor=(1.02, 1), loc="upper left")
         _epochs_axis(ax)
         paths.append(_save(fig, out, _slug("learning", ds)))
@@ -156,14 +186,24 @@ def layerwise_curves(hist: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[
         ax.legend(fontsize=7, title="exit")
 
     keep = _labelled(standard(runs[runs["status"] == "completed"]))
-    return _history_panels(hist, keep, exits, "exit", draw, out, "layerwise",
-                           "validation accuracy of every layer's read-out (mean ± std over seeds)")
+    return _history_panels(
+        hist,
+        keep,
+        exits,
+        "exit",
+        draw,
+        out,
+        "layerwise",
+        "validation accuracy of every layer's read-out (mean ± std over seeds)",
+    )
 
 
 def alignment_curves(hist: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[Path]:
     """cos(update, BP gradient) per block over training, one panel per rule, per dataset."""
     _, sns = _plt()
-    blocks = sorted((c for c in hist.columns if c.startswith("align/b")), key=lambda c: int(c[7:])) if not hist.empty else []
+    blocks = (
+        sorted((c for c in hist.columns if c.startswith("align/b")), key=lambda c: int(c[7:])) if not hist.empty else []
+    )
     if not blocks:
         return []
 
@@ -176,12 +216,21 @@ def alignment_curves(hist: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[
         ax.legend(fontsize=7, title=None)
 
     keep = _labelled(runs[runs["status"].isin(["completed", "diverged"])])
-    return _history_panels(hist, keep, blocks, "block", draw, out, "alignment",
-                           "alignment of each block's update with the BP gradient (mean ± std over seeds)")
+    return _history_panels(
+        hist,
+        keep,
+        blocks,
+        "block",
+        draw,
+        out,
+        "alignment",
+        "alignment of each block's update with the BP gradient (mean ± std over seeds)",
+    )
 
 
-def _history_panels(hist: pd.DataFrame, keep: pd.DataFrame, columns: list[str], var_name: str, draw, out: Path,
-                    slug: str, what: str) -> list[Path]:
+def _history_panels(
+    hist: pd.DataFrame, keep: pd.DataFrame, columns: list[str], var_name: str, draw, out: Path, slug: str, what: str
+) -> list[Path]:
     """Per dataset, one panel per (run label, arch) of the per-epoch ``columns`` (mean ± std over seeds): the
     history is melted to long form (``var_name``, ``value``) and ``draw(ax, long, title)`` plots it."""
     h = hist.merge(keep[["run_id", "label"]], on="run_id")
@@ -217,20 +266,36 @@ def accuracy_vs_memory(runs: pd.DataFrame, eff: list[dict], out: Path, batch: in
         return []
     paths = []
     for ds, g in m.groupby("dataset"):
-        per = g.groupby(["method", "arch", "setting"]).agg(acc=("test_acc", "mean"), sd=("test_acc", "std"),
-                                                          mem=("peak_bytes", "first"), b=("batch", "first"),
-                                                          label=("label", "first")).reset_index()
+        per = (
+            g.groupby(["method", "arch", "setting"])
+            .agg(
+                acc=("test_acc", "mean"),
+                sd=("test_acc", "std"),
+                mem=("peak_bytes", "first"),
+                b=("batch", "first"),
+                label=("label", "first"),
+            )
+            .reset_index()
+        )
         best = per.sort_values("acc").groupby(["method", "arch"]).tail(1)  # each rule's best setting on that arch
-        best = best.assign(acc=best["acc"] * 100, sd=best["sd"].fillna(0) * 100, mem=best["mem"] / 2 ** 20,
-                           point=[f"{method_name(mt)} ({a})" for mt, a in zip(best["method"], best["arch"])])
+        best = best.assign(
+            acc=best["acc"] * 100,
+            sd=best["sd"].fillna(0) * 100,
+            mem=best["mem"] / 2**20,
+            point=[f"{method_name(mt)} ({a})" for mt, a in zip(best["method"], best["arch"])],
+        )
         best = best.sort_values("point")
         fig, ax = plt.subplots(figsize=(7.8, 4.4))
         pal = _palette(best["point"])
         for _, r in best.iterrows():
-            ax.errorbar(r["mem"], r["acc"], yerr=r["sd"], fmt="o", color=pal[r["point"]], capsize=3, ms=8,
-                        label=r["point"])
-        ax.set(xlabel=f"peak step memory, MB (batch {int(best['b'].iloc[0])}, gradients excluded; log)",
-               ylabel="test accuracy (%)", title=f"{ds}: accuracy vs memory of one update (best setting per rule)")
+            ax.errorbar(
+                r["mem"], r["acc"], yerr=r["sd"], fmt="o", color=pal[r["point"]], capsize=3, ms=8, label=r["point"]
+            )
+        ax.set(
+            xlabel=f"peak step memory, MB (batch {int(best['b'].iloc[0])}, gradients excluded; log)",
+            ylabel="test accuracy (%)",
+            title=f"{ds}: accuracy vs memory of one update (best setting per rule)",
+        )
         ax.set_xscale("log")
         ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
         paths.append(_save(fig, out, _slug("acc_vs_memory", ds)))
@@ -246,19 +311,30 @@ def efficiency_bars(eff: list[dict], out: Path) -> list[Path]:
     paths = []
     for (ds, arch, device), g in e.groupby(["dataset", "arch", "device"]):
         g = g.assign(rule=[method_name(m) for m in g["method"]])
-        long = pd.concat([
-            g.assign(what="memory, measured", value=g["peak_bytes"] / 2 ** 20),
-            g.assign(what="memory, theory", value=g["theory_bytes"] / 2 ** 20),
-            g.assign(what="GFLOP, measured", value=g["flops"] / 1e9),
-            g.assign(what="GFLOP, theory", value=g["theory_flops"] / 1e9)], ignore_index=True)
+        long = pd.concat(
+            [
+                g.assign(what="memory, measured", value=g["peak_bytes"] / 2**20),
+                g.assign(what="memory, theory", value=g["theory_bytes"] / 2**20),
+                g.assign(what="GFLOP, measured", value=g["flops"] / 1e9),
+                g.assign(what="GFLOP, theory", value=g["theory_flops"] / 1e9),
+            ],
+            ignore_index=True,
+        )
         batches = sorted(g["batch"].unique())
         order = [method_name(m) for m in sorted(g["method"].unique(), key=_order)]
         fig, axes = plt.subplots(2, len(batches), figsize=(5.5 * len(batches), 6.5), squeeze=False)
         for j, b in enumerate(batches):
             for i, (kind, unit) in enumerate((("memory", "peak step memory, MB (log)"), ("GFLOP", "GFLOP per step"))):
                 sub = long[(long["batch"] == b) & long["what"].str.startswith(kind)]
-                sns.barplot(data=sub, x="rule", y="value", hue="what", ax=axes[i][j], order=order,
-                            palette=["#4c72b0", "#a1c9f4"] if i == 0 else ["#dd8452", "#ffb482"])
+                sns.barplot(
+                    data=sub,
+                    x="rule",
+                    y="value",
+                    hue="what",
+                    ax=axes[i][j],
+                    order=order,
+                    palette=["#4c72b0", "#a1c9f4"] if i == 0 else ["#dd8452", "#ffb482"],
+                )
                 axes[i][j].set(title=f"{arch}, batch {b}", xlabel="", ylabel=unit)
                 if i == 0:
                     axes[i][j].set_yscale("log")

@@ -6,13 +6,18 @@ import functools
 import json
 from typing import Any
 
-ABLATION_SUFFIX = {("loss", "euclidean"): "-Euc", ("loss", "euclidean_ref"): "-Euc(code)",
-                   ("vectors", "random"): "-Rand"}
+ABLATION_SUFFIX = {
+    ("loss", "euclidean"): "-Euc",
+    ("loss", "euclidean_ref"): "-Euc(code)",
+    ("vectors", "random"): "-Rand",
+}
 """SPELA Table 6's row names for option values (±1 weights, from the arch, give -Bin)."""
 UNTUNED = "†"
 """Mark of a row whose runs had no tuned settings for their dataset, rule and arch (the rule's defaults ran)."""
-UNTUNED_NOTE = ("† untuned: no tuned settings (sweeps/best/) for this dataset, rule and architecture; the rule ran on "
-                "its defaults. make bench ARGS=--tune runs the equal-budget sweeps first.")
+UNTUNED_NOTE = (
+    "† untuned: no tuned settings (sweeps/best/) for this dataset, rule and architecture; the rule ran on "
+    "its defaults. make bench ARGS=--tune runs the equal-budget sweeps first."
+)
 HIDDEN = {"align_every"}
 """Options that never set a run apart (diagnostics)."""
 ARCH_LABELLED = ("act", "out_act", "bias", "init")
@@ -29,7 +34,7 @@ def method_name(method: str) -> str:
     return _registered_label(method)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _registered_label(method: str) -> str:
     try:
         import methods  # noqa: F401
@@ -101,8 +106,14 @@ def mark_untuned(label: str, tuned: Any) -> str:
     return f"{label} {UNTUNED}" if is_untuned(tuned) else label
 
 
-def run_label(method: str, rule: str | dict | None, arch_full: str | None = None, ablation: bool = False,
-              show: tuple[str, ...] | None = None, run_options: str | dict | None = None) -> str:
+def run_label(
+    method: str,
+    rule: str | dict | None,
+    arch_full: str | None = None,
+    ablation: bool = False,
+    show: tuple[str, ...] | None = None,
+    run_options: str | dict | None = None,
+) -> str:
     """``BP``, ``SPELA(O)-Euc``, ``BP [lr=0.01]``: the rule's name and what sets the run apart from its defaults.
     ``ablation``: SPELA Table 6's suffixes (-Euc, -Rand, -Bin); ``show``: only these options in brackets."""
     name = method_name(method)
@@ -129,15 +140,18 @@ def run_label(method: str, rule: str | dict | None, arch_full: str | None = None
     return name
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def recipes() -> dict[str, tuple[str, dict[str, str]]]:
     """Named training recipes a label shows by name instead of option by option: tag -> (rule, {option: value})
     (the loss stays spelled out: Table 6 rows differ in it)."""
     from bench.profiles import SPELA_CODE_ARCH, SPELA_CODE_RULE, SPELA_CODE_RUN
 
     arch = dict(part.split("=", 1) for part in SPELA_CODE_ARCH.split(",")[1:])
-    items = {**{k: _short(v) for k, v in SPELA_CODE_RULE.items() if k != "loss"}, **arch,
-             **{RUN_NAMES.get(k, k): _short(v) for k, v in SPELA_CODE_RUN.items()}}
+    items = {
+        **{k: _short(v) for k, v in SPELA_CODE_RULE.items() if k != "loss"},
+        **arch,
+        **{RUN_NAMES.get(k, k): _short(v) for k, v in SPELA_CODE_RUN.items()},
+    }
     return {"authors' code": ("spela_o", items)}
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from bench.claims import Claim
 from reports.tables import tex_escape
@@ -29,8 +30,13 @@ def record_view(record: dict[str, Any]) -> dict[str, Any] | None:
     config = record.get("config")
     if not isinstance(config, dict):
         return None
-    return {"setting": {k: v for k, v in config.items() if k != "seed"}, "seed": config.get("seed", record.get("seed")),
-            "status": record.get("status"), "name": record.get("name"), "test": dict(record.get("test") or {})}
+    return {
+        "setting": {k: v for k, v in config.items() if k != "seed"},
+        "seed": config.get("seed", record.get("seed")),
+        "status": record.get("status"),
+        "name": record.get("name"),
+        "test": dict(record.get("test") or {}),
+    }
 
 
 def load_records(source: str | Path) -> list[dict[str, Any]]:
@@ -44,6 +50,7 @@ def load_records(source: str | Path) -> list[dict[str, Any]]:
 
 def setting_key(setting: dict[str, Any]) -> str:
     """Canonical text of a setting: numbers compared as numbers (0 == 0.0), tuples as lists, keys sorted."""
+
     def norm(v: Any) -> Any:
         if isinstance(v, bool) or v is None or isinstance(v, str):
             return v
@@ -103,9 +110,14 @@ def judge(claim: Claim, values: list[float]) -> str:
     return "below" if e.diff < 0 else "above"
 
 
-def ledger(claims: Iterable[Claim], settings: dict[str, dict[str, Any]], records: Iterable[dict[str, Any]],
-           source: str = "the runs folder") -> list[Entry]:
-    """One entry per claim, in order. ``settings``: claim key -> resolved canonical setting; ``records``: run records."""
+def ledger(
+    claims: Iterable[Claim],
+    settings: dict[str, dict[str, Any]],
+    records: Iterable[dict[str, Any]],
+    source: str = "the runs folder",
+) -> list[Entry]:
+    """One entry per claim, in order. ``settings``: claim key -> resolved canonical setting; ``records``: run
+    records."""
     by_setting: dict[str, list[dict[str, Any]]] = {}
     for rec in records:
         view = record_view(rec)
@@ -173,29 +185,59 @@ def claims_tables(entries: list[Entry]) -> tuple[str, str] | None:
     if not entries:
         return None
     cols = ["Claim", "Paper", "Measured (mean ± std, n)", "Difference", "Verdict", "Command"]
-    md = ["### Paper claims beside the runs at their settings", "",
-          f"{summary(entries)}. Reproduced: the difference is within the larger of the paper's std and ours. "
-          "A run counts for a claim when its recorded settings equal the claim's (reports/claims/resolved.json).", ""]
-    tex = [r"% longtable written by `make report`; needs \usepackage{booktabs,longtable}", r"{\scriptsize",
-           r"\begin{longtable}{p{0.34\linewidth}rrrp{0.12\linewidth}p{0.2\linewidth}}",
-           f"\\caption{{{tex_escape(summary(entries))}. Reproduced: within the larger of the two stds.}}"
-           r"\label{tab:claims}\\", r"\toprule",
-           " & ".join(tex_escape(c) for c in cols) + r" \\", r"\midrule", r"\endhead"]
+    md = [
+        "### Paper claims beside the runs at their settings",
+        "",
+        f"{summary(entries)}. Reproduced: the difference is within the larger of the paper's std and ours. "
+        "A run counts for a claim when its recorded settings equal the claim's (reports/claims/resolved.json).",
+        "",
+    ]
+    tex = [
+        r"% longtable written by `make report`; needs \usepackage{booktabs,longtable}",
+        r"{\scriptsize",
+        r"\begin{longtable}{p{0.34\linewidth}rrrp{0.12\linewidth}p{0.2\linewidth}}",
+        f"\\caption{{{tex_escape(summary(entries))}. Reproduced: within the larger of the two stds.}}"
+        r"\label{tab:claims}\\",
+        r"\toprule",
+        " & ".join(tex_escape(c) for c in cols) + r" \\",
+        r"\midrule",
+        r"\endhead",
+    ]
     papers = list(dict.fromkeys(e.claim.paper for e in entries))
     for paper in papers:
         rows = [e for e in entries if e.claim.paper == paper]
         first = rows[0].claim
-        md += [f"#### {first.title or paper} ({paper})", "", f"Source: {first.source}. {summary(rows)}.", "",
-               "| " + " | ".join(cols) + " |", "|---|---:|---:|---:|---|---|"]
-        tex.append(f"\\multicolumn{{6}}{{l}}{{\\textbf{{{tex_escape(first.title or paper)}}} "
-                   f"({tex_escape(summary(rows))})}} \\\\")
+        md += [
+            f"#### {first.title or paper} ({paper})",
+            "",
+            f"Source: {first.source}. {summary(rows)}.",
+            "",
+            "| " + " | ".join(cols) + " |",
+            "|---|---:|---:|---:|---|---|",
+        ]
+        tex.append(
+            f"\\multicolumn{{6}}{{l}}{{\\textbf{{{tex_escape(first.title or paper)}}} "
+            f"({tex_escape(summary(rows))})}} \\\\"
+        )
         for e in rows:
             c = e.claim
-            md.append(f"| {c.key}: {c.describe()} | {_paper(c)} | {_measured(e)} | {_num(e.diff, True)} | "
-                      f"{_verdict(e)} | `{c.command()}` |")
-            tex.append(" & ".join([tex_escape(f"{c.key}: {c.describe()}"), tex_escape(_paper(c)).replace("±", r"$\pm$"),
-                                   tex_escape(_measured(e)).replace("±", r"$\pm$"), tex_escape(_num(e.diff, True)),
-                                   tex_escape(_verdict(e)), r"\texttt{" + tex_escape(c.command()) + "}"]) + r" \\")
+            md.append(
+                f"| {c.key}: {c.describe()} | {_paper(c)} | {_measured(e)} | {_num(e.diff, True)} | "
+                f"{_verdict(e)} | `{c.command()}` |"
+            )
+            tex.append(
+                " & ".join(
+                    [
+                        tex_escape(f"{c.key}: {c.describe()}"),
+                        tex_escape(_paper(c)).replace("±", r"$\pm$"),
+                        tex_escape(_measured(e)).replace("±", r"$\pm$"),
+                        tex_escape(_num(e.diff, True)),
+                        tex_escape(_verdict(e)),
+                        r"\texttt{" + tex_escape(c.command()) + "}",
+                    ]
+                )
+                + r" \\"
+            )
         md.append("")
         tex.append(r"\midrule")
     tex[-1] = r"\bottomrule"

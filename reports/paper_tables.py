@@ -49,15 +49,29 @@ def stat(values: pd.Series) -> Stat:
     return Stat(*mean_std(values))
 
 
-def render(columns: list[str], rows: list[list], *, caption: str, label: str, title: str, align: str | None = None,
-           groups: list[tuple[str, int]] | None = None, bold_best: bool | str = True, wide: bool = False,
-           notes: str = "") -> tuple[str, str]:
+def render(
+    columns: list[str],
+    rows: list[list],
+    *,
+    caption: str,
+    label: str,
+    title: str,
+    align: str | None = None,
+    groups: list[tuple[str, int]] | None = None,
+    bold_best: bool | str = True,
+    wide: bool = False,
+    notes: str = "",
+) -> tuple[str, str]:
     """(LaTeX, markdown) of a table whose cells are text or ``Stat``; ``groups`` = a header row above ``columns``.
     ``bold_best``: the best mean of each column in bold (``"row"``: of each row; False: none)."""
     best: dict[tuple[int, int], bool] = {}
     if bold_best:
-        cells = [(i, j, c.mean) for i, r in enumerate(rows) for j, c in enumerate(r)
-                 if isinstance(c, Stat) and not math.isnan(c.mean)]
+        cells = [
+            (i, j, c.mean)
+            for i, r in enumerate(rows)
+            for j, c in enumerate(r)
+            if isinstance(c, Stat) and not math.isnan(c.mean)
+        ]
         key = (lambda t: t[0]) if bold_best == "row" else (lambda t: t[1])
         for k in {key(t) for t in cells}:
             group = [t for t in cells if key(t) == k]
@@ -65,15 +79,19 @@ def render(columns: list[str], rows: list[list], *, caption: str, label: str, ti
                 top = max(t[2] for t in group)
                 best.update({(i, j): True for i, j, m in group if m == top})
     align = align or "l" * sum(not isinstance(c, Stat) for c in (rows[0] if rows else [])) + "r" * len(columns)
-    align = align[:len(columns)].ljust(len(columns), "r")
+    align = align[: len(columns)].ljust(len(columns), "r")
     tex = [PREAMBLE + r"\begin{table}[ht]", r"\centering", f"\\caption{{{caption}}}", f"\\label{{tab:{label}}}"]
     if wide:
         tex.append(r"\resizebox{\linewidth}{!}{%")
     tex += [f"\\begin{{tabular}}{{{align}}}", r"\toprule"]
     md_cols = list(columns)
     if groups:
-        tex.append(" & ".join(f"\\multicolumn{{{span}}}{{c}}{{{tex_escape(g)}}}" if span > 1 else tex_escape(g)
-                              for g, span in groups) + r" \\")
+        tex.append(
+            " & ".join(
+                f"\\multicolumn{{{span}}}{{c}}{{{tex_escape(g)}}}" if span > 1 else tex_escape(g) for g, span in groups
+            )
+            + r" \\"
+        )
         start, rules, heads = 0, [], []
         for g, span in groups:
             if g:
@@ -83,8 +101,12 @@ def render(columns: list[str], rows: list[list], *, caption: str, label: str, ti
         tex.append(" ".join(rules))
         md_cols = [f"{h} · {c}" if h else c for h, c in zip(heads, columns)]
     tex += [" & ".join(tex_escape(c) for c in columns) + r" \\", r"\midrule"]
-    md = [f"### {title}", "", "| " + " | ".join(md_cols) + " |",
-          "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"]
+    md = [
+        f"### {title}",
+        "",
+        "| " + " | ".join(md_cols) + " |",
+        "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|",
+    ]
     for i, r in enumerate(rows):
         tcells, mcells = [], []
         for j, c in enumerate(r):
@@ -117,8 +139,12 @@ def _labelled(df: pd.DataFrame, ablation: bool = False) -> pd.DataFrame:
         return df.assign(label=pd.Series(dtype=object))
     opts = df["run_options"] if "run_options" in df else [None] * len(df)
     tuned = df["tuned"] if "tuned" in df else [None] * len(df)
-    df = df.assign(label=[mark_untuned(run_label(m, r, a, ablation=ablation, run_options=o), t) for m, r, a, o, t in
-                          zip(df["method"], df["rule"], df["arch_full"], opts, tuned)])
+    df = df.assign(
+        label=[
+            mark_untuned(run_label(m, r, a, ablation=ablation, run_options=o), t)
+            for m, r, a, o, t in zip(df["method"], df["rule"], df["arch_full"], opts, tuned)
+        ]
+    )
     # settings the label cannot tell apart (a field it does not show): name them by their setting hash
     keys = ["dataset", "label", "arch", "epochs", df["test_fraction"].fillna(-1)]
     clash = df.groupby(keys)["setting"].transform("nunique") > 1
@@ -146,12 +172,26 @@ def wide_comparison(df: pd.DataFrame, caption: str | None = None) -> tuple[str, 
         for col in exit_columns(g):
             if (g[col] - g["test_acc"]).abs().max() < 1e-12:
                 continue  # the exit that is the prediction itself
-            rows.append([f"{label} (exit {col.removeprefix('test_acc_')})", str(arch), str(epochs),
-                         *(stat(g[g["dataset"] == ds][col]) for ds in datasets)])
-    caption = caption or ("Test accuracy (\\%) on the standard split: mean $\\pm$ std over seeds (n completed seeds in "
-                          "brackets); early exits are the rule's per-layer read-outs (SPELA Table 3 layout).")
-    return render(["Model", "Architecture", "Epochs", *datasets], rows, caption=caption, label="comparison",
-                  title="Standard split: test accuracy (%) per dataset", wide=len(datasets) > 3)
+            rows.append(
+                [
+                    f"{label} (exit {col.removeprefix('test_acc_')})",
+                    str(arch),
+                    str(epochs),
+                    *(stat(g[g["dataset"] == ds][col]) for ds in datasets),
+                ]
+            )
+    caption = caption or (
+        "Test accuracy (\\%) on the standard split: mean $\\pm$ std over seeds (n completed seeds in "
+        "brackets); early exits are the rule's per-layer read-outs (SPELA Table 3 layout)."
+    )
+    return render(
+        ["Model", "Architecture", "Epochs", *datasets],
+        rows,
+        caption=caption,
+        label="comparison",
+        title="Standard split: test accuracy (%) per dataset",
+        wide=len(datasets) > 3,
+    )
 
 
 # --------------------------------------------------------------------------- SPELA Table 4 (few-shot)
@@ -164,16 +204,24 @@ def fewshot_tables(df: pd.DataFrame) -> dict[str, tuple[str, str]]:
         cols = sorted(e.groupby(["label", "arch"]).groups)
         rows = []
         for (ds, tf), g in e.groupby(["dataset", "test_fraction"]):
-            rows.append([ds, f"{tf:g}", *(stat(g[(g["label"] == lab) & (g["arch"] == arch)]["test_acc"])
-                                          for lab, arch in cols)])
+            rows.append(
+                [ds, f"{tf:g}", *(stat(g[(g["label"] == lab) & (g["arch"] == arch)]["test_acc"]) for lab, arch in cols)]
+            )
         columns = ["Task", "Test size", *(lab for lab, _ in cols)]
         groups = [("", 2), *((f"{a}", 1) for _, a in cols)]
         out[f"fewshot_{int(epochs)}ep"] = render(
-            columns, rows, groups=groups, label=f"fewshot-{int(epochs)}", bold_best="row",
+            columns,
+            rows,
+            groups=groups,
+            label=f"fewshot-{int(epochs)}",
+            bold_best="row",
             title=f"Few-shot: test accuracy (%) after {int(epochs)} epochs, train and test merged and re-split",
-            caption=(f"Few-shot regime (SPELA Table 4 layout): train and test sets merged, the given fraction held out "
-                     f"for testing; {int(epochs)} epochs; mean $\\pm$ std over seeds (n). The architecture of each "
-                     "column is above its name."))
+            caption=(
+                f"Few-shot regime (SPELA Table 4 layout): train and test sets merged, the given fraction held out "
+                f"for testing; {int(epochs)} epochs; mean $\\pm$ std over seeds (n). The architecture of each "
+                "column is above its name."
+            ),
+        )
     return out
 
 
@@ -190,19 +238,29 @@ def ablation_table(df: pd.DataFrame) -> tuple[str, str] | None:
     datasets = sorted(d["dataset"].unique())
     order = {"SPELA(O)": 0, "SPELA(O)-Euc": 1, "SPELA(O)-Rand": 2, "SPELA(O)-Bin": 3, "BP": 4, "BP-Bin": 5}
     rows = []
-    for (label, arch, epochs), g in sorted(d.groupby(["label", "arch", "epochs"]),
-                                           key=lambda kv: (order.get(kv[0][0], 9), kv[0])):
+    for (label, arch, epochs), g in sorted(
+        d.groupby(["label", "arch", "epochs"]), key=lambda kv: (order.get(kv[0][0], 9), kv[0])
+    ):
         rows.append([label, str(arch), str(epochs), *(stat(g[g["dataset"] == ds]["test_acc"]) for ds in datasets)])
-    return render(["Model", "Architecture", "Epochs", *datasets], rows, label="ablation",
-                  title="Ablation (SPELA Table 6): test accuracy (%)",
-                  caption="Ablations of SPELA(O) (SPELA Table 6 layout): -Euc Euclidean loss, -Rand Gaussian class "
-                          "vectors, -Bin $\\pm 1$ weights (biases real); BP-Bin the matching baseline. Mean $\\pm$ "
-                          "std over seeds (n).")
+    return render(
+        ["Model", "Architecture", "Epochs", *datasets],
+        rows,
+        label="ablation",
+        title="Ablation (SPELA Table 6): test accuracy (%)",
+        caption="Ablations of SPELA(O) (SPELA Table 6 layout): -Euc Euclidean loss, -Rand Gaussian class "
+        "vectors, -Bin $\\pm 1$ weights (biases real); BP-Bin the matching baseline. Mean $\\pm$ "
+        "std over seeds (n).",
+    )
 
 
 # --------------------------------------------------------------------------- Fournier Tables 2-4 (forward gradient)
-GUESS_NAMES = {"local": "Local", "ntk": "NTK", "fixed_ntk": "Fixed NTK", "gaussian": "Gaussian",
-               "rademacher": "Rademacher"}
+GUESS_NAMES = {
+    "local": "Local",
+    "ntk": "NTK",
+    "fixed_ntk": "Fixed NTK",
+    "gaussian": "Gaussian",
+    "rademacher": "Rademacher",
+}
 
 
 def _fg_cell(rule: str) -> tuple[str, str, str, str] | None:
@@ -236,14 +294,20 @@ def fg_grid_tables(df: pd.DataFrame) -> dict[str, tuple[str, str]]:
             rows.append(row)
         groups = [("", 2), ("Global target", 2), ("Local target", 2)]
         key = f"fg_grid_{ds}_{arch}_{int(epochs)}ep".replace(":", "-").replace("/", "_").replace(",", "_")
-        out[key] = render(["Guess", "Aux. head", "Activity", "Weight", "Activity", "Weight"], rows, groups=groups,
-                          label=key.replace("_", "-"),
-                          title=f"Forward-gradient grid on {ds}, {arch}, {int(epochs)} epochs: test accuracy (%)",
-                          caption=(f"Forward gradient on {tex_escape(ds)} with {tex_escape(arch)}, {int(epochs)} "
-                                   "epochs (Fournier et al. "
-                                   "Tables 2-4 layout): guess (and the auxiliary head that makes it) x target x space "
-                                   "(activity or weight perturbation); local guess with local target is greedy local "
-                                   "learning, the same update in both spaces. Mean $\\pm$ std over seeds (n)."))
+        out[key] = render(
+            ["Guess", "Aux. head", "Activity", "Weight", "Activity", "Weight"],
+            rows,
+            groups=groups,
+            label=key.replace("_", "-"),
+            title=f"Forward-gradient grid on {ds}, {arch}, {int(epochs)} epochs: test accuracy (%)",
+            caption=(
+                f"Forward gradient on {tex_escape(ds)} with {tex_escape(arch)}, {int(epochs)} "
+                "epochs (Fournier et al. "
+                "Tables 2-4 layout): guess (and the auxiliary head that makes it) x target x space "
+                "(activity or weight perturbation); local guess with local target is greedy local "
+                "learning, the same update in both spaces. Mean $\\pm$ std over seeds (n)."
+            ),
+        )
     return out
 
 
@@ -256,16 +320,24 @@ def transfer_tables(df: pd.DataFrame) -> dict[str, tuple[str, str]]:
         rows = []
         for (label, arch, epochs), h in g.groupby(["label", "arch", "epochs"]):
             for col, name in (("test_acc", "top-1"), ("test_acc5", "top-5")):
-                rows.append([f"{label} {name}", str(arch), str(epochs),
-                             *(stat(h[h["test_fraction"] == f][col]) for f in fracs)])
+                rows.append(
+                    [f"{label} {name}", str(arch), str(epochs), *(stat(h[h["test_fraction"] == f][col]) for f in fracs)]
+                )
         key = f"transfer_{ds}".replace(":", "_")
-        out[key] = render(["Model", "Head", "Epochs", *(f"{100 * f:g}" for f in fracs)], rows,
-                          label=key.replace("_", "-"), groups=[("", 3), ("Test size (%)", len(fracs))],
-                          bold_best=False, wide=len(fracs) > 5,
-                          title=f"Transfer learning, {ds}: top-1 / top-5 test accuracy (%) vs test size",
-                          caption=(f"Transfer learning on {tex_escape(ds)} (SPELA Tables 9-16 layout): frozen backbone "
-                                   "features, an MLP head trained by each rule; top-1 and top-5 test accuracy for each "
-                                   "test-set size; mean $\\pm$ std over seeds (n)."))
+        out[key] = render(
+            ["Model", "Head", "Epochs", *(f"{100 * f:g}" for f in fracs)],
+            rows,
+            label=key.replace("_", "-"),
+            groups=[("", 3), ("Test size (%)", len(fracs))],
+            bold_best=False,
+            wide=len(fracs) > 5,
+            title=f"Transfer learning, {ds}: top-1 / top-5 test accuracy (%) vs test size",
+            caption=(
+                f"Transfer learning on {tex_escape(ds)} (SPELA Tables 9-16 layout): frozen backbone "
+                "features, an MLP head trained by each rule; top-1 and top-5 test accuracy for each "
+                "test-set size; mean $\\pm$ std over seeds (n)."
+            ),
+        )
     return out
 
 
@@ -280,16 +352,29 @@ def layerwise_table(df: pd.DataFrame) -> tuple[str, str] | None:
         mine = [c for c in exits if g[c].notna().any()]
         if not mine:
             continue
-        rows.append([ds, label, str(arch), str(epochs), *(stat(g[c]) if c in mine else Stat(math.nan, math.nan, 0)
-                                                          for c in exits), stat(g["test_acc"])])
+        rows.append(
+            [
+                ds,
+                label,
+                str(arch),
+                str(epochs),
+                *(stat(g[c]) if c in mine else Stat(math.nan, math.nan, 0) for c in exits),
+                stat(g["test_acc"]),
+            ]
+        )
     if not rows:
         return None
     names = [c.removeprefix("test_acc_") for c in exits]
-    return render(["Dataset", "Model", "Architecture", "Epochs", *names, "prediction"], rows, label="layerwise",
-                  bold_best=False,
-                  wide=len(names) > 3, title="Layer-wise read-outs: test accuracy (%) of every exit",
-                  caption="Test accuracy (\\%) of every exit (per-layer read-out) at the end of training, beside the "
-                          "rule's prediction (SPELA Fig. 3a's last epoch); mean $\\pm$ std over seeds (n).")
+    return render(
+        ["Dataset", "Model", "Architecture", "Epochs", *names, "prediction"],
+        rows,
+        label="layerwise",
+        bold_best=False,
+        wide=len(names) > 3,
+        title="Layer-wise read-outs: test accuracy (%) of every exit",
+        caption="Test accuracy (\\%) of every exit (per-layer read-out) at the end of training, beside the "
+        "rule's prediction (SPELA Fig. 3a's last epoch); mean $\\pm$ std over seeds (n).",
+    )
 
 
 # --------------------------------------------------------------------------- SPELA Table 2 + measurements
@@ -304,39 +389,62 @@ def efficiency_tables(eff: list[dict]) -> dict[str, tuple[str, str]]:
         for method, h in sorted(g.groupby("method"), key=lambda kv: _order(kv[0])):
             th = next((t for t in h["theory"] if isinstance(t, dict)), None)
             if th is None:  # said so in the table, never left out
-                note = next((n for n in h.get("theory_note", pd.Series(dtype=object)) if isinstance(n, str) and n),
-                            "no cost model")
+                note = next(
+                    (n for n in h.get("theory_note", pd.Series(dtype=object)) if isinstance(n, str) and n),
+                    "no cost model",
+                )
                 unmodelled.append(f"{method_name(method)}: {note}")
                 row = [method_name(method) + "*", "n/m", "n/m", "n/m"]
             else:
-                row = [method_name(method), _num(th["forward_passes"]), _num(th["backward_passes"]),
-                       _num(sum(th["matvecs"]))]
+                row = [
+                    method_name(method),
+                    _num(th["forward_passes"]),
+                    _num(th["backward_passes"]),
+                    _num(sum(th["matvecs"])),
+                ]
             for b in batches:
                 m = h[h["batch"] == b]
                 if m.empty:
                     row += ["--"] * 5
                     continue
                 m = m.iloc[-1]
-                row += [_mb(m["peak_bytes"]), _mb(m.get("theory_bytes")), _gf(m["flops"]), _gf(m.get("theory_flops")),
-                        f"{m['samples_per_s']:.0f}"]
+                row += [
+                    _mb(m["peak_bytes"]),
+                    _mb(m.get("theory_bytes")),
+                    _gf(m["flops"]),
+                    _gf(m.get("theory_flops")),
+                    f"{m['samples_per_s']:.0f}",
+                ]
             rows.append(row)
         groups = [("", 1), ("per update", 3), *((f"batch {b}", 5) for b in batches)]
-        columns = ["Rule", "Fwd", "Bwd", "MV", *(c for _ in batches for c in ("Mem. MB", "theory", "GFLOP", "theory",
-                                                                          "samples/s"))]
+        columns = [
+            "Rule",
+            "Fwd",
+            "Bwd",
+            "MV",
+            *(c for _ in batches for c in ("Mem. MB", "theory", "GFLOP", "theory", "samples/s")),
+        ]
         key = f"efficiency_{ds}_{arch}_{device}".replace(":", "-").replace("/", "_")
         out[key] = render(
-            columns, rows, groups=groups, align="l" + "r" * (len(columns) - 1), bold_best=False, wide=True,
+            columns,
+            rows,
+            groups=groups,
+            align="l" + "r" * (len(columns) - 1),
+            bold_best=False,
+            wide=True,
             label=key.replace("_", "-"),
             title=f"Efficiency of one training step, {arch} on {ds} ({device}): measured beside SPELA Table 2's model",
-            caption=(f"Cost of one update of {tex_escape(arch)} ({tex_escape(ds)} inputs, {device}). Theory (SPELA "
-                     "Table 2, per sample): forward and backward passes and weight-sized matrix-vector products per "
-                     "update (MV). Measured per step: peak memory the step holds beyond parameters, input and the "
-                     "gradients it leaves (MB), FLOPs (torch's counter) and samples/s; theory columns: activations "
-                     "that must be stored x batch x 4 bytes, and 2 x batch x multiply-adds."),
+            caption=(
+                f"Cost of one update of {tex_escape(arch)} ({tex_escape(ds)} inputs, {device}). Theory (SPELA "
+                "Table 2, per sample): forward and backward passes and weight-sized matrix-vector products per "
+                "update (MV). Measured per step: peak memory the step holds beyond parameters, input and the "
+                "gradients it leaves (MB), FLOPs (torch's counter) and samples/s; theory columns: activations "
+                "that must be stored x batch x 4 bytes, and 2 x batch x multiply-adds."
+            ),
             notes="Mem. = peak bytes allocated by the step and still held, parameter gradients excluded (see "
-                  "bench/efficiency.py); theory = the activations the update must keep (a lower bound); each rule's "
-                  "model is its cost_model."
-                  + ("".join(f" *n/m (not modelled) {u}." for u in unmodelled)))
+            "bench/efficiency.py); theory = the activations the update must keep (a lower bound); each rule's "
+            "model is its cost_model." + ("".join(f" *n/m (not modelled) {u}." for u in unmodelled)),
+        )
     return out
 
 
@@ -352,7 +460,7 @@ def _num(v) -> str:
 
 
 def _mb(b) -> str:
-    return "--" if b is None or (isinstance(b, float) and math.isnan(b)) else f"{b / 2 ** 20:.3g}"
+    return "--" if b is None or (isinstance(b, float) and math.isnan(b)) else f"{b / 2**20:.3g}"
 
 
 def _gf(f) -> str:

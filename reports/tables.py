@@ -9,8 +9,18 @@ import pandas as pd
 
 def tex_escape(s: object) -> str:
     out = str(s)
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
-                 ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("$", r"\$"),
+        ("#", r"\#"),
+        ("_", r"\_"),
+        ("{", r"\{"),
+        ("}", r"\}"),
+        ("~", r"\textasciitilde{}"),
+        ("^", r"\^{}"),
+    ):
         out = out.replace(a, b)
     return out.replace("†", r"$^\dagger$")
 
@@ -41,12 +51,25 @@ def summarise(df: pd.DataFrame, value: str = "test_acc") -> pd.DataFrame:
         if "rule" in g:  # the papers' rule name and the options that set this setting apart
             from reports.labels import mark_untuned, run_label
 
-            label = mark_untuned(run_label(method, first.get("rule"), first.get("arch_full"),
-                                           run_options=first.get("run_options")), first.get("tuned"))
-        rows.append({"method": method, "label": label, "arch": arch, "epochs": epochs, "setting": setting,
-                     "mean": mean, "std": std,
-                     "n": n, "runs": len(g), "diverged": int((g["status"] == "diverged").sum()),
-                     "seeds": sorted(int(s) for s in ok["seed"].dropna())})
+            label = mark_untuned(
+                run_label(method, first.get("rule"), first.get("arch_full"), run_options=first.get("run_options")),
+                first.get("tuned"),
+            )
+        rows.append(
+            {
+                "method": method,
+                "label": label,
+                "arch": arch,
+                "epochs": epochs,
+                "setting": setting,
+                "mean": mean,
+                "std": std,
+                "n": n,
+                "runs": len(g),
+                "diverged": int((g["status"] == "diverged").sum()),
+                "seeds": sorted(int(s) for s in ok["seed"].dropna()),
+            }
+        )
     out = pd.DataFrame(rows)
     if len(out):  # settings the label cannot tell apart: name them by their setting hash
         clash = out.groupby(["label", "arch", "epochs"], dropna=False)["setting"].transform("nunique") > 1
@@ -59,23 +82,39 @@ def comparison_tables(df: pd.DataFrame, dataset: str, caption: str | None = None
     """(LaTeX, markdown) comparison table of one dataset: Method | Architecture | Epochs | Test acc. | n."""
     s = summarise(df[df["dataset"] == dataset])
     best = s["mean"].max() if len(s) else math.nan
-    caption = caption or (f"Test accuracy (\\%) on {tex_escape(dataset)}: mean $\\pm$ std over seeds; "
-                          f"n = completed seeds; best in bold.")
-    tex = [r"\begin{table}[ht]", r"\centering", f"\\caption{{{caption}}}", f"\\label{{tab:{dataset}}}",
-           r"\begin{tabular}{llrrr}", r"\toprule", r"Method & Architecture & Epochs & Test acc. (\%) & n \\",
-           r"\midrule"]
-    md = [f"### {dataset}: test accuracy (%), mean ± std over seeds", "",
-          "| Method | Architecture | Epochs | Test acc. (%) | n |", "|---|---|---:|---:|---:|"]
+    caption = caption or (
+        f"Test accuracy (\\%) on {tex_escape(dataset)}: mean $\\pm$ std over seeds; n = completed seeds; best in bold."
+    )
+    tex = [
+        r"\begin{table}[ht]",
+        r"\centering",
+        f"\\caption{{{caption}}}",
+        f"\\label{{tab:{dataset}}}",
+        r"\begin{tabular}{llrrr}",
+        r"\toprule",
+        r"Method & Architecture & Epochs & Test acc. (\%) & n \\",
+        r"\midrule",
+    ]
+    md = [
+        f"### {dataset}: test accuracy (%), mean ± std over seeds",
+        "",
+        "| Method | Architecture | Epochs | Test acc. (%) | n |",
+        "|---|---|---:|---:|---:|",
+    ]
     for _, r in s.iterrows():
         cell = fmt_pm(r["mean"], r["std"]).replace("±", r"\pm")
         is_best = not math.isnan(r["mean"]) and r["mean"] == best
         cell_tex = f"$\\mathbf{{{cell}}}$" if is_best and cell != "--" else (f"${cell}$" if cell != "--" else "--")
         note = f" ({r['diverged']} diverged)" if r["diverged"] else ""
-        tex.append(f"{tex_escape(r['label'])} & {tex_escape(r['arch'])} & {r['epochs']} & {cell_tex} & "
-                   f"{r['n']}{tex_escape(note)} \\\\")
+        tex.append(
+            f"{tex_escape(r['label'])} & {tex_escape(r['arch'])} & {r['epochs']} & {cell_tex} & "
+            f"{r['n']}{tex_escape(note)} \\\\"
+        )
         md_cell = fmt_pm(r["mean"], r["std"])
-        md.append(f"| {r['label']} | {r['arch']} | {r['epochs']} | {'**' + md_cell + '**' if is_best else md_cell} | "
-                  f"{r['n']}{note} |")
+        md.append(
+            f"| {r['label']} | {r['arch']} | {r['epochs']} | {'**' + md_cell + '**' if is_best else md_cell} | "
+            f"{r['n']}{note} |"
+        )
     tex += [r"\bottomrule", r"\end{tabular}"]
     if len(s) and s["label"].str.contains("†", regex=False).any():
         from reports.labels import UNTUNED_NOTE

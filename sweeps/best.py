@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from bench.tuned import BEST_DIR, best_dir, best_file, read_entries, shown, tuned_params  # noqa: F401 - re-exported
 
 
@@ -36,23 +35,30 @@ def budget_of(entry: dict[str, Any]) -> dict[str, float]:
     """An entry's budget: epochs per trial, training samples per trial (no limit: the whole split), finished trials."""
     b = entry.get("budget") or {}
     limit = (entry.get("run") or {}).get("limit_train")
-    return {"epochs": float(entry.get("epochs") or 0), "training samples": math.inf if limit is None else float(limit),
-            "finished trials": float(b.get("complete", 0) + b.get("pruned", 0))}
+    return {
+        "epochs": float(entry.get("epochs") or 0),
+        "training samples": math.inf if limit is None else float(limit),
+        "finished trials": float(b.get("complete", 0) + b.get("pruned", 0)),
+    }
 
 
 def protocol_of(entry: dict[str, Any]) -> dict[str, Any]:
     """What an entry's validation accuracy measures, beyond the budget: the run settings (batch size, split,
     normalisation, ...) and the rule options held fixed."""
     searched = set(entry.get("searched") or ())
-    return {"run": {k: v for k, v in (entry.get("run") or {}).items() if k != "limit_train"},
-            "fixed": {k: v for k, v in (entry.get("params") or {}).items() if k not in searched}}
+    return {
+        "run": {k: v for k, v in (entry.get("run") or {}).items() if k != "limit_train"},
+        "fixed": {k: v for k, v in (entry.get("params") or {}).items() if k not in searched},
+    }
 
 
 def _describe(entry: dict[str, Any]) -> str:
     b = budget_of(entry)
     samples = "all" if b["training samples"] == math.inf else f"{b['training samples']:.0f}"
-    return (f"val/acc {entry.get('val_acc', float('nan')):.4f} from {b['finished trials']:.0f} trials x "
-            f"{b['epochs']:.0f} epochs x {samples} training samples (study {entry.get('study', '?')})")
+    return (
+        f"val/acc {entry.get('val_acc', float('nan')):.4f} from {b['finished trials']:.0f} trials x "
+        f"{b['epochs']:.0f} epochs x {samples} training samples (study {entry.get('study', '?')})"
+    )
 
 
 def keep_reason(old: dict[str, Any], new: dict[str, Any]) -> str | None:
@@ -60,8 +66,12 @@ def keep_reason(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     budget in any of epochs, training samples or finished trials."""
     if protocol_of(old) != protocol_of(new):
         a, b = protocol_of(old), protocol_of(new)
-        diff = [f"{part} {k}: {a[part].get(k)!r} vs {b[part].get(k)!r}" for part in ("run", "fixed")
-                for k in sorted(set(a[part]) | set(b[part]), key=str) if a[part].get(k) != b[part].get(k)]
+        diff = [
+            f"{part} {k}: {a[part].get(k)!r} vs {b[part].get(k)!r}"
+            for part in ("run", "fixed")
+            for k in sorted(set(a[part]) | set(b[part]), key=str)
+            if a[part].get(k) != b[part].get(k)
+        ]
         return "it was tuned under a different protocol (" + "; ".join(diff) + ")"
     bo, bn = budget_of(old), budget_of(new)
     larger = [f"{k} {'all' if bo[k] == math.inf else f'{bo[k]:.0f}'} > {bn[k]:.0f}" for k in bo if bo[k] > bn[k]]
@@ -96,21 +106,30 @@ def export_best(study, spec, *, storage: str, force: bool = False) -> Export:
         "seed": spec.seed,
         "run": spec.run,
         "space": spec.space,
-        "budget": {"complete": states.count(TrialState.COMPLETE), "pruned": states.count(TrialState.PRUNED),
-                   "failed": states.count(TrialState.FAIL)},
+        "budget": {
+            "complete": states.count(TrialState.COMPLETE),
+            "pruned": states.count(TrialState.PRUNED),
+            "failed": states.count(TrialState.FAIL),
+        },
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     path = best_file(spec.dataset, spec.method)
     path.parent.mkdir(parents=True, exist_ok=True)
     # exports come from launchers (one per study); the lock only orders two launchers on one machine
-    lock = Path(tempfile.gettempdir()) / f"bench-best-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]}.lock"
+    lock = (
+        Path(tempfile.gettempdir()) / f"bench-best-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]}.lock"
+    )
     with FileLock(str(lock)):
         entries = read_entries(spec.dataset, spec.method)
         old = entries.get(spec.arch)
         why = keep_reason(old, entry) if old and not force else None
         if why:
-            return Export(path, False, f"kept {shown(path)} for {spec.arch}: {_describe(old)}, not this study's "
-                          f"{_describe(entry)}: {why}; --export-force replaces it")
+            return Export(
+                path,
+                False,
+                f"kept {shown(path)} for {spec.arch}: {_describe(old)}, not this study's "
+                f"{_describe(entry)}: {why}; --export-force replaces it",
+            )
         entries[spec.arch] = entry
         data = {"dataset": spec.dataset, "method": spec.method, "by_arch": dict(sorted(entries.items()))}
         tmp = path.with_suffix(f".tmp{os.getpid()}")

@@ -20,17 +20,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     ap = argparse.ArgumentParser(prog="python -m bench sweep", description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="fashion_mnist")
-    ap.add_argument("--method", required=True,
-                    help="rule name, comma-separated names, or all (every registered rule, one study each)")
+    ap.add_argument(
+        "--method",
+        required=True,
+        help="rule name, comma-separated names, or all (every registered rule, one study each)",
+    )
     ap.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help="finished trials per rule (the equal budget)")
     ap.add_argument("--workers", type=int, default=1, help="parallel workers sharing each study")
-    ap.add_argument("--storage", default=None,
-                    help="sqlite:///file.db (default sweeps/studies/optuna.db), journal:/shared/file.log, or a "
-                         "database URL such as postgresql://user:pw@host/db ($BENCH_SWEEP_STORAGE)")
-    ap.add_argument("--executor", choices=("local", "slurm", "inline"), default="local",
-                    help="local: one process per worker (submitit); slurm: a job array; inline: in this process")
-    ap.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
-                    help="submitit parameters, e.g. --slurm 'slurm_partition=gpu timeout_min=120 gpus_per_node=1'")
+    ap.add_argument(
+        "--storage",
+        default=None,
+        help="sqlite:///file.db (default sweeps/studies/optuna.db), journal:/shared/file.log, or a "
+        "database URL such as postgresql://user:pw@host/db ($BENCH_SWEEP_STORAGE)",
+    )
+    ap.add_argument(
+        "--executor",
+        choices=("local", "slurm", "inline"),
+        default="local",
+        help="local: one process per worker (submitit); slurm: a job array; inline: in this process",
+    )
+    ap.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="submitit parameters, e.g. --slurm 'slurm_partition=gpu timeout_min=120 gpus_per_node=1'",
+    )
     ap.add_argument("--study-name", default=None, help="default: <dataset>__<rule>__<arch>__e<epochs>__<protocol hash>")
     ap.add_argument("--space", default=None, help="search-space TOML file (default sweeps/spaces/<rule>.toml)")
     ap.add_argument("--seed", type=int, default=0, help="seed of every trial's run (data order, init)")
@@ -38,15 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--pruner", choices=("median", "none"), default="median")
     ap.add_argument("--prune-startup", type=int, default=3, help="trials finished before the pruner acts")
     ap.add_argument("--prune-warmup", type=int, default=0, help="epochs of a trial before it can be pruned")
-    ap.add_argument("--heartbeat", type=int, default=30,
-                    help="seconds between a running trial's heartbeats (database storages; 0: off)")
+    ap.add_argument(
+        "--heartbeat",
+        type=int,
+        default=30,
+        help="seconds between a running trial's heartbeats (database storages; 0: off)",
+    )
     ap.add_argument("--grace", type=int, default=None, help="seconds without heartbeat before a trial counts as dead")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores / workers)")
     ap.add_argument("--no-wait", action="store_true", help="submit the workers and return (SLURM)")
     ap.add_argument("--export-only", action="store_true", help="run nothing: export best parameters and figures")
     ap.add_argument("--no-export", action="store_true", help="do not write sweeps/best/")
-    ap.add_argument("--export-force", action="store_true",
-                    help="replace the tuned entry even when it was made with a larger budget or another protocol")
+    ap.add_argument(
+        "--export-force",
+        action="store_true",
+        help="replace the tuned entry even when it was made with a larger budget or another protocol",
+    )
     ap.add_argument("--no-figures", action="store_true")
     ap.add_argument("--poll", type=float, default=10.0, help="seconds between progress lines")
     add_run_options(ap)
@@ -57,9 +79,9 @@ def build_specs(a: argparse.Namespace, out=None) -> list:
     """One StudySpec per rule; a rule that cannot train --arch falls back to its default arch (said so)."""
     out = out or sys.stdout
     import methods  # noqa: F401 - registers the rules
-    from bench.options import parse_pairs, run_fields
     from bench.data import get_dataset_info
     from bench.grid import split_overrides
+    from bench.options import parse_pairs, run_fields
     from bench.run import resolve
     from methods.registry import get_rule, list_rules
     from sweeps.space import load_space
@@ -76,9 +98,15 @@ def build_specs(a: argparse.Namespace, out=None) -> list:
         raise ConfigError("--space and --study-name need a single --method")
     num_classes = get_dataset_info(a.dataset).num_classes
     fields = run_fields(a)
-    if str(fields.get("devices", "1")) != "1" or fields.get("strategy", "auto") != "auto" or fields.get("num_nodes", 1) > 1:
-        raise ConfigError("sweep trials run in one process each; parallelism comes from --workers (one trial per "
-                          "worker, each on its own device), not from --devices/--strategy/--num-nodes")
+    if (
+        str(fields.get("devices", "1")) != "1"
+        or fields.get("strategy", "auto") != "auto"
+        or fields.get("num_nodes", 1) > 1
+    ):
+        raise ConfigError(
+            "sweep trials run in one process each; parallelism comes from --workers (one trial per "
+            "worker, each on its own device), not from --devices/--strategy/--num-nodes"
+        )
     run = {k: v for k, v in fields.items() if k in RUN_FIELDS}
     overrides = parse_pairs(a.set)
     specs = []
@@ -93,9 +121,18 @@ def build_specs(a: argparse.Namespace, out=None) -> list:
             print(f"note: {m} cannot train {a.arch} ({e}); tuning it on its default arch {arch.short}", file=out)
         fixed = split_overrides(overrides, m, names)
         space = load_space(m, a.space, fixed)
-        spec = StudySpec(dataset=a.dataset, method=m, arch=arch.text, epochs=a.epochs or DEFAULT_EPOCHS, seed=a.seed,
-                         run=run, fixed=fixed, space=space.to_dict(), space_source=space.source,
-                         pruner={"name": a.pruner, "startup": a.prune_startup, "warmup": a.prune_warmup})
+        spec = StudySpec(
+            dataset=a.dataset,
+            method=m,
+            arch=arch.text,
+            epochs=a.epochs or DEFAULT_EPOCHS,
+            seed=a.seed,
+            run=run,
+            fixed=fixed,
+            space=space.to_dict(),
+            space_source=space.source,
+            pruner={"name": a.pruner, "startup": a.prune_startup, "warmup": a.prune_warmup},
+        )
         if spec.run.get("val_fraction", 0.1) <= 0:
             raise ConfigError("a sweep scores validation accuracy: --val-fraction must be > 0")
         resolve(spec.run_config({}))  # dataset, arch and fixed options are valid before any worker starts
@@ -138,8 +175,10 @@ def _storage_errors(a: argparse.Namespace) -> int:
     except optuna.exceptions.StorageInternalError as e:
         cause = e.__cause__ or e.__context__
         detail = str(cause).strip().splitlines()[0] if cause else str(e).strip().splitlines()[0]
-        raise BenchError(f"the study storage {a.storage or 'default'} failed: {detail}; if it is a damaged SQLite "
-                         "file, restore it from a backup or move it aside and re-run") from None
+        raise BenchError(
+            f"the study storage {a.storage or 'default'} failed: {detail}; if it is a damaged SQLite "
+            "file, restore it from a backup or move it aside and re-run"
+        ) from None
 
 
 def _main(a: argparse.Namespace) -> int:
@@ -158,10 +197,13 @@ def _main(a: argparse.Namespace) -> int:
     slurm = parse_pairs(a.slurm)
     if a.dry_run:
         for spec, space in specs:
-            print(f"would sweep {a.study_name or spec.study_name()}: {spec.dataset} / {spec.method} / {spec.arch}, "
-                  f"{a.trials} trials x {spec.epochs} epochs on {a.workers} {a.executor} worker(s); storage "
-                  f"{redact(storage)}\n  space ({space.source}): {space.describe()}"
-                  + (f"\n  fixed: {spec.fixed}" if spec.fixed else "") + (f"\n  run: {spec.run}" if spec.run else ""))
+            print(
+                f"would sweep {a.study_name or spec.study_name()}: {spec.dataset} / {spec.method} / {spec.arch}, "
+                f"{a.trials} trials x {spec.epochs} epochs on {a.workers} {a.executor} worker(s); storage "
+                f"{redact(storage)}\n  space ({space.source}): {space.describe()}"
+                + (f"\n  fixed: {spec.fixed}" if spec.fixed else "")
+                + (f"\n  run: {spec.run}" if spec.run else "")
+            )
         return 0
     if a.export_only:
         return _export_only(a, specs, storage)
@@ -172,21 +214,40 @@ def _main(a: argparse.Namespace) -> int:
     load_split(a.dataset, str(data_root(a.data_dir)), True, bool(a.download), True)  # a missing file fails here
     results = []
     for spec, _space in specs:
-        results.append(run_sweep(spec, budget=a.trials, workers=a.workers, storage=storage, executor=a.executor,
-                                 study_name=a.study_name, env=_env(a), slurm=slurm, heartbeat=a.heartbeat or None,
-                                 grace=a.grace, threads=a.threads, sampler_seed=a.sampler_seed, wait=not a.no_wait,
-                                 export=not a.no_export, figures=not a.no_figures, poll=a.poll,
-                                 export_force=a.export_force))
+        results.append(
+            run_sweep(
+                spec,
+                budget=a.trials,
+                workers=a.workers,
+                storage=storage,
+                executor=a.executor,
+                study_name=a.study_name,
+                env=_env(a),
+                slurm=slurm,
+                heartbeat=a.heartbeat or None,
+                grace=a.grace,
+                threads=a.threads,
+                sampler_seed=a.sampler_seed,
+                wait=not a.no_wait,
+                export=not a.no_export,
+                figures=not a.no_figures,
+                poll=a.poll,
+                export_force=a.export_force,
+            )
+        )
     if len(results) > 1:
         print("\nsweep summary (validation accuracy of the best trial; equal budget per rule):")
         for (spec, _), r in zip(specs, results):
             c = r.counts
             best = f"{r.best_value:.4f}" if r.best_value is not None else "-"
             params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.best_params.items())
-            print(f"  {spec.method:16s} {best:>7s}  {params:40s} complete {c['COMPLETE']}, pruned {c['PRUNED']}, "
-                  f"failed {c['FAIL']}")
-    bad = any(r.worker_errors or (r.counts["COMPLETE"] + r.counts["PRUNED"] < a.trials and not r.submitted)
-              for r in results)
+            print(
+                f"  {spec.method:16s} {best:>7s}  {params:40s} complete {c['COMPLETE']}, pruned {c['PRUNED']}, "
+                f"failed {c['FAIL']}"
+            )
+    bad = any(
+        r.worker_errors or (r.counts["COMPLETE"] + r.counts["PRUNED"] < a.trials and not r.submitted) for r in results
+    )
     return 1 if bad else 0
 
 

@@ -33,9 +33,11 @@ def write_figures(study, root: str | os.PathLike | None = None) -> tuple[list[Pa
     df.to_csv(out / "trials.csv", index=False)
     written.append(out / "trials.csv")
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    plots = [("optimization_history.png", lambda: ovm.plot_optimization_history(study, target_name="val/acc"), 1),
-             ("param_importances.png", lambda: ovm.plot_param_importances(study), 2),
-             ("intermediate_values.png", lambda: ovm.plot_intermediate_values(study), 1)]
+    plots = [
+        ("optimization_history.png", lambda: ovm.plot_optimization_history(study, target_name="val/acc"), 1),
+        ("param_importances.png", lambda: ovm.plot_param_importances(study), 2),
+        ("intermediate_values.png", lambda: ovm.plot_intermediate_values(study), 1),
+    ]
     for fname, make, need in plots:
         if len(complete) < need:
             skipped.append(f"{fname}: needs {need} completed trial(s), the study has {len(complete)}")

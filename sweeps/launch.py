@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError, Interrupted
-from bench.records import process_alive
 from bench.executors import EXECUTORS, cancel, job_done, job_error, submit
+from bench.records import process_alive
 from sweeps.storage import STUDIES_DIR, kind, open_storage, redact
 from sweeps.study import BUDGET_ATTR, PRUNE_REASON, SPEC_ATTR, StudySpec, read_spec, startup_trials
-
 
 
 @dataclass
@@ -57,8 +56,14 @@ def shares(remaining: int, workers: int) -> list[int]:
     return [remaining // n + (i < remaining % n) for i in range(n)] if n > 0 else []
 
 
-def create_study(spec: StudySpec, url: str, budget: int, name: str | None = None, heartbeat: int | None = 30,
-                 grace: int | None = None):
+def create_study(
+    spec: StudySpec,
+    url: str,
+    budget: int,
+    name: str | None = None,
+    heartbeat: int | None = 30,
+    grace: int | None = None,
+):
     """Create the study (or load it when it exists with the same spec), once, before any worker starts. Its storage
     carries the sweep's heartbeat and grace period: ``reap_stale`` judges stale trials with them."""
     import optuna
@@ -70,8 +75,10 @@ def create_study(spec: StudySpec, url: str, budget: int, name: str | None = None
     if old is None:
         study.set_user_attr(SPEC_ATTR, spec.to_dict())
     elif StudySpec.from_dict(old).digest() != spec.digest():
-        raise ConfigError(f"study {name!r} in {redact(url)} was created with a different protocol; "
-                          "drop --study-name to get a study named after this one, or delete the old study")
+        raise ConfigError(
+            f"study {name!r} in {redact(url)} was created with a different protocol; "
+            "drop --study-name to get a study named after this one, or delete the old study"
+        )
     study.set_user_attr(BUDGET_ATTR, budget)
     return study
 
@@ -125,16 +132,35 @@ def _best(study) -> tuple[float | None, dict[str, Any]]:
 def _status(study) -> str:
     c = counts(study)
     value, params = _best(study)
-    best = f"best val/acc {value:.4f} ({' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in params.items())})" if value is not None else "no completed trial yet"
-    return (f"{c['COMPLETE'] + c['PRUNED']} finished ({c['COMPLETE']} complete, {c['PRUNED']} pruned), "
-            f"{c['FAIL']} failed, {c['RUNNING']} running; {best}")
+    shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    best = f"best val/acc {value:.4f} ({shown})" if value is not None else "no completed trial yet"
+    return (
+        f"{c['COMPLETE'] + c['PRUNED']} finished ({c['COMPLETE']} complete, {c['PRUNED']} pruned), "
+        f"{c['FAIL']} failed, {c['RUNNING']} running; {best}"
+    )
 
 
-def run_sweep(spec: StudySpec, *, budget: int, workers: int = 1, storage: str, executor: str = "local",
-              study_name: str | None = None, env: dict[str, Any] | None = None, slurm: dict[str, Any] | None = None,
-              heartbeat: int | None = 30, grace: int | None = None, threads: int | None = None, sampler_seed: int = 0,
-              wait: bool = True, export: bool = True, figures: bool = True, poll: float = 10.0,
-              export_force: bool = False, out=None) -> SweepResult:
+def run_sweep(
+    spec: StudySpec,
+    *,
+    budget: int,
+    workers: int = 1,
+    storage: str,
+    executor: str = "local",
+    study_name: str | None = None,
+    env: dict[str, Any] | None = None,
+    slurm: dict[str, Any] | None = None,
+    heartbeat: int | None = 30,
+    grace: int | None = None,
+    threads: int | None = None,
+    sampler_seed: int = 0,
+    wait: bool = True,
+    export: bool = True,
+    figures: bool = True,
+    poll: float = 10.0,
+    export_force: bool = False,
+    out=None,
+) -> SweepResult:
     """The whole sweep of one study; see the module docstring."""
     out = out or sys.stdout
     import optuna
@@ -155,14 +181,22 @@ def run_sweep(spec: StudySpec, *, budget: int, workers: int = 1, storage: str, e
     c = counts(study)
     remaining = budget - c["COMPLETE"] - c["PRUNED"] - c["RUNNING"]
     plan = shares(remaining, workers)
-    print(f"sweep {name}\n  storage {redact(storage)}; budget {budget} finished trials; {c['COMPLETE'] + c['PRUNED']} "
-          f"finished, {c['RUNNING']} running, {c['FAIL']} failed so far; starting {sum(plan)} trial(s) on "
-          f"{len(plan)} {executor} worker(s) {plan}", file=out)
+    print(
+        f"sweep {name}\n  storage {redact(storage)}; budget {budget} finished trials; {c['COMPLETE'] + c['PRUNED']} "
+        f"finished, {c['RUNNING']} running, {c['FAIL']} failed so far; starting {sum(plan)} trial(s) on "
+        f"{len(plan)} {executor} worker(s) {plan}",
+        file=out,
+    )
     result = SweepResult(name, storage, c)
     if plan:
-        options = {"heartbeat": heartbeat, "grace": grace, "env": dict(env or {}), "startup": startup_trials(budget),
-                   "sampler_seed": sampler_seed + 1000 * (c["COMPLETE"] + c["PRUNED"] + c["FAIL"]),
-                   "threads": threads or (max(1, (os.cpu_count() or 1) // len(plan)) if executor != "slurm" else None)}
+        options = {
+            "heartbeat": heartbeat,
+            "grace": grace,
+            "env": dict(env or {}),
+            "startup": startup_trials(budget),
+            "sampler_seed": sampler_seed + 1000 * (c["COMPLETE"] + c["PRUNED"] + c["FAIL"]),
+            "threads": threads or (max(1, (os.cpu_count() or 1) // len(plan)) if executor != "slurm" else None),
+        }
         if executor == "inline":
             from sweeps.study import work
 
@@ -175,8 +209,11 @@ def run_sweep(spec: StudySpec, *, budget: int, workers: int = 1, storage: str, e
             jobs = _submit(executor, storage, name, plan, options, slurm, folder, out)
             if not wait:
                 result.submitted = [j.job_id for j in jobs]
-                print(f"submitted job(s) {', '.join(result.submitted)}; follow with `python -m bench sweep "
-                      f"--export-only ...` once they finish", file=out)
+                print(
+                    f"submitted job(s) {', '.join(result.submitted)}; follow with `python -m bench sweep "
+                    f"--export-only ...` once they finish",
+                    file=out,
+                )
                 return result
             result.worker_errors = _wait(jobs, study, poll, out)
             reaped = reap_stale(study, storage)  # trials of workers that died: FAIL with the reason, re-queued
@@ -193,8 +230,11 @@ def run_sweep(spec: StudySpec, *, budget: int, workers: int = 1, storage: str, e
             print(f"  trial {t.number} {t.params}: failed: {t.user_attrs['error']}", file=out)
     finished = result.counts["COMPLETE"] + result.counts["PRUNED"]
     if finished < budget:
-        print(f"  {budget - finished} trial(s) of the budget are missing (failed or still running): run the same "
-              "command again to top the study up", file=out)
+        print(
+            f"  {budget - finished} trial(s) of the budget are missing (failed or still running): run the same "
+            "command again to top the study up",
+            file=out,
+        )
     if export:
         exported = export_best(study, read_spec(study), storage=storage, force=export_force)
         result.exported = exported.path if exported.written else None
@@ -208,16 +248,33 @@ def run_sweep(spec: StudySpec, *, budget: int, workers: int = 1, storage: str, e
     return result
 
 
-def _submit(executor: str, storage: str, name: str, plan: list[int], options: dict[str, Any],
-            slurm: dict[str, Any] | None, folder: Path, out) -> list:
+def _submit(
+    executor: str,
+    storage: str,
+    name: str,
+    plan: list[int],
+    options: dict[str, Any],
+    slurm: dict[str, Any] | None,
+    folder: Path,
+    out,
+) -> list:
     from sweeps.study import work
 
-    if executor == "slurm" and kind(storage) == "sqlite" and storage.endswith("optuna.db") and str(STUDIES_DIR) in storage:
-        print("warning: SLURM workers on the default SQLite file only work when the project folder is on a "
-              "filesystem shared by the nodes; PostgreSQL (STORAGE=postgresql://...) is the robust choice", file=out)
+    if (
+        executor == "slurm"
+        and kind(storage) == "sqlite"
+        and storage.endswith("optuna.db")
+        and str(STUDIES_DIR) in storage
+    ):
+        print(
+            "warning: SLURM workers on the default SQLite file only work when the project folder is on a "
+            "filesystem shared by the nodes; PostgreSQL (STORAGE=postgresql://...) is the robust choice",
+            file=out,
+        )
     n = len(plan)
-    jobs = submit(work, [(storage, name, plan[i], i, options) for i in range(n)], executor, folder, slurm,
-                  name=f"sweep-{name}")
+    jobs = submit(
+        work, [(storage, name, plan[i], i, options) for i in range(n)], executor, folder, slurm, name=f"sweep-{name}"
+    )
     print(f"  {len(jobs)} worker job(s): {', '.join(j.job_id for j in jobs)}; logs in {folder}/", file=out)
     return jobs
 
@@ -242,4 +299,3 @@ def _wait(jobs: list, study, poll: float, out) -> list[str]:
             errors.append(f"worker {i} (job {j.job_id}) failed: {err}")
             print(f"  {errors[-1]}", file=out)
     return errors
-

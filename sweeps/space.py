@@ -55,7 +55,9 @@ class Param:
         if self.kind == "categorical":
             return f"{self.name} in {list(self.choices)}"
         scale = "log-uniform" if self.log else "uniform"
-        return f"{self.name} {self.kind} {scale} [{self.low:g}, {self.high:g}]" + (f" step {self.step:g}" if self.step else "")
+        return f"{self.name} {self.kind} {scale} [{self.low:g}, {self.high:g}]" + (
+            f" step {self.step:g}" if self.step else ""
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.kind}
@@ -96,8 +98,12 @@ def default_space(method: str) -> Space:
     from methods.registry import get_rule
 
     default = get_rule(method).Config().lr
-    lr = Param("lr", "float", low=_round(default / DEFAULT_LR_FACTOR), high=_round(default * DEFAULT_LR_FACTOR), log=True)
-    return Space(method, (lr,), f"default (lr log-uniform, x/{DEFAULT_LR_FACTOR:g} around the rule's default {default:g})")
+    lr = Param(
+        "lr", "float", low=_round(default / DEFAULT_LR_FACTOR), high=_round(default * DEFAULT_LR_FACTOR), log=True
+    )
+    return Space(
+        method, (lr,), f"default (lr log-uniform, x/{DEFAULT_LR_FACTOR:g} around the rule's default {default:g})"
+    )
 
 
 def _round(x: float) -> float:
@@ -136,7 +142,7 @@ def _show(path: Path) -> str:
 def _parse_param(name: str, spec: Any, path: Path) -> Param:
     where = f"{path}: {name}"
     if not isinstance(spec, dict):
-        raise ConfigError(f"{where} must be a table like {{ type = \"float\", low = 1e-4, high = 1e-1, log = true }}")
+        raise ConfigError(f'{where} must be a table like {{ type = "float", low = 1e-4, high = 1e-1, log = true }}')
     unknown = set(spec) - {"type", "low", "high", "log", "step", "choices"}
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (type, low, high, log, step, choices)")
@@ -177,22 +183,28 @@ def validate_space(space: Space, rule_cls, fixed: dict[str, Any]) -> None:
     names = [p.name for p in space.params]
     unknown = sorted(set(names) - fields)
     if unknown:
-        raise ConfigError(f"{where}: {', '.join(unknown)} is not an option of rule {space.method!r}; "
-                          f"valid options: {', '.join(sorted(fields))}")
+        raise ConfigError(
+            f"{where}: {', '.join(unknown)} is not an option of rule {space.method!r}; "
+            f"valid options: {', '.join(sorted(fields))}"
+        )
     clash = sorted(set(names) & set(fixed))
     if clash:
         raise ConfigError(f"{where}: {', '.join(clash)} is searched; it cannot also be fixed with --set")
     lr = next((p for p in space.params if p.name == "lr"), None)
     if lr is None or lr.kind != "float" or not lr.log:
-        raise ConfigError(f"{where}: every space searches lr log-uniformly; add "
-                          "lr = { type = \"float\", low = ..., high = ..., log = true }")
+        raise ConfigError(
+            f"{where}: every space searches lr log-uniformly; add "
+            'lr = { type = "float", low = ..., high = ..., log = true }'
+        )
     for p in space.params:
         base = _base_type(hints[p.name])
         if p.kind == "int" and base not in (int, float):
-            raise ConfigError(f"{where}: {p.name} is a {base.__name__ if isinstance(base, type) else base} option; "
-                              "an int range does not fit it")
+            raise ConfigError(
+                f"{where}: {p.name} is a {base.__name__ if isinstance(base, type) else base} option; "
+                "an int range does not fit it"
+            )
         if p.kind == "float" and base is not float:
-            raise ConfigError(f"{where}: {p.name} is not a float option; use type = \"int\" or \"categorical\"")
+            raise ConfigError(f'{where}: {p.name} is not a float option; use type = "int" or "categorical"')
         for value in p.extremes():
             try:
                 build_config(rule_cls.Config, {**fixed, p.name: value}, owner=f"rule {space.method!r}")

@@ -42,8 +42,10 @@ def normalise(url: str | None) -> str:
         return f"sqlite:///{path}"
     if path.suffix in (".log", ".jsonl", ".journal"):
         return f"{JOURNAL_PREFIX}{path}"
-    raise ConfigError(f"storage {url!r} is neither a database URL (sqlite:///..., postgresql://...), "
-                      "journal:<file>, a *.db file nor a *.log journal file")
+    raise ConfigError(
+        f"storage {url!r} is neither a database URL (sqlite:///..., postgresql://...), "
+        "journal:<file>, a *.db file nor a *.log journal file"
+    )
 
 
 def _postgres_driver(url: str) -> str:
@@ -90,12 +92,15 @@ def check_sqlite(url: str) -> None:
     except sqlite3.DatabaseError as e:
         problem = str(e)
     if problem:
-        raise ConfigError(f"the study file {db} is damaged ({problem}); restore it from a backup, or move it aside "
-                          "and re-run (a new file is created and the study starts over)")
+        raise ConfigError(
+            f"the study file {db} is damaged ({problem}); restore it from a backup, or move it aside "
+            "and re-run (a new file is created and the study starts over)"
+        )
 
 
-def open_storage(url: str, *, heartbeat: int | None = 30, grace: int | None = None, retries: int = 1,
-                 check: bool = False):
+def open_storage(
+    url: str, *, heartbeat: int | None = 30, grace: int | None = None, retries: int = 1, check: bool = False
+):
     """An Optuna storage object for ``url`` (see the module docstring). ``check``: first verify that a SQLite file is
     intact (``check_sqlite``); the launcher does, once per sweep."""
     if check:
@@ -105,7 +110,7 @@ def open_storage(url: str, *, heartbeat: int | None = 30, grace: int | None = No
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     if url.startswith(JOURNAL_PREFIX):
-        path = Path(url[len(JOURNAL_PREFIX):]).expanduser()
+        path = Path(url[len(JOURNAL_PREFIX) :]).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         # the open(O_CREAT|O_EXCL) lock works on NFS v3+ and local filesystems alike
         return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
@@ -122,12 +127,17 @@ def open_storage(url: str, *, heartbeat: int | None = 30, grace: int | None = No
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             hb = {}
             if heartbeat:
-                hb = {"heartbeat_interval": heartbeat, "grace_period": grace or 4 * heartbeat,
-                      "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=retries)}
+                hb = {
+                    "heartbeat_interval": heartbeat,
+                    "grace_period": grace or 4 * heartbeat,
+                    "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=retries),
+                }
             return RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
     except ImportError as e:
-        raise ConfigError(f"storage {redact(url)} needs a database driver: {e}. For PostgreSQL: "
-                          "pip install psycopg2-binary (pip install -e '.[postgres]')") from None
+        raise ConfigError(
+            f"storage {redact(url)} needs a database driver: {e}. For PostgreSQL: "
+            "pip install psycopg2-binary (pip install -e '.[postgres]')"
+        ) from None
     except optuna.exceptions.StorageInternalError as e:
         raise ConfigError(f"cannot open the study storage {redact(url)}: {e}") from None
     except Exception as e:  # noqa: BLE001 - sqlalchemy's OperationalError and friends: one clear line

@@ -73,8 +73,17 @@ class StudySpec:
     def run_config(self, rule: dict[str, Any], env: dict[str, Any] | None = None, **extra):
         from bench.run import RunConfig
 
-        return RunConfig(dataset=self.dataset, method=self.method, arch=self.arch, seed=self.seed, epochs=self.epochs,
-                         rule={**self.fixed, **rule}, **self.run, **(env or {}), **extra)
+        return RunConfig(
+            dataset=self.dataset,
+            method=self.method,
+            arch=self.arch,
+            seed=self.seed,
+            epochs=self.epochs,
+            rule={**self.fixed, **rule},
+            **self.run,
+            **(env or {}),
+            **extra,
+        )
 
 
 def make_pruner(cfg: dict[str, Any]):
@@ -82,8 +91,9 @@ def make_pruner(cfg: dict[str, Any]):
 
     name = cfg.get("name", "median")
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=int(cfg.get("startup", 3)),
-                                           n_warmup_steps=int(cfg.get("warmup", 0)))
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=int(cfg.get("startup", 3)), n_warmup_steps=int(cfg.get("warmup", 0))
+        )
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ConfigError(f"pruner {name!r}; choose median or none")
@@ -134,8 +144,10 @@ class PruneOnValAcc(EarlyStopping):
             return  # a diverged run is stopped and recorded by the shared loop; the objective prunes it
         value = trainer.callback_metrics.get(self.metric)
         if value is None:
-            raise RuntimeError(f"metric {self.metric!r} not found (logged: {', '.join(trainer.callback_metrics)}); "
-                               "a sweep needs a validation split (val_fraction > 0)")
+            raise RuntimeError(
+                f"metric {self.metric!r} not found (logged: {', '.join(trainer.callback_metrics)}); "
+                "a sweep needs a validation split (val_fraction > 0)"
+            )
         value, epoch = float(value), trainer.current_epoch + 1
         self.values.append(value)
         self.trial.report(value, step=epoch)
@@ -151,16 +163,16 @@ class Objective:
         from sweeps.space import Space, _parse_param
 
         self.spec, self.study_name, self.env = spec, study_name, dict(env or {})
-        self.space = Space(spec.method, tuple(_parse_param(k, v, spec.space_source) for k, v in spec.space.items()),
-                           spec.space_source)
+        self.space = Space(
+            spec.method, tuple(_parse_param(k, v, spec.space_source) for k, v in spec.space.items()), spec.space_source
+        )
 
     def __call__(self, trial) -> float:
         import optuna
 
         from bench.paths import runs_root
-        from bench.run import run
-
         from bench.records import process_start
+        from bench.run import run
 
         # first: a launcher on this host reaps the trial at once if this process dies (sweeps.launch.reap_stale)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -172,9 +184,15 @@ class Objective:
         runs = str(runs_root(self.env.get("runs_dir")) / "sweeps" / self.study_name)
         env = {**self.env, "runs_dir": runs}
         env.setdefault("wandb", "disabled")
-        cfg = self.spec.run_config(params, env, callbacks=[pruning], group=f"sweep/{self.study_name}",
-                                   progress=False, evaluate_test=False,
-                                   rule_sources={k: f"trial {trial.number}" for k in params})
+        cfg = self.spec.run_config(
+            params,
+            env,
+            callbacks=[pruning],
+            group=f"sweep/{self.study_name}",
+            progress=False,
+            evaluate_test=False,
+            rule_sources={k: f"trial {trial.number}" for k in params},
+        )
         t0 = time.perf_counter()
         try:
             result = run(cfg)
@@ -190,13 +208,17 @@ class Objective:
         trial.set_user_attr("epochs_done", len(history))
         trial.set_user_attr("val_acc_by_epoch", [row.get(METRIC) for row in history])
         if result.status == "diverged":
-            reason = (f"diverged: loss or parameters became NaN/inf in epoch {len(history)} "
-                      f"(train/loss {history[-1].get('train/loss') if history else 'n/a'})")
+            reason = (
+                f"diverged: loss or parameters became NaN/inf in epoch {len(history)} "
+                f"(train/loss {history[-1].get('train/loss') if history else 'n/a'})"
+            )
             trial.set_user_attr(PRUNE_REASON, reason)
             raise optuna.TrialPruned(reason)
         if pruning.pruned_epoch is not None:
-            reason = (f"pruned after epoch {pruning.pruned_epoch}: val/acc {pruning.values[-1]:.4f} below the "
-                      f"{self.spec.pruner.get('name')} of earlier trials at that epoch")
+            reason = (
+                f"pruned after epoch {pruning.pruned_epoch}: val/acc {pruning.values[-1]:.4f} below the "
+                f"{self.spec.pruner.get('name')} of earlier trials at that epoch"
+            )
             trial.set_user_attr(PRUNE_REASON, reason)
             raise optuna.TrialPruned(reason)
         value = history[-1].get(METRIC) if history else None
@@ -230,11 +252,19 @@ def work(storage: str, study_name: str, n_trials: int, worker: int, options: dic
     def done(_study, t) -> None:
         mine.append(t.number)
         params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
-        what = (f"val/acc {t.value:.4f}" if t.state.name == "COMPLETE" else
-                t.user_attrs.get(PRUNE_REASON) or t.user_attrs.get("error", ""))
+        what = (
+            f"val/acc {t.value:.4f}"
+            if t.state.name == "COMPLETE"
+            else t.user_attrs.get(PRUNE_REASON) or t.user_attrs.get("error", "")
+        )
         print(f"[worker {worker}] trial {t.number} {t.state.name.lower()}: {params}: {what}", flush=True)
 
-    study.optimize(Objective(spec, study_name, options.get("env")), n_trials=n_trials, catch=(Exception,),
-                   gc_after_trial=True, callbacks=[done])
+    study.optimize(
+        Objective(spec, study_name, options.get("env")),
+        n_trials=n_trials,
+        catch=(Exception,),
+        gc_after_trial=True,
+        callbacks=[done],
+    )
     states = {t.number: t.state.name for t in study.get_trials(deepcopy=False) if t.number in mine}
     return {"worker": worker, "host": socket.gethostname(), "pid": os.getpid(), "trials": states}

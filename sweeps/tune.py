@@ -42,14 +42,23 @@ def untuned_cells(spec) -> list[Cell]:
     for cfg, res in zip(configs, resolved):
         if cfg.tuned is False:
             fixed = tuple(sorted((k, v) for k, v in cfg.rule.items()))
-            cells.setdefault((cfg.dataset, cfg.method, res.arch.text), Cell(cfg.dataset, cfg.method, res.arch.text,
-                                                                            fixed))
+            cells.setdefault(
+                (cfg.dataset, cfg.method, res.arch.text), Cell(cfg.dataset, cfg.method, res.arch.text, fixed)
+            )
     return list(cells.values())
 
 
-def tune_missing(spec, *, trials: int = TUNE_BUDGET["trials"], epochs: int = TUNE_BUDGET["epochs"],
-                 limit_train: int | None = TUNE_BUDGET["limit_train"], workers: int = 1, storage: str | None = None,
-                 dry_run: bool = False, out=None) -> list[Cell]:
+def tune_missing(
+    spec,
+    *,
+    trials: int = TUNE_BUDGET["trials"],
+    epochs: int = TUNE_BUDGET["epochs"],
+    limit_train: int | None = TUNE_BUDGET["limit_train"],
+    workers: int = 1,
+    storage: str | None = None,
+    dry_run: bool = False,
+    out=None,
+) -> list[Cell]:
     """Sweep every untuned cell of the grid ``spec`` with the same budget; returns the cells swept (or, with
     ``dry_run``, that would be). Runs in this process with one worker (``workers`` > 1: local worker processes, which
     see the datasets of $BENCH_MODULES but not ones registered only in this process)."""
@@ -58,11 +67,14 @@ def tune_missing(spec, *, trials: int = TUNE_BUDGET["trials"], epochs: int = TUN
     if not cells:
         print("tune: every cell of the grid has tuned settings; no sweep", file=out)
         return []
-    print(f"tune: {len(cells)} cell(s) without tuned settings; each gets {trials} trials x {epochs} epochs"
-          + (f" on {limit_train} training samples" if limit_train else "") + " (validation accuracy)", file=out)
+    print(
+        f"tune: {len(cells)} cell(s) without tuned settings; each gets {trials} trials x {epochs} epochs"
+        + (f" on {limit_train} training samples" if limit_train else "")
+        + " (validation accuracy)",
+        file=out,
+    )
     for c in cells:
-        print(f"  sweep {c.dataset} / {c.method} / {c.arch}" + (f" fixed {dict(c.fixed)}" if c.fixed else ""),
-              file=out)
+        print(f"  sweep {c.dataset} / {c.method} / {c.arch}" + (f" fixed {dict(c.fixed)}" if c.fixed else ""), file=out)
     if dry_run:
         return cells
     from bench.paths import data_root, runs_root
@@ -83,10 +95,27 @@ def tune_missing(spec, *, trials: int = TUNE_BUDGET["trials"], epochs: int = TUN
     for c in cells:
         fixed = dict(c.fixed)
         space = load_space(c.method, None, fixed)
-        study = StudySpec(dataset=c.dataset, method=c.method, arch=c.arch, epochs=epochs, seed=0, run=run,
-                          fixed=fixed, space=space.to_dict(), space_source=space.source)
-        result = run_sweep(study, budget=trials, workers=workers, storage=url,
-                           executor="inline" if workers == 1 else "local", env=env, figures=False, out=out)
+        study = StudySpec(
+            dataset=c.dataset,
+            method=c.method,
+            arch=c.arch,
+            epochs=epochs,
+            seed=0,
+            run=run,
+            fixed=fixed,
+            space=space.to_dict(),
+            space_source=space.source,
+        )
+        result = run_sweep(
+            study,
+            budget=trials,
+            workers=workers,
+            storage=url,
+            executor="inline" if workers == 1 else "local",
+            env=env,
+            figures=False,
+            out=out,
+        )
         if result.exported is None:
             failed.append(f"{c.dataset} / {c.method} / {c.arch}")
     if failed:
@@ -94,8 +123,16 @@ def tune_missing(spec, *, trials: int = TUNE_BUDGET["trials"], epochs: int = TUN
     return cells
 
 
-def tune_grid_report(spec, *, force: bool = False, tune_options: dict[str, Any] | None = None, report: bool = True,
-                     report_out: str | None = None, launch=None, out=None) -> int:
+def tune_grid_report(
+    spec,
+    *,
+    force: bool = False,
+    tune_options: dict[str, Any] | None = None,
+    report: bool = True,
+    report_out: str | None = None,
+    launch=None,
+    out=None,
+) -> int:
     """``--tune``: the sweeps the grid lacks, then the grid (with the tuned settings), then the report."""
     from bench.grid import run_grid
 
@@ -115,9 +152,12 @@ def grid_hook(spec, a, launch) -> int:
     the grid, the report; with --dry-run, what would be swept and the grid as it stands."""
     from bench.grid import run_grid
 
-    options = {"trials": a.tune_trials or TUNE_BUDGET["trials"], "epochs": a.tune_epochs or TUNE_BUDGET["epochs"],
-               "limit_train": TUNE_BUDGET["limit_train"] if a.tune_limit_train is None else (a.tune_limit_train or None),
-               "workers": a.tune_workers}
+    options = {
+        "trials": a.tune_trials or TUNE_BUDGET["trials"],
+        "epochs": a.tune_epochs or TUNE_BUDGET["epochs"],
+        "limit_train": TUNE_BUDGET["limit_train"] if a.tune_limit_train is None else (a.tune_limit_train or None),
+        "workers": a.tune_workers,
+    }
     if a.dry_run:
         tune_missing(spec, dry_run=True, **options)
         run_grid(spec, dry_run=True, force=a.force, launch=launch)

@@ -19,8 +19,13 @@ def _isolated_dirs(tmp_path_factory):
     os.environ["BENCH_TUNED_DIR"] = str(runs / "tuned")
     os.environ["BENCH_SWEEP_STORAGE"] = f"sqlite:///{runs / 'studies.db'}"
     os.environ["BENCH_REPORTS_DIR"] = str(runs / "reports")
-    for key, sub in (("WANDB_DIR", ""), ("WANDB_CACHE_DIR", ".wandb-cache"), ("WANDB_CONFIG_DIR", ".wandb-config"),
-                     ("WANDB_DATA_DIR", ".wandb-data"), ("MPLCONFIGDIR", ".mplconfig")):
+    for key, sub in (
+        ("WANDB_DIR", ""),
+        ("WANDB_CACHE_DIR", ".wandb-cache"),
+        ("WANDB_CONFIG_DIR", ".wandb-config"),
+        ("WANDB_DATA_DIR", ".wandb-data"),
+        ("MPLCONFIGDIR", ".mplconfig"),
+    ):
         os.environ[key] = str(runs / sub) if sub else str(runs)
     os.environ["WANDB_SILENT"] = "true"
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -37,7 +42,9 @@ def fmnist_root() -> Path:
     _debian_fashion_mnist(root)
     raw = root / "FashionMNIST" / "raw"
     if not (raw / "train-images-idx3-ubyte").exists():
-        pytest.skip(f"real Fashion-MNIST not present (apt-get install dataset-fashion-mnist puts it in {DEBIAN_FMNIST})")
+        pytest.skip(
+            f"real Fashion-MNIST not present (apt-get install dataset-fashion-mnist puts it in {DEBIAN_FMNIST})"
+        )
     return root
 
 

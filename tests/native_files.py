@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 
-def _images(n: int, shape: tuple[int, ...], num_classes: int, seed: int, signal: float = 0.7
-            ) -> tuple[np.ndarray, np.ndarray]:
+def _images(
+    n: int, shape: tuple[int, ...], num_classes: int, seed: int, signal: float = 0.7
+) -> tuple[np.ndarray, np.ndarray]:
     """``signal`` x the class pattern + (1 - signal) x uniform noise, in 0..255."""
     rng = np.random.default_rng(seed)
     protos = np.random.default_rng(1234).uniform(0, 255, size=(num_classes, *shape))
@@ -30,8 +31,9 @@ def write_idx(path: Path, array: np.ndarray) -> None:
         f.write(array.astype(np.uint8).tobytes())
 
 
-def make_idx_dataset(root: Path, folder: str = "MNIST", n_train: int = 600, n_test: int = 200,
-                     signal: float = 0.7) -> Path:
+def make_idx_dataset(
+    root: Path, folder: str = "MNIST", n_train: int = 600, n_test: int = 200, signal: float = 0.7
+) -> Path:
     """The four gunzipped IDX files torchvision's MNIST/KMNIST/FashionMNIST read, under root/<folder>/raw."""
     raw = root / folder / "raw"
     for split, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
@@ -41,8 +43,9 @@ def make_idx_dataset(root: Path, folder: str = "MNIST", n_train: int = 600, n_te
     return raw
 
 
-def make_cifar_dataset(root: Path, num_classes: int = 10, n_train: int = 500, n_test: int = 100,
-                       signal: float = 0.7) -> Path:
+def make_cifar_dataset(
+    root: Path, num_classes: int = 10, n_train: int = 500, n_test: int = 100, signal: float = 0.7
+) -> Path:
     """CIFAR-10 (5 data batches + test_batch + batches.meta) or CIFAR-100 (train, test, meta) pickles."""
     folder = root / ("cifar-10-batches-py" if num_classes == 10 else "cifar-100-python")
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """The alignment diagnostic of the base: cos(rule's update, BP gradient) per block for every rule with a BP
-counterpart, computed from one place (the ``GradientAlignment`` callback, run by ``LearningRule.update_step``), free when off, training unchanged when on."""
+counterpart, computed from one place (the ``GradientAlignment`` callback, run by ``LearningRule.update_step``), free
+when off, training unchanged when on."""
 
 from __future__ import annotations
 

@@ -57,19 +57,22 @@ def test_resnet18_blocks(arch, blocks):
     assert len(outs) == blocks and outs[-1].shape == (2, 10)
 
 
-@pytest.mark.parametrize("text,match", [
-    ("transformer:12", "unknown architecture kind"),
-    ("mlp:", "needs a layer list"),
-    ("mlp:1024-x", "bad layer width"),
-    ("mlp:C-100", "only be the last layer"),
-    ("mlp:0-C", ">= 1"),
-    ("mlp:100-C,act=swish", "act='swish'"),
-    ("mlp:100-C,pool=max2", "applies to cnn only"),
-    ("mlp:100-C,depth=3", "bad option"),
-    ("resnet18,blocks=12", "8 or 16 blocks"),
-    ("resnet18,blocks=16", "skip=0"),
-    ("cnn:32,kernel=4", "odd size"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("transformer:12", "unknown architecture kind"),
+        ("mlp:", "needs a layer list"),
+        ("mlp:1024-x", "bad layer width"),
+        ("mlp:C-100", "only be the last layer"),
+        ("mlp:0-C", ">= 1"),
+        ("mlp:100-C,act=swish", "act='swish'"),
+        ("mlp:100-C,pool=max2", "applies to cnn only"),
+        ("mlp:100-C,depth=3", "bad option"),
+        ("resnet18,blocks=12", "8 or 16 blocks"),
+        ("resnet18,blocks=16", "skip=0"),
+        ("cnn:32,kernel=4", "odd size"),
+    ],
+)
 def test_bad_arch_strings(text, match):
     with pytest.raises(ArchError, match=match):
         ArchSpec.parse(text)

@@ -11,8 +11,15 @@ import sys
 
 import pytest
 
-from bench.claims import CLAIMS_DIR, load_claims, load_resolved, parse_claims, run_configs, stale_resolved, \
-    validate_claims
+from bench.claims import (
+    CLAIMS_DIR,
+    load_claims,
+    load_resolved,
+    parse_claims,
+    run_configs,
+    stale_resolved,
+    validate_claims,
+)
 from bench.errors import ConfigError
 from bench.paths import PROJECT_ROOT
 from reports.ledger import claims_tables, judge, ledger
@@ -59,28 +66,34 @@ def test_committed_claims_cover_the_papers_tables():
         assert ("fournier2023", table) in where, table
 
 
-@pytest.mark.parametrize("edit, message", [
-    (("value = 90.0", "value = 190.0"), "value is an accuracy in percent"),
-    (("std = 0.5", "std = -1"), "std is in percent points"),
-    (('metric = "test/acc"', 'metric = "train/acc"'), "metric 'train/acc'"),
-    (("seeds = [0, 1, 2]", "seeds = [0, 0]"), "seeds must be"),
-    (('id = "a",', 'id = "a", colour = "red",'), "unknown field(s) colour"),
-    (('paper = "toy"', 'paper = "to/y"'), "needs paper"),
-    (('where = "Table 1"', 'where = ""'), "missing where"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("value = 90.0", "value = 190.0"), "value is an accuracy in percent"),
+        (("std = 0.5", "std = -1"), "std is in percent points"),
+        (('metric = "test/acc"', 'metric = "train/acc"'), "metric 'train/acc'"),
+        (("seeds = [0, 1, 2]", "seeds = [0, 0]"), "seeds must be"),
+        (('id = "a",', 'id = "a", colour = "red",'), "unknown field(s) colour"),
+        (('paper = "toy"', 'paper = "to/y"'), "needs paper"),
+        (('where = "Table 1"', 'where = ""'), "missing where"),
+    ],
+)
 def test_bad_claims_file_fails_with_the_claim_named(edit, message):
     with pytest.raises(ConfigError, match="toy.toml") as err:
         parse_claims(ONE.replace(*edit), "toy.toml")
     assert message in str(err.value)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (('method = "bp"', 'method = "nope"'), "unknown method 'nope'"),
-    (('dataset = "mnist"', 'dataset = "imagenet"'), "unknown dataset"),
-    (('arch = "mlp:16-C"', 'arch = "mlp:16-X"'), "bad layer width"),
-    (("epochs = 3", "epochs = 3\nrule = { lr = -1 }"), "lr must be"),
-    (("epochs = 3", "epochs = 3\nrule = { colour = 1 }"), "unknown option(s) colour"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (('method = "bp"', 'method = "nope"'), "unknown method 'nope'"),
+        (('dataset = "mnist"', 'dataset = "imagenet"'), "unknown dataset"),
+        (('arch = "mlp:16-C"', 'arch = "mlp:16-X"'), "bad layer width"),
+        (("epochs = 3", "epochs = 3\nrule = { lr = -1 }"), "lr must be"),
+        (("epochs = 3", "epochs = 3\nrule = { colour = 1 }"), "unknown option(s) colour"),
+    ],
+)
 def test_claim_that_cannot_run_fails_validation(edit, message):
     claims = parse_claims(ONE.replace(*edit), "toy.toml")
     with pytest.raises(ConfigError, match="toy/a") as err:
@@ -89,15 +102,17 @@ def test_claim_that_cannot_run_fails_validation(edit, message):
 
 
 def test_duplicate_claim_ids_are_refused(tmp_path):
-    (tmp_path / "toy.toml").write_text(ONE.replace("claims = [\n", "claims = [\n  { id = \"a\", metric = \"test/acc\", value = 1.0 },\n"))
+    (tmp_path / "toy.toml").write_text(
+        ONE.replace("claims = [\n", 'claims = [\n  { id = "a", metric = "test/acc", value = 1.0 },\n')
+    )
     with pytest.raises(ConfigError, match="'toy/a' is defined twice"):
         load_claims(tmp_path)
 
 
 def test_group_and_defaults_merge_rule_options():
-    text = ONE.replace("seeds = [0, 1, 2]", "seeds = [0, 1, 2]\nrule = { lr = 0.5, optimizer = \"sgd\" }")
+    text = ONE.replace("seeds = [0, 1, 2]", 'seeds = [0, 1, 2]\nrule = { lr = 0.5, optimizer = "sgd" }')
     text = text.replace("epochs = 3", "epochs = 3\nrule = { lr = 0.1 }")
-    text = text.replace('value = 90.0,', 'value = 90.0, rule = { momentum = 0.0 },')
+    text = text.replace("value = 90.0,", "value = 90.0, rule = { momentum = 0.0 },")
     (c,) = parse_claims(text, "toy.toml")
     assert c.rule == {"lr": 0.1, "optimizer": "sgd", "momentum": 0.0}
     assert c.seeds == (0, 1, 2) and c.key == "toy/a"
@@ -109,10 +124,18 @@ def test_claims_profile_expands_to_every_claims_runs():
     from bench.grid import GridSpec, expand
 
     def ident(cfg):
-        return json.dumps({"d": cfg.dataset, "m": cfg.method, "a": cfg.arch, "s": cfg.seed, "e": cfg.epochs,
-                           "r": cfg.rule, **{k: getattr(cfg, k) for k in ("test_fraction", "val_fraction",
-                                                                          "batch_size", "norm", "augment")}},
-                          sort_keys=True)
+        return json.dumps(
+            {
+                "d": cfg.dataset,
+                "m": cfg.method,
+                "a": cfg.arch,
+                "s": cfg.seed,
+                "e": cfg.epochs,
+                "r": cfg.rule,
+                **{k: getattr(cfg, k) for k in ("test_fraction", "val_fraction", "batch_size", "norm", "augment")},
+            },
+            sort_keys=True,
+        )
 
     got = {ident(c) for c in expand(GridSpec(profile="claims"))}
     want = {ident(c) for claim in load_claims() for c in run_configs(claim)}
@@ -121,8 +144,9 @@ def test_claims_profile_expands_to_every_claims_runs():
     spela_fm = expand(GridSpec(profile="claims", datasets=("fashion_mnist",), seeds=(0,), only={"paper": ("spela",)}))
     assert spela_fm and {c.dataset for c in spela_fm} == {"fashion_mnist"} and {c.seed for c in spela_fm} == {0}
     keys = {c.key for c in load_claims() if c.paper == "spela" and c.dataset == "fashion_mnist"}
-    assert len({ident(c) for c in spela_fm}) == len({ident(r) for k in keys for r in run_configs(
-        next(c for c in load_claims() if c.key == k), (0,))})
+    assert len({ident(c) for c in spela_fm}) == len(
+        {ident(r) for k in keys for r in run_configs(next(c for c in load_claims() if c.key == k), (0,))}
+    )
 
 
 def test_claims_profile_dry_run_lists_each_fashion_mnist_claims_runs():
@@ -130,8 +154,12 @@ def test_claims_profile_dry_run_lists_each_fashion_mnist_claims_runs():
     from bench.run import resolve
 
     out = io.StringIO()
-    assert run_grid(GridSpec(profile="claims", datasets=("fashion_mnist",), methods=("spela_o", "bp")), dry_run=True,
-                    out=out) == 0
+    assert (
+        run_grid(
+            GridSpec(profile="claims", datasets=("fashion_mnist",), methods=("spela_o", "bp")), dry_run=True, out=out
+        )
+        == 0
+    )
     text = out.getvalue()
     claims = [c for c in load_claims() if c.dataset == "fashion_mnist" and c.method in ("spela_o", "bp")]
     assert claims
@@ -143,8 +171,11 @@ def test_claims_profile_dry_run_lists_each_fashion_mnist_claims_runs():
 def test_claims_profile_refuses_settings_that_would_match_no_claim():
     from bench.grid import GridSpec, expand
 
-    for spec in (GridSpec(profile="claims", epochs=2), GridSpec(profile="claims", arch="mlp:8-C"),
-                 GridSpec(profile="claims", overrides={"lr": "0.1"})):
+    for spec in (
+        GridSpec(profile="claims", epochs=2),
+        GridSpec(profile="claims", arch="mlp:8-C"),
+        GridSpec(profile="claims", overrides={"lr": "0.1"}),
+    ):
         with pytest.raises(ConfigError, match="runs each variant's own settings"):
             expand(spec)
 
@@ -157,14 +188,26 @@ def test_claims_profile_uses_no_tuned_options():
 
 
 # --------------------------------------------------------------------------- the ledger on hand-made records
-SETTING = {"dataset": "mnist", "method": "bp", "arch": "mlp:16-C,act=relu", "epochs": 3, "val_fraction": 0.1,
-           "test_fraction": None, "rule": {"lr": 0.001, "milestones": [0.6, 0.9]}}
+SETTING = {
+    "dataset": "mnist",
+    "method": "bp",
+    "arch": "mlp:16-C,act=relu",
+    "epochs": 3,
+    "val_fraction": 0.1,
+    "test_fraction": None,
+    "rule": {"lr": 0.001, "milestones": [0.6, 0.9]},
+}
 
 
 def record(seed, acc, status="completed", name=None, **change):
     config = {**SETTING, **change, "seed": seed}
-    return {"name": name or f"run{seed}", "status": status, "config": config, "seed": seed,
-            "test": {"test/acc": acc, "test/acc/layer1": acc - 0.05} if acc is not None else {}}
+    return {
+        "name": name or f"run{seed}",
+        "status": status,
+        "config": config,
+        "seed": seed,
+        "test": {"test/acc": acc, "test/acc/layer1": acc - 0.05} if acc is not None else {},
+    }
 
 
 def entry_for(records, text=ONE):
@@ -192,8 +235,13 @@ def test_ledger_below_and_above():
 
 def test_ledger_matches_by_settings_not_by_name():
     claim_named = "toy__bp__a"  # a name that looks right but settings that differ: no match
-    e = entry_for([record(0, 0.90, name=claim_named, epochs=4), record(1, 0.90, rule={"lr": 0.01}),
-                   record(2, 0.90, val_fraction=0.0)])
+    e = entry_for(
+        [
+            record(0, 0.90, name=claim_named, epochs=4),
+            record(1, 0.90, rule={"lr": 0.01}),
+            record(2, 0.90, val_fraction=0.0),
+        ]
+    )
     assert e.verdict == "not run" and "no run with these settings in here" in e.why
     # an unrelated name with the claim's settings matches; numbers compare as numbers (3 == 3.0, tuple == list)
     e = entry_for([record(0, 0.90, name="something-else", epochs=3.0, rule={"lr": 1e-3, "milestones": (0.6, 0.9)})])
@@ -202,8 +250,9 @@ def test_ledger_matches_by_settings_not_by_name():
 
 def test_ledger_not_run_says_why():
     assert "no run with these settings" in entry_for([]).why
-    e = entry_for([record(0, None, status="diverged"), record(1, None, status="diverged"),
-                   record(2, None, status="crashed")])
+    e = entry_for(
+        [record(0, None, status="diverged"), record(1, None, status="diverged"), record(2, None, status="crashed")]
+    )
     assert e.verdict == "not run" and e.why == "runs with these settings: 1 crashed, 2 diverged"
     e = entry_for([record(0, 0.9)], ONE.replace('metric = "test/acc"', 'metric = "test/acc5"'))
     assert e.verdict == "not run" and "recorded no test/acc5" in e.why
@@ -224,14 +273,16 @@ def test_judge_without_any_std_needs_equality():
 
 
 def test_claims_table_lists_every_claim_with_its_command():
-    text = ONE.replace("claims = [\n", "claims = [\n  { id = \"b\", metric = \"test/acc\", value = 50.0 },\n")
+    text = ONE.replace("claims = [\n", 'claims = [\n  { id = "b", metric = "test/acc", value = 50.0 },\n')
     claims = parse_claims(text, "toy.toml")
     entries = ledger(claims, {c.key: SETTING for c in claims}, [record(0, 0.5), record(1, 0.52)], source="here")
     tex, md = claims_tables(entries)
     assert "2 claims: 0 reproduced, 0 below, 1 above, 1 not run" not in md  # b: 51.0 ± 1.41 vs 50.0 -> reproduced
     assert "2 claims: 1 reproduced, 1 below, 0 above, 0 not run" in md
-    assert "| toy/b: Table 1: bp mlp:16-C, mnist, 3 ep., standard split | 50.00 | 51.00 ± 1.41 (n=2) | +1.00 | " \
-           "reproduced | `make bench PROFILE=claims DATASET=mnist METHODS=bp ARGS='--only claim=toy/b'` |" in md
+    assert (
+        "| toy/b: Table 1: bp mlp:16-C, mnist, 3 ep., standard split | 50.00 | 51.00 ± 1.41 (n=2) | +1.00 | "
+        "reproduced | `make bench PROFILE=claims DATASET=mnist METHODS=bp ARGS='--only claim=toy/b'` |" in md
+    )
     assert r"\begin{longtable}" in tex and "toy/a" in tex and tex.count(r"\\") >= 4
 
 
@@ -246,8 +297,16 @@ def test_report_writes_the_claims_ledger(tmp_path):
     runs = tmp_path / "runs"
     (runs / "records").mkdir(parents=True)
     for seed, acc in ((0, 0.85), (1, 0.86)):
-        rec = {**record(seed, acc), "dataset": "mnist", "method": "bp", "arch": "mlp:16-C", "epochs": 3,
-               "arch_full": SETTING["arch"], "history": [], "started": "2026-12-01T22:00:03+0000"}
+        rec = {
+            **record(seed, acc),
+            "dataset": "mnist",
+            "method": "bp",
+            "arch": "mlp:16-C",
+            "epochs": 3,
+            "arch_full": SETTING["arch"],
+            "history": [],
+            "started": "2026-12-01T22:00:03+0000",
+        }
         (runs / "records" / f"r{seed}.json").write_text(json.dumps(rec))
     out = build_report(source=str(runs), out=tmp_path / "out", figures=False, claims_dir=claims_dir)
     md = (out / "tables" / "claims.md").read_text()
@@ -257,8 +316,10 @@ def test_report_writes_the_claims_ledger(tmp_path):
 
 
 def test_ledger_and_claims_loader_import_no_training_code():
-    code = ("import sys, bench.claims, reports.ledger; bench.claims.load_claims(); "
-            "assert not {'torch', 'lightning', 'methods.base', 'methods.registry'} & set(sys.modules), sorted(sys.modules)")
+    code = (
+        "import sys, bench.claims, reports.ledger; bench.claims.load_claims(); "
+        "assert not {'torch', 'lightning', 'methods.base', 'methods.registry'} & set(sys.modules), sorted(sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=True)
 
 

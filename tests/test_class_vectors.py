@@ -16,8 +16,18 @@ def _energy_by_hand(v: torch.Tensor) -> float:
     return sum(1.0 / (v[i] - v[j]).norm().item() for i, j in itertools.combinations(range(v.shape[0]), 2))
 
 
-@pytest.mark.parametrize("c,n,method", [(10, 1000, "auto"), (10, 34, "auto"), (34, 34, "auto"), (10, 9, "auto"),
-                                        (10, 3, "auto"), (7, 5, "energy"), (2, 1, "auto")])
+@pytest.mark.parametrize(
+    "c,n,method",
+    [
+        (10, 1000, "auto"),
+        (10, 34, "auto"),
+        (34, 34, "auto"),
+        (10, 9, "auto"),
+        (10, 3, "auto"),
+        (7, 5, "energy"),
+        (2, 1, "auto"),
+    ],
+)
 def test_unit_norm_and_lower_energy_than_random(c, n, method):
     v = class_vectors(c, n, seed=1, method=method)
     assert v.shape == (c, n)
@@ -41,7 +51,8 @@ def test_simplex_case_is_exact(c, n):
 
 def test_energy_descent_reaches_the_simplex_and_known_thomson_minima():
     """The numerical minimiser (used when C > width + 1) finds the simplex where it is the answer, and known
-    Thomson minima: the octahedron (6 points, E = 3/sqrt(2)*4 + 3/2) and the icosahedron (12 points, E = 49.165253058)."""
+    Thomson minima: the octahedron (6 points, E = 3/sqrt(2)*4 + 3/2) and the icosahedron (12 points,
+    E = 49.165253058)."""
     v = class_vectors(6, 8, seed=0, method="energy").double()
     off = (v @ v.T)[~torch.eye(6, dtype=torch.bool)]
     assert torch.allclose(off, torch.full_like(off, -0.2), atol=1e-4)

@@ -116,8 +116,9 @@ def test_batches_cover_each_sample_once_per_epoch():
 def test_rank_shards_are_disjoint_and_equal_sized():
     x = torch.zeros(10, 1, 1, 1)
     y = torch.arange(10)
-    shards = [torch.cat([b for _, b in TensorBatches(x, y, 4, shuffle=True, seed=0, rank=r, world_size=2)])
-              for r in range(2)]
+    shards = [
+        torch.cat([b for _, b in TensorBatches(x, y, 4, shuffle=True, seed=0, rank=r, world_size=2)]) for r in range(2)
+    ]
     assert len(shards[0]) == len(shards[1]) == 5
     assert set(shards[0].tolist()).isdisjoint(shards[1].tolist())
 

@@ -28,7 +28,7 @@ FLOOR = 0.5  # test accuracy; chance is 0.1
 
 def _cases():
     for method in (m for m in list_rules() if get_rule(m).in_all):  # every rule METHODS=all runs (the FG grid's other
-        for kind in KINDS:                                            # cells are variants of its presets)
+        for kind in KINDS:  # cells are variants of its presets)
             marks = []
             if (method, kind) in KNOWN_SLOW:
                 marks.append(pytest.mark.xfail(strict=True, reason="defaults below the floor within 96 steps"))
@@ -47,9 +47,19 @@ def native_root(tmp_path_factory):
 
 @pytest.mark.parametrize("method,kind", list(_cases()))
 def test_defaults_learn(method, kind, native_root, tmp_path):
-    cfg = RunConfig(dataset=KINDS[kind], method=method, epochs=EPOCHS, data_dir=str(native_root), verify_data=False,
-                    wandb="disabled", runs_dir=str(tmp_path), progress=False)
+    cfg = RunConfig(
+        dataset=KINDS[kind],
+        method=method,
+        epochs=EPOCHS,
+        data_dir=str(native_root),
+        verify_data=False,
+        wandb="disabled",
+        runs_dir=str(tmp_path),
+        progress=False,
+    )
     result = run(cfg)
     assert result.status == "completed", result.record.get("error")
-    assert result.test_acc > FLOOR, f"{method} defaults on {kind}: test accuracy {result.test_acc:.3f} after " \
-                                    f"{EPOCHS} epochs of {N_TRAIN} samples (signal {SIGNAL})"
+    assert result.test_acc > FLOOR, (
+        f"{method} defaults on {kind}: test accuracy {result.test_acc:.3f} after "
+        f"{EPOCHS} epochs of {N_TRAIN} samples (signal {SIGNAL})"
+    )

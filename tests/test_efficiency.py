@@ -58,6 +58,7 @@ def test_bp_keeps_more_activation_memory_than_spela_o_on_a_deep_mlp():
 
 def test_theory_by_hand_on_a_small_mlp():
     """784-10-6-3: matrix-vector products per layer by hand, and what each rule must keep."""
+
     def make(name, arch="mlp:10-6-C"):
         return get_rule(name).create({}, arch, (1, 28, 28), 3, epochs=4)
 

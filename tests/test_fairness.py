@@ -35,8 +35,13 @@ def digits():
 
 
 def _spec(tmp_path, dataset, methods, **kw):
-    return GridSpec(datasets=(dataset,), methods=methods, epochs=1,
-                    run={"runs_dir": str(tmp_path / "runs"), "wandb": "disabled", "progress": False}, **kw)
+    return GridSpec(
+        datasets=(dataset,),
+        methods=methods,
+        epochs=1,
+        run={"runs_dir": str(tmp_path / "runs"), "wandb": "disabled", "progress": False},
+        **kw,
+    )
 
 
 def test_registered_dataset_runs_through_grid_and_report_marked_untuned(digits, tmp_path):
@@ -68,13 +73,14 @@ def _write_tuned(dataset: str, method: str, arch: str, params: dict) -> None:
 
     path = best_file(dataset, method)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"dataset": dataset, "method": method,
-                                "by_arch": {arch: {"params": params, "study": "by hand"}}}))
+    path.write_text(
+        json.dumps({"dataset": dataset, "method": method, "by_arch": {arch: {"params": params, "study": "by hand"}}})
+    )
 
 
 def test_tune_sweeps_only_cells_without_tuned_settings(digits, tmp_path):
-    from sweeps.tune import tune_missing
     from methods.registry import get_rule
+    from sweeps.tune import tune_missing
 
     bp_arch = get_rule("bp").parse_arch(None, 10).text
     _write_tuned(digits, "bp", bp_arch, {"lr": 0.002})
@@ -99,15 +105,18 @@ def test_a_contradictory_tune_is_refused(digits, tmp_path):
         tune_missing(_spec(tmp_path, digits, ("bp",), tuned=False), dry_run=True)
 
 
-@pytest.mark.parametrize("x,y,match", [
-    (np.zeros((10, 3, 8, 8)), np.zeros(10, dtype=int), "shape"),  # wrong channels
-    (np.zeros((10, 8, 8)), np.zeros(9, dtype=int), "shape"),  # fewer labels than images
-    (np.zeros((10, 8, 8)), np.full(10, 10), "outside 0..9"),
-    (np.zeros((10, 8, 8)), np.full(10, -1), "outside 0..9"),
-    (np.zeros((10, 8, 8), dtype=bool), np.zeros(10, dtype=int), "dtype"),
-    (np.zeros((10, 8, 8)), np.full(10, 0.5), "integers"),
-    (np.full((10, 8, 8), np.nan), np.zeros(10, dtype=int), "NaN"),
-])
+@pytest.mark.parametrize(
+    "x,y,match",
+    [
+        (np.zeros((10, 3, 8, 8)), np.zeros(10, dtype=int), "shape"),  # wrong channels
+        (np.zeros((10, 8, 8)), np.zeros(9, dtype=int), "shape"),  # fewer labels than images
+        (np.zeros((10, 8, 8)), np.full(10, 10), "outside 0..9"),
+        (np.zeros((10, 8, 8)), np.full(10, -1), "outside 0..9"),
+        (np.zeros((10, 8, 8), dtype=bool), np.zeros(10, dtype=int), "dtype"),
+        (np.zeros((10, 8, 8)), np.full(10, 0.5), "integers"),
+        (np.full((10, 8, 8), np.nan), np.zeros(10, dtype=int), "NaN"),
+    ],
+)
 def test_every_loaders_output_is_checked(x, y, match):
     register_dataset("bad_data", shape=(8, 8), num_classes=10, loader=lambda root, train: (x, y))
     try:
@@ -155,11 +164,20 @@ def test_bench_modules_registers_user_datasets_for_the_cli(tmp_path):
     (tmp_path / "my_data.py").write_text(
         "import numpy as np\nfrom bench.data import register_dataset\n"
         "register_dataset('my_data', shape=(2,), num_classes=2, scale=1.0,\n"
-        "                 loader=lambda root, train: (np.eye(2)[[0, 1] * 5], np.array([0, 1] * 5)))\n")
-    env = {**os.environ, "BENCH_MODULES": "my_data",
-           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).parents[1])])}
+        "                 loader=lambda root, train: (np.eye(2)[[0, 1] * 5], np.array([0, 1] * 5)))\n"
+    )
+    env = {
+        **os.environ,
+        "BENCH_MODULES": "my_data",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).parents[1])]),
+    }
     out = subprocess.run([sys.executable, "-m", "bench", "list"], env=env, capture_output=True, text=True, timeout=120)
     assert "my_data        2x1x1, 2 classes (registered loader)" in out.stdout, out.stderr
-    dry = subprocess.run([sys.executable, "-m", "bench", "grid", "--datasets", "my_data", "--methods", "bp",
-                          "--dry-run"], env=env, capture_output=True, text=True, timeout=120)
+    dry = subprocess.run(
+        [sys.executable, "-m", "bench", "grid", "--datasets", "my_data", "--methods", "bp", "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert dry.returncode == 0 and "my_data__bp__mlp-1024-C" in dry.stdout and "UNTUNED" in dry.stdout, dry.stderr

@@ -14,8 +14,14 @@ from bench.paths import PROJECT_ROOT
 
 
 def _cli(*args: str, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
+    )
 
 
 # ----------------------------------------------------------------------------------------------- values (item 2)
@@ -69,8 +75,9 @@ def test_bad_values_are_refused_before_the_data_loads(tmp_path):
     failed otherwise with a data error)."""
     runs = tmp_path / "runs"
     for args in (("--limit-train", "-5"), ("--seed", "-1"), ("--devices", "0")):
-        proc = _cli("run", "--data-dir", str(tmp_path / "no-data"), "--runs-dir", str(runs), "--wandb", "disabled",
-                    *args)
+        proc = _cli(
+            "run", "--data-dir", str(tmp_path / "no-data"), "--runs-dir", str(runs), "--wandb", "disabled", *args
+        )
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.count("\n") == 1 and "cannot load" not in proc.stderr, proc.stderr
     assert not list(runs.glob("records/*.json"))
@@ -87,15 +94,23 @@ def test_run_takes_a_set_option_scoped_to_its_own_rule(capsys):
 # ----------------------------------------------------------------------------------------------- report (item 7)
 def test_rebuilt_report_drops_stale_dataset_tables_and_wandb_names_the_real_record(tmp_path):
     from bench.run import RunConfig, run
-    from reports.build import BUILT, build_report
     from bench.wandb_io import iter_offline_runs
+    from reports.build import BUILT, build_report
     from tests.native_files import make_idx_dataset
 
     data, runs = tmp_path / "data", tmp_path / "my-runs"
     make_idx_dataset(data, "MNIST", n_train=120, n_test=40)
     make_idx_dataset(data, "KMNIST", n_train=120, n_test=40)
-    common = dict(method="bp", arch="mlp:8-C", epochs=1, batch_size=40, data_dir=str(data), verify_data=False,
-                  runs_dir=str(runs), progress=False)
+    common = dict(
+        method="bp",
+        arch="mlp:8-C",
+        epochs=1,
+        batch_size=40,
+        data_dir=str(data),
+        verify_data=False,
+        runs_dir=str(runs),
+        progress=False,
+    )
     kept = run(RunConfig(dataset="mnist", wandb="offline", **common))
     gone = run(RunConfig(dataset="kmnist", wandb="disabled", **common))
     # the W&B summary points at the record this run wrote under --runs-dir, not at the default runs folder
@@ -132,8 +147,13 @@ def _tiny_fs_cli(mount_opts: str, folder, *args: str, fill: int = 0) -> subproce
     if fill:
         script += f'head -c {fill} /dev/zero > "$0/fill"; '
     script = script.replace('"$0/fill"', f'"{folder}/fill"') + 'exec "$@"'
-    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", str(folder), sys.executable, "-m", "bench",
-                           *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, "sh", str(folder), sys.executable, "-m", "bench", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if proc.returncode == 99:
         pytest.skip("cannot mount a tmpfs in a user namespace here")
     return proc
@@ -159,17 +179,46 @@ def _one_line(proc: subprocess.CompletedProcess, code: int, *words: str) -> None
 @pytest.mark.parametrize("command", [("run",), ("grid", "--methods", "bp", "--seeds", "0")])
 def test_a_read_only_runs_folder_is_one_line_before_anything_loads(command, tiny_mnist, tmp_path):
     runs = tmp_path / "ro"
-    proc = _tiny_fs_cli("ro,size=64k", runs, *command, "--dataset" if command[0] == "run" else "--datasets", "mnist",
-                        "--arch", "mlp:8-C", "--epochs", "1", "--data-dir", str(tmp_path / "no-data"),
-                        "--runs-dir", str(runs / "runs"), "--wandb", "offline")
+    proc = _tiny_fs_cli(
+        "ro,size=64k",
+        runs,
+        *command,
+        "--dataset" if command[0] == "run" else "--datasets",
+        "mnist",
+        "--arch",
+        "mlp:8-C",
+        "--epochs",
+        "1",
+        "--data-dir",
+        str(tmp_path / "no-data"),
+        "--runs-dir",
+        str(runs / "runs"),
+        "--wandb",
+        "offline",
+    )
     _one_line(proc, 2, "cannot write to", "read-only", "--runs-dir")
 
 
 def test_a_full_runs_folder_is_one_line_before_anything_loads(tiny_mnist, tmp_path):
     runs = tmp_path / "full"
-    proc = _tiny_fs_cli("size=512k", runs, "run", "--dataset", "mnist", "--arch", "mlp:8-C", "--epochs", "1",
-                        "--data-dir", str(tiny_mnist), "--runs-dir", str(runs / "runs"), "--wandb", "offline",
-                        fill=300_000)
+    proc = _tiny_fs_cli(
+        "size=512k",
+        runs,
+        "run",
+        "--dataset",
+        "mnist",
+        "--arch",
+        "mlp:8-C",
+        "--epochs",
+        "1",
+        "--data-dir",
+        str(tiny_mnist),
+        "--runs-dir",
+        str(runs / "runs"),
+        "--wandb",
+        "offline",
+        fill=300_000,
+    )
     _one_line(proc, 2, "cannot write to", "the disk is full")
 
 
@@ -198,15 +247,24 @@ def test_a_disk_filling_up_while_a_command_works_is_one_line(tmp_path, monkeypat
 
 
 def test_report_without_a_runs_folder_is_one_line(tmp_path):
-    _one_line(_cli("report", "--source", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")), 2,
-              "no runs folder at", "make bench")
+    _one_line(
+        _cli("report", "--source", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")),
+        2,
+        "no runs folder at",
+        "make bench",
+    )
 
 
 def test_report_into_a_read_only_folder_is_one_line(tmp_path):
     out = tmp_path / "ro"
     (tmp_path / "runs").mkdir()
-    _one_line(_tiny_fs_cli("ro,size=64k", out, "report", "--source", str(tmp_path / "runs"), "--out", str(out / "o")),
-              2, "cannot write to", "read-only", "--out")
+    _one_line(
+        _tiny_fs_cli("ro,size=64k", out, "report", "--source", str(tmp_path / "runs"), "--out", str(out / "o")),
+        2,
+        "cannot write to",
+        "read-only",
+        "--out",
+    )
 
 
 def test_a_sqlite_study_damaged_inside_a_page_is_one_line(tmp_path):
@@ -229,9 +287,25 @@ def test_a_sqlite_study_damaged_inside_a_page_is_one_line(tmp_path):
     with open(db, "r+b") as f:  # garble the middle of the trials table's page; the file header stays intact
         f.seek((page - 1) * page_size + page_size // 2)
         f.write(b"\xff" * (page_size // 3))
-    proc = _cli("sweep", "--method", "bp", "--dataset", "mnist", "--trials", "1", "--epochs", "1", "--storage", str(db),
-                "--executor",
-                "inline", "--data-dir", str(tmp_path / "no-data"), "--runs-dir", str(tmp_path / "runs"))
+    proc = _cli(
+        "sweep",
+        "--method",
+        "bp",
+        "--dataset",
+        "mnist",
+        "--trials",
+        "1",
+        "--epochs",
+        "1",
+        "--storage",
+        str(db),
+        "--executor",
+        "inline",
+        "--data-dir",
+        str(tmp_path / "no-data"),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+    )
     _one_line(proc, 2, f"the study file {db} is damaged", "malformed", "move it aside")
 
 
@@ -275,8 +349,12 @@ def test_an_export_never_replaces_a_larger_budget_or_another_protocol_unless_for
     study(["--epochs", "3", "--limit-train", "10000"], 8, 0.86)
     assert export(big)[0] == 0.845
     acc, out = export(small)
-    assert acc == 0.845 and "kept " in out and "larger budget (epochs 2 > 1, training samples 10000 > 2000, " \
-        "finished trials 8 > 4)" in out and "--export-force replaces it" in out
+    assert (
+        acc == 0.845
+        and "kept " in out
+        and "larger budget (epochs 2 > 1, training samples 10000 > 2000, finished trials 8 > 4)" in out
+        and "--export-force replaces it" in out
+    )
     acc, out = export(big + ["--batch-size", "128"])
     assert acc == 0.845 and "tuned under a different protocol (run batch_size: None vs 128)" in out
     assert export(small + ["--export-force"])[0] == 0.735
@@ -291,9 +369,15 @@ def _study_spec(epochs: int = 1):
     from sweeps.study import StudySpec
 
     sp = load_space("bp")
-    return StudySpec(dataset="mnist", method="bp", arch="mlp:16-C,act=relu,out_act=none,bias=1,init=default",
-                     epochs=epochs, run={"limit_eval": 40, "batch_size": 20}, space=sp.to_dict(),
-                     space_source=sp.source)
+    return StudySpec(
+        dataset="mnist",
+        method="bp",
+        arch="mlp:16-C,act=relu,out_act=none,bias=1,init=default",
+        epochs=epochs,
+        run={"limit_eval": 40, "batch_size": 20},
+        space=sp.to_dict(),
+        space_source=sp.source,
+    )
 
 
 @pytest.mark.parametrize("storage", ["sqlite", "journal"])
@@ -314,9 +398,18 @@ def test_a_rerun_at_once_reaps_the_trial_of_a_dead_worker_on_this_host(storage, 
     if storage == "sqlite":
         study._storage.record_heartbeat(trial._trial_id)  # fresh: the heartbeat alone would wait 120 s
     out = io.StringIO()
-    res = run_sweep(spec, budget=2, workers=1, storage=url, executor="inline", heartbeat=30,
-                    env={"data_dir": str(tiny_mnist), "wandb": "disabled", "runs_dir": str(tmp_path / "runs")},
-                    export=False, figures=False, out=out)
+    res = run_sweep(
+        spec,
+        budget=2,
+        workers=1,
+        storage=url,
+        executor="inline",
+        heartbeat=30,
+        env={"data_dir": str(tiny_mnist), "wandb": "disabled", "runs_dir": str(tmp_path / "runs")},
+        export=False,
+        figures=False,
+        out=out,
+    )
     assert f"trial(s) [{trial.number}] had lost their worker" in out.getvalue(), out.getvalue()
     assert res.counts["COMPLETE"] + res.counts["PRUNED"] == 2 and res.counts["FAIL"] == 1, out.getvalue()
     trials = study.get_trials(deepcopy=False)
@@ -350,8 +443,9 @@ def test_a_killed_local_worker_is_named_with_its_signal(tiny_mnist, tmp_path):
             if "worker job(s)" not in out.getvalue():  # the launcher has created the study and started the worker
                 continue
             try:
-                study = study or optuna.load_study(study_name=spec.study_name(),
-                                                   storage=open_storage(url, heartbeat=None))
+                study = study or optuna.load_study(
+                    study_name=spec.study_name(), storage=open_storage(url, heartbeat=None)
+                )
                 running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
             except Exception as e:  # noqa: BLE001 - not created yet, or locked for a moment
                 errors.append(repr(e))
@@ -365,9 +459,20 @@ def test_a_killed_local_worker_is_named_with_its_signal(tiny_mnist, tmp_path):
     out = io.StringIO()
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
-    res = run_sweep(spec, budget=1, workers=1, storage=url, executor="local", heartbeat=30, threads=1,
-                    env={"data_dir": str(tiny_mnist), "wandb": "disabled", "runs_dir": str(tmp_path / "runs")},
-                    export=False, figures=False, poll=0.2, out=out)
+    res = run_sweep(
+        spec,
+        budget=1,
+        workers=1,
+        storage=url,
+        executor="local",
+        heartbeat=30,
+        threads=1,
+        env={"data_dir": str(tiny_mnist), "wandb": "disabled", "runs_dir": str(tmp_path / "runs")},
+        export=False,
+        figures=False,
+        poll=0.2,
+        out=out,
+    )
     thread.join(5)
     assert killed, (out.getvalue(), errors[-3:])
     (line,) = res.worker_errors
@@ -416,8 +521,19 @@ def test_make_data_reunpacks_a_truncated_or_altered_file_and_runs_refuse_it(fake
     flipped[5000:5100] = bytes(255 - b for b in flipped[5000:5100])  # pixel bytes, same size, valid header
     images.write_bytes(bytes(flipped))
     load_split.cache_clear()
-    proc = _cli("run", "--dataset", "fashion_mnist", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"),
-                "--wandb", "disabled", "--epochs", "1")
+    proc = _cli(
+        "run",
+        "--dataset",
+        "fashion_mnist",
+        "--data-dir",
+        str(data),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--wandb",
+        "disabled",
+        "--epochs",
+        "1",
+    )
     _one_line(proc, 2, str(images), "is damaged (same size as recorded, different sha256)", "make data")
     assert not list((tmp_path / "runs").glob("records/*.json"))  # no run record
     assert main(["data", "--datasets", "fashion_mnist", "--data-dir", str(data)]) == 0

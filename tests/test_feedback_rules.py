@@ -27,12 +27,15 @@ def _grads(rule):
     return {n: p.grad.clone() for n, p in rule.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("arch,in_shape", [
-    ("mlp:6-5-C,act=tanh,out_act=sigmoid", (1, 2, 2)),  # the DRTP repo's setting: BCE
-    ("mlp:6-5-C,act=relu,out_act=none", (1, 2, 2)),  # the comparison tables' setting: softmax + CE
-    ("cnn:3,fc=5,act=tanh,out_act=sigmoid", (1, 6, 6)),  # conv-shaped B, max-pool, flatten
-    ("cnn:2-3,act=relu,pool=avg2", (2, 8, 8)),
-])
+@pytest.mark.parametrize(
+    "arch,in_shape",
+    [
+        ("mlp:6-5-C,act=tanh,out_act=sigmoid", (1, 2, 2)),  # the DRTP repo's setting: BCE
+        ("mlp:6-5-C,act=relu,out_act=none", (1, 2, 2)),  # the comparison tables' setting: softmax + CE
+        ("cnn:3,fc=5,act=tanh,out_act=sigmoid", (1, 6, 6)),  # conv-shaped B, max-pool, flatten
+        ("cnn:2-3,act=relu,pool=avg2", (2, 8, 8)),
+    ],
+)
 def test_fa_with_feedback_set_to_w_is_backprop(arch, in_shape):
     """With B_k := W_k (the backward signal through W_k^T), FA's update is BP's, on every parameter."""
     rule, x, y = _make("fa", arch, in_shape)
@@ -42,8 +45,11 @@ def test_fa_with_feedback_set_to_w_is_backprop(arch, in_shape):
     fa = _grads(rule)
     params = dict(rule.net.named_parameters())
     out = rule.net(x)
-    loss = (F.cross_entropy(out, y) if rule.arch.out_act == "none"
-            else F.binary_cross_entropy(out, F.one_hot(y, 3).double()))
+    loss = (
+        F.cross_entropy(out, y)
+        if rule.arch.out_act == "none"
+        else F.binary_cross_entropy(out, F.one_hot(y, 3).double())
+    )
     bp = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
     assert set(fa) == {f"net.{n}" for n in params}
     for n, g in bp.items():
@@ -161,22 +167,41 @@ def test_rejects_outputs_without_a_loss():
         get_rule("dfa").create({}, "mlp:C", (1, 2, 2), 3, epochs=1)
 
 
-@pytest.mark.parametrize("name,overrides", [
-    ("fa", {"lr": 1e-2}), ("dfa", {"lr": 1e-3}), ("drtp", {"lr": 1e-3}),
-])
+@pytest.mark.parametrize(
+    "name,overrides",
+    [
+        ("fa", {"lr": 1e-2}),
+        ("dfa", {"lr": 1e-3}),
+        ("drtp", {"lr": 1e-3}),
+    ],
+)
 def test_rule_learns_on_fashion_mnist(name, overrides, fmnist_root, tmp_path):
     from bench.run import RunConfig, run
 
-    res = run(RunConfig(method=name, epochs=2, limit_train=3000, limit_eval=1000, data_dir=str(fmnist_root),
-                        runs_dir=str(tmp_path), wandb="disabled", progress=False, rule=overrides))
+    res = run(
+        RunConfig(
+            method=name,
+            epochs=2,
+            limit_train=3000,
+            limit_eval=1000,
+            data_dir=str(fmnist_root),
+            runs_dir=str(tmp_path),
+            wandb="disabled",
+            progress=False,
+            rule=overrides,
+        )
+    )
     assert res.status == "completed" and res.test_acc > 0.6, res.test_acc
 
 
-@pytest.mark.parametrize("arch,in_shape", [
-    ("mlp:6-5-C", (1, 2, 2)),  # its defaults: ReLU, softmax + CE
-    ("mlp:6-5-C,act=tanh,out_act=sigmoid", (1, 2, 2)),
-    ("cnn:3,fc=5", (1, 6, 6)),  # conv kernels as feedback, max-pool, flatten
-])
+@pytest.mark.parametrize(
+    "arch,in_shape",
+    [
+        ("mlp:6-5-C", (1, 2, 2)),  # its defaults: ReLU, softmax + CE
+        ("mlp:6-5-C,act=tanh,out_act=sigmoid", (1, 2, 2)),
+        ("cnn:3,fc=5", (1, 6, 6)),  # conv kernels as feedback, max-pool, flatten
+    ],
+)
 def test_sign_symmetry_is_backprop_on_pm1_weights(arch, in_shape):
     """When every weight is ±1, sign(W) = W: sign symmetry's update is BP's, on every parameter."""
     rule, x, y = _make("sign_symmetry", arch, in_shape)
@@ -189,8 +214,11 @@ def test_sign_symmetry_is_backprop_on_pm1_weights(arch, in_shape):
     ss = _grads(rule)
     params = dict(rule.net.named_parameters())
     out = rule.net(x)
-    loss = (F.cross_entropy(out, y) if rule.arch.out_act == "none"
-            else F.binary_cross_entropy(out, F.one_hot(y, 3).double()))
+    loss = (
+        F.cross_entropy(out, y)
+        if rule.arch.out_act == "none"
+        else F.binary_cross_entropy(out, F.one_hot(y, 3).double())
+    )
     bp = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
     assert set(ss) == {f"net.{n}" for n in params}
     for n, grad in bp.items():

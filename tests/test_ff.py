@@ -9,14 +9,19 @@ import torch
 
 from bench.errors import ConfigError
 from methods.registry import get_rule
-from methods.shared.label_embedding import (embed_all_labels, embed_labels, embed_neutral, hard_wrong_labels,
-                                            wrong_labels)
+from methods.shared.label_embedding import (
+    embed_all_labels,
+    embed_labels,
+    embed_neutral,
+    hard_wrong_labels,
+    wrong_labels,
+)
 
 
 @pytest.mark.parametrize("num_classes", [2, 3, 10, 100])
 def test_negative_labels_are_never_the_true_one_and_cover_the_others(num_classes):
     g = torch.Generator().manual_seed(num_classes)
-    for trial in range(50):
+    for _ in range(50):
         y = torch.randint(0, num_classes, (257,), generator=g)
         neg = wrong_labels(y, num_classes, generator=g)
         assert (neg != y).all() and neg.min() >= 0 and neg.max() < num_classes
@@ -29,7 +34,7 @@ def test_negative_labels_are_never_the_true_one_and_cover_the_others(num_classes
 
 def test_hard_negatives_are_never_the_true_one_even_when_it_is_the_likeliest():
     g = torch.Generator().manual_seed(0)
-    for trial in range(50):
+    for _ in range(50):
         y = torch.randint(0, 10, (64,), generator=g)
         logits = torch.randn(64, 10, generator=g) * 5
         logits[torch.arange(64), y] = 100.0  # the predictor is sure of the true label
@@ -85,8 +90,11 @@ def test_layer_loss_and_update_on_a_hand_computed_example(monkeypatch):
     dan = [dgn * 2 * max(a, 0.0) for a in an]
     dW = torch.tensor([[dap[i] * zp[j] + dan[i] * zn[j] for j in range(4)] for i in range(2)], dtype=torch.float64)
     assert torch.allclose(rule.net.blocks[0].op.weight.grad, dW, atol=1e-7)
-    assert torch.allclose(rule.net.blocks[0].op.bias.grad, torch.tensor(dap, dtype=torch.float64)
-                          + torch.tensor(dan, dtype=torch.float64), atol=1e-7)
+    assert torch.allclose(
+        rule.net.blocks[0].op.bias.grad,
+        torch.tensor(dap, dtype=torch.float64) + torch.tensor(dan, dtype=torch.float64),
+        atol=1e-7,
+    )
     assert abs(dW).max() > 0.1  # a real update, not a vacuous match
 
 
@@ -130,12 +138,14 @@ def test_training_step_writes_the_true_label_on_positives_and_a_wrong_one_on_neg
 
     seen = []
     real = ff.embed_labels
-    monkeypatch.setattr(ff, "embed_labels", lambda x, labels, c, v: seen.append(labels.clone()) or real(x, labels, c, v))
+    monkeypatch.setattr(
+        ff, "embed_labels", lambda x, labels, c, v: seen.append(labels.clone()) or real(x, labels, c, v)
+    )
     torch.manual_seed(0)
     rule = get_rule("ff").create({"negatives": negatives, "readout": True}, "mlp:6-5", (1, 4, 4), 4, epochs=1)
     with torch.no_grad():
         rule.readout_head.weight.normal_()
-    for step in range(20):
+    for _ in range(20):
         x, y = torch.randn(32, 1, 4, 4), torch.randint(0, 4, (32,))
         seen.clear()
         rule.compute_updates(x, y)

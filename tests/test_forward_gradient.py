@@ -57,20 +57,24 @@ def test_per_sample_algebra_matches_dense_formulas():
     t = pj.PerSample.outer(d, x)
     tn = torch.einsum("no,ni->noi", d, x)  # t_n = d_n x_n^T, by hand
     assert torch.allclose(t.dot(pj.PerSample(v)), (tn * v).sum((1, 2)), atol=1e-5)
-    assert torch.allclose(t.sqnorm(), (tn ** 2).sum((1, 2)), atol=1e-5)
+    assert torch.allclose(t.sqnorm(), (tn**2).sum((1, 2)), atol=1e-5)
     c = torch.randn(4)
     assert torch.allclose(pj.PerSample(v).weighted_sum(c), (c[:, None, None] * v).sum(0), atol=1e-5)
     proj = pj.project(t, pj.PerSample(v), normalize=True)
-    coef = (tn * v).sum((1, 2)) / ((v ** 2).sum((1, 2)) + 1e-16)
+    coef = (tn * v).sum((1, 2)) / ((v**2).sum((1, 2)) + 1e-16)
     assert torch.allclose(proj, (coef[:, None, None] * v).sum(0), atol=1e-5)
     proj_u = pj.project(t, pj.PerSample(v), normalize=False)
     assert torch.allclose(proj_u, ((tn * v).sum((1, 2))[:, None, None] * v).sum(0), atol=1e-4)
 
 
-@pytest.mark.parametrize("module,shape", [
-    (nn.Linear(5, 3), (4, 5)), (nn.Conv2d(2, 3, 3, stride=2, padding=1), (4, 2, 6, 6)),
-    (nn.BatchNorm2d(3), (4, 3, 5, 5)),
-])
+@pytest.mark.parametrize(
+    "module,shape",
+    [
+        (nn.Linear(5, 3), (4, 5)),
+        (nn.Conv2d(2, 3, 3, stride=2, padding=1), (4, 2, 6, 6)),
+        (nn.BatchNorm2d(3), (4, 3, 5, 5)),
+    ],
+)
 def test_per_sample_contributions_sum_to_the_batch_gradient(module, shape):
     """Σ_n t_n = ∂L/∂θ, and a module's output tangent along v equals autograd's directional derivative."""
     torch.manual_seed(0)
@@ -80,7 +84,7 @@ def test_per_sample_contributions_sum_to_the_batch_gradient(module, shape):
     x = torch.randn(shape)
     out = module(x)
     w = torch.randn_like(out)
-    loss = (out * w).sum() + (out ** 2).sum()  # couples samples through BatchNorm's statistics
+    loss = (out * w).sum() + (out**2).sum()  # couples samples through BatchNorm's statistics
     params = dict(module.named_parameters())
     grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()), retain_graph=True)))
     delta = torch.autograd.grad(loss, out)[0]
@@ -166,14 +170,22 @@ def test_local_target_with_local_guess_is_greedy_local_learning():
 
 # --------------------------------------------------------------------------- forward mode = two-backward simulation
 @pytest.mark.parametrize("guess", GUESSES)
-@pytest.mark.parametrize("target,space", [("global", "weight"), ("global", "activity"), ("local", "weight"),
-                                          ("local", "activity")])
+@pytest.mark.parametrize(
+    "target,space", [("global", "weight"), ("global", "activity"), ("local", "weight"), ("local", "activity")]
+)
 def test_jvp_path_equals_two_backward_path_on_the_same_guess(guess, target, space):
     if guess == "local" and target == "local":
         pytest.skip("local learning: no projection to compute")
     k = 2 if guess in ("gaussian", "rademacher", "ntk") else 1
-    cfg = {"guess": guess, "target": target, "space": space, "num_guesses": k, "aux": "mlp", "aux_width": 4,
-           "aux_depth": 1}
+    cfg = {
+        "guess": guess,
+        "target": target,
+        "space": space,
+        "num_guesses": k,
+        "aux": "mlp",
+        "aux_width": 4,
+        "aux_depth": 1,
+    }
     for arch, in_shape in (("mlp:6-5-C", (1, 3, 3)), ("cnn:3,fc=4", (1, 6, 6))):
         x, y = _data(5, in_shape)
         fwd = _step(_fg({**cfg, "derivative": "jvp"}, arch, in_shape), x, y)
@@ -206,8 +218,9 @@ def _true_grads(rule, x, y) -> list[torch.Tensor]:
 @pytest.mark.parametrize("projection", ["unnormalized", "normalized"])
 def test_average_of_many_random_estimates_converges_to_the_true_gradient(guess, projection):
     """E[v v^T] = I and E[v v^T/‖v‖²] = I/d: the average of many estimates is t (unnormalised) or t/d per tensor."""
-    rule = _fg({"guess": guess, "projection": projection, "num_guesses": 3000, "derivative": "backward"},
-               "mlp:4-C", (1, 2, 3))
+    rule = _fg(
+        {"guess": guess, "projection": projection, "num_guesses": 3000, "derivative": "backward"}, "mlp:4-C", (1, 2, 3)
+    )
     x, y = _data(3, (1, 2, 3))
     _step(rule, x, y)
     for p, t in zip(rule.net.blocks[0].parameters(), _true_grads(rule, x, y)):
@@ -246,11 +259,27 @@ def test_resnet18_trains_in_every_mode(arch, monkeypatch):
     monkeypatch.setattr(methods.base, "build_network", lambda *a: copy.deepcopy(net))
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(2, 3, 32, 32, generator=g), torch.tensor([1, 7])
-    modes = [(gs, t, s) for gs in GUESSES for t in ("global", "local") for s in ("weight", "activity")
-             if not (gs == "local" and t == "local" and s == "activity")]
+    modes = [
+        (gs, t, s)
+        for gs in GUESSES
+        for t in ("global", "local")
+        for s in ("weight", "activity")
+        if not (gs == "local" and t == "local" and s == "activity")
+    ]
     for i, (guess, target, space) in enumerate(modes):
-        rule = _fg({"guess": guess, "target": target, "space": space, "aux": ("mlp", "cnn", "linear")[i % 3],
-                    "aux_width": 8, "aux_depth": 1}, arch, (3, 32, 32), 10)
+        rule = _fg(
+            {
+                "guess": guess,
+                "target": target,
+                "space": space,
+                "aux": ("mlp", "cnn", "linear")[i % 3],
+                "aux_width": 8,
+                "aux_depth": 1,
+            },
+            arch,
+            (3, 32, 32),
+            10,
+        )
         opt = torch.optim.SGD([p for p in rule.parameters() if p.requires_grad], lr=1e-3)
         out = rule.compute_updates(x, y)
         assert torch.isfinite(out["loss"])
@@ -319,13 +348,26 @@ def test_presets_and_grid_cells_cover_the_grid_and_stay_out_of_all():
 
 
 # --------------------------------------------------------------------------- learning on real data
-@pytest.mark.parametrize("name,overrides,epochs,n,bar", [("fg_local", {}, 3, 3000, 0.65),
-                                                         ("fg_gaussian", {"derivative": "jvp"}, 2, 2000, 0.55)])
+@pytest.mark.parametrize(
+    "name,overrides,epochs,n,bar",
+    [("fg_local", {}, 3, 3000, 0.65), ("fg_gaussian", {"derivative": "jvp"}, 2, 2000, 0.55)],
+)
 def test_forward_gradient_learns_on_fashion_mnist(name, overrides, epochs, n, bar, fmnist_root, tmp_path):
     from bench.run import RunConfig, run
 
-    res = run(RunConfig(method=name, arch="mlp:64-64-C", epochs=epochs, limit_train=n, limit_eval=1000,
-                        data_dir=str(fmnist_root), runs_dir=str(tmp_path), wandb="disabled", progress=False,
-                        rule={**overrides, "align_every": 20}))
+    res = run(
+        RunConfig(
+            method=name,
+            arch="mlp:64-64-C",
+            epochs=epochs,
+            limit_train=n,
+            limit_eval=1000,
+            data_dir=str(fmnist_root),
+            runs_dir=str(tmp_path),
+            wandb="disabled",
+            progress=False,
+            rule={**overrides, "align_every": 20},
+        )
+    )
     assert res.status == "completed" and res.test_acc > bar, res.test_acc
     assert "align/b0" in res.record["history"][-1]

@@ -33,9 +33,31 @@ def mnist_dir(tmp_path_factory) -> Path:
 
 
 def grid_args(mnist_dir, runs, *extra, epochs=1, methods="bp,fa", seeds="0,1"):
-    return [sys.executable, "-m", "bench", "grid", "--datasets", "mnist", "--data-dir", str(mnist_dir),
-            "--methods", methods, "--seeds", seeds, "--epochs", str(epochs), "--arch", "mlp:16-C",
-            "--batch-size", "32", "--runs-dir", str(runs), "--wandb", "disabled", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "bench",
+        "grid",
+        "--datasets",
+        "mnist",
+        "--data-dir",
+        str(mnist_dir),
+        "--methods",
+        methods,
+        "--seeds",
+        seeds,
+        "--epochs",
+        str(epochs),
+        "--arch",
+        "mlp:16-C",
+        "--batch-size",
+        "32",
+        "--runs-dir",
+        str(runs),
+        "--wandb",
+        "disabled",
+        *extra,
+    ]
 
 
 def env1() -> dict[str, str]:
@@ -43,9 +65,14 @@ def env1() -> dict[str, str]:
 
 
 def spec(mnist_dir, runs, methods=("bp", "fa"), seeds=(0, 1), epochs=1) -> GridSpec:
-    return GridSpec(datasets=("mnist",), methods=methods, arch="mlp:16-C", seeds=seeds, epochs=epochs,
-                    run=dict(data_dir=str(mnist_dir), verify_data=False, runs_dir=str(runs), wandb="disabled",
-                             batch_size=32))
+    return GridSpec(
+        datasets=("mnist",),
+        methods=methods,
+        arch="mlp:16-C",
+        seeds=seeds,
+        epochs=epochs,
+        run=dict(data_dir=str(mnist_dir), verify_data=False, runs_dir=str(runs), wandb="disabled", batch_size=32),
+    )
 
 
 def records(runs: Path) -> dict[str, dict]:
@@ -207,8 +234,9 @@ def test_local_workers_give_the_same_records_as_inline(mnist_dir, tmp_path):
 def test_two_launches_at_once_run_every_cell_once(mnist_dir, tmp_path):
     runs = tmp_path / "runs"
     cmd = grid_args(mnist_dir, runs, "--executor", "local", "--workers", "1")
-    procs = [subprocess.Popen(cmd, env=env1(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, env=env1(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     recs = records(runs)
@@ -228,20 +256,30 @@ def _wait_for(pred, timeout=300.0, every=0.2):
 
 def test_a_killed_worker_loses_only_its_cell(mnist_dir, tmp_path):
     runs = tmp_path / "runs"
-    first = subprocess.run(grid_args(mnist_dir, runs, methods="bp", seeds="0"), env=env1(), capture_output=True,
-                           text=True, timeout=600)
+    first = subprocess.run(
+        grid_args(mnist_dir, runs, methods="bp", seeds="0"), env=env1(), capture_output=True, text=True, timeout=600
+    )
     assert first.returncode == 0, first.stdout + first.stderr
     done_before = records(runs)
     # a longer second cell: kill -9 its worker while it trains
-    p = subprocess.Popen(grid_args(mnist_dir, runs, methods="bp", seeds="0,1", epochs=1) + ["--limit-train", "600"],
-                         env=env1(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        grid_args(mnist_dir, runs, methods="bp", seeds="0,1", epochs=1) + ["--limit-train", "600"],
+        env=env1(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     claim = _wait_for(lambda: next(iter((runs / "records").glob("*.claim")), None))
     p.send_signal(signal.SIGKILL)
     p.wait()
     name = claim.stem
     assert read_claim(claim) is not None and read_claim(claim).stale()  # its owner is gone
-    again = subprocess.run(grid_args(mnist_dir, runs, methods="bp", seeds="0,1", epochs=1) + ["--limit-train", "600"],
-                           env=env1(), capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        grid_args(mnist_dir, runs, methods="bp", seeds="0,1", epochs=1) + ["--limit-train", "600"],
+        env=env1(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     recs = records(runs)
     assert recs[name]["status"] == "completed" and attempts(runs, name) == 2
@@ -252,12 +290,32 @@ def test_a_killed_worker_loses_only_its_cell(mnist_dir, tmp_path):
 def test_a_killed_rerun_keeps_the_completed_record(mnist_dir, tmp_path):
     """Issue repro: a completed run, the same run again killed with SIGKILL mid-training: the result stays."""
     runs = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "bench", "run", "--dataset", "mnist", "--data-dir", str(mnist_dir), "--method", "bp",
-           "--arch", "mlp:16-C", "--epochs", "1", "--runs-dir", str(runs), "--wandb", "disabled", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "run",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(mnist_dir),
+        "--method",
+        "bp",
+        "--arch",
+        "mlp:16-C",
+        "--epochs",
+        "1",
+        "--runs-dir",
+        str(runs),
+        "--wandb",
+        "disabled",
+        "--no-progress",
+    ]
     assert subprocess.run(cmd, env=env1(), capture_output=True, timeout=600).returncode == 0
     before = records(runs)
-    p = subprocess.Popen([*cmd[:-7], "--epochs", "200", *cmd[-5:]], env=env1(), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [*cmd[:-7], "--epochs", "200", *cmd[-5:]], env=env1(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     _wait_for(lambda: next(iter((runs / "records").glob("*.claim")), None))
     time.sleep(1)
     p.send_signal(signal.SIGKILL)
@@ -282,8 +340,13 @@ def started(runs: Path) -> bool:
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_stops_the_grid_with_its_exit_code(mnist_dir, tmp_path, sig, code):
     runs = tmp_path / "runs"
-    p = subprocess.Popen(grid_args(mnist_dir, runs, methods="bp", seeds="0", epochs=300), env=env1(),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    p = subprocess.Popen(
+        grid_args(mnist_dir, runs, methods="bp", seeds="0", epochs=300),
+        env=env1(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     _wait_for(lambda: started(runs))
     p.send_signal(sig)
     out = p.communicate(timeout=120)[0]
@@ -296,8 +359,13 @@ def test_a_signal_stops_the_grid_with_its_exit_code(mnist_dir, tmp_path, sig, co
 
 def test_a_signal_stops_local_workers_too(mnist_dir, tmp_path):
     runs = tmp_path / "runs"
-    p = subprocess.Popen(grid_args(mnist_dir, runs, "--executor", "local", "--workers", "1", methods="bp", seeds="0",
-                                   epochs=300), env=env1(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    p = subprocess.Popen(
+        grid_args(mnist_dir, runs, "--executor", "local", "--workers", "1", methods="bp", seeds="0", epochs=300),
+        env=env1(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     _wait_for(lambda: started(runs))
     p.send_signal(signal.SIGTERM)
     out = p.communicate(timeout=120)[0]
@@ -311,8 +379,7 @@ def test_a_signal_stops_local_workers_too(mnist_dir, tmp_path):
 
 def test_slurm_array_runs_the_grid_and_a_cancelled_task_is_redone(slurm, mnist_dir, tmp_path):
     runs = tmp_path / "shared-runs"
-    cmd = grid_args(mnist_dir, runs, "--executor", "slurm", "--workers", "2", "--slurm", "cpus_per_task=1",
-                    epochs=1)
+    cmd = grid_args(mnist_dir, runs, "--executor", "slurm", "--workers", "2", "--slurm", "cpus_per_task=1", epochs=1)
     first = subprocess.run(cmd, env=env1(), capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout + first.stderr
     recs = records(runs)
@@ -325,19 +392,27 @@ def test_slurm_array_runs_the_grid_and_a_cancelled_task_is_redone(slurm, mnist_d
 
     # a long grid: scancel one array task mid-run, launch again: every cell once, no duplicate record
     runs2 = tmp_path / "shared-runs-2"
-    cmd2 = grid_args(mnist_dir, runs2, "--executor", "slurm", "--workers", "2", "--no-wait", "--slurm",
-                     "cpus_per_task=1", epochs=40)
+    cmd2 = grid_args(
+        mnist_dir, runs2, "--executor", "slurm", "--workers", "2", "--no-wait", "--slurm", "cpus_per_task=1", epochs=40
+    )
     sub = subprocess.run(cmd2, env=env1(), capture_output=True, text=True, timeout=300)
     assert sub.returncode == 0, sub.stdout + sub.stderr
     claim = _wait_for(lambda: next(iter((runs2 / "records").glob("*.claim")), None), timeout=600)
     job = read_claim(claim).job
     assert job, "an array task's claim names its job"
     subprocess.run(["scancel", job], check=True)
-    _wait_for(lambda: not subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip(),
-              timeout=900, every=1)
-    final = subprocess.run(grid_args(mnist_dir, runs2, "--executor", "slurm", "--workers", "2", "--slurm",
-                                     "cpus_per_task=1", epochs=40), env=env1(), capture_output=True, text=True,
-                           timeout=900)
+    _wait_for(
+        lambda: not subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip(),
+        timeout=900,
+        every=1,
+    )
+    final = subprocess.run(
+        grid_args(mnist_dir, runs2, "--executor", "slurm", "--workers", "2", "--slurm", "cpus_per_task=1", epochs=40),
+        env=env1(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert final.returncode == 0, final.stdout + final.stderr
     recs2 = records(runs2)
     assert len(recs2) == 4 and all(r["status"] == "completed" for r in recs2.values())
@@ -367,8 +442,17 @@ def test_a_record_that_cannot_be_written_says_where_the_metrics_are(mnist_dir, t
 
     monkeypatch.setattr(br, "save_attempt", full)
     runs = tmp_path / "runs"
-    cfg = RunConfig(dataset="mnist", method="bp", arch="mlp:16-C", epochs=1, data_dir=str(mnist_dir),
-                    verify_data=False, runs_dir=str(runs), wandb="offline", progress=False)
+    cfg = RunConfig(
+        dataset="mnist",
+        method="bp",
+        arch="mlp:16-C",
+        epochs=1,
+        data_dir=str(mnist_dir),
+        verify_data=False,
+        runs_dir=str(runs),
+        wandb="offline",
+        progress=False,
+    )
     with pytest.raises(RecordWriteError, match=r"No space left on device; its metrics are in the W&B run .*\.wandb"):
         run(cfg)
     assert not list((runs / "records").glob("*.json"))

@@ -1,6 +1,7 @@
 """The layering, as the code obeys it: ``methods`` (rules, arch, configs, their errors) imports nothing of the
 harness; ``bench`` (data, run, grid, records, CLI) builds on ``methods``; ``sweeps`` and ``reports`` build on
-``bench``'s public modules (``sweeps`` may call the report, never the other way round). No import circle between modules, no private name imported
+``bench``'s public modules (``sweeps`` may call the report, never the other way round). No import circle between
+modules, no private name imported
 across packages. Every import counts, at module level or inside a function."""
 
 from __future__ import annotations
@@ -10,8 +11,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("methods", "bench", "sweeps", "reports")
-ALLOWED = {"methods": set(), "bench": {"methods"}, "sweeps": {"bench", "methods", "reports"},
-           "reports": {"bench", "methods"}}
+ALLOWED = {
+    "methods": set(),
+    "bench": {"methods"},
+    "sweeps": {"bench", "methods", "reports"},
+    "reports": {"bench", "methods"},
+}
 """``sweeps`` may end a tuning run with the report (``--tune``); ``reports`` never needs the sweeps."""
 
 
@@ -98,7 +103,7 @@ def test_no_import_circle():
         state[n] = 1
         for m in sorted(graph[n]):
             if state.get(m) == 1:
-                cycles.append(" -> ".join(stack[stack.index(m):] + [m]))
+                cycles.append(" -> ".join(stack[stack.index(m) :] + [m]))
             elif m not in state:
                 visit(m, stack + [m])
         state[n] = 2

@@ -20,9 +20,11 @@ def test_schedules_by_hand():
     assert factors(3, schedule="none") == [1.0, 1.0, 1.0]
     assert factors(5, schedule="step", step_size=2, gamma=0.5) == [1.0, 1.0, 0.5, 0.5, 0.25]
     assert factors(10, schedule="multistep", milestones=(0.6, 0.9), gamma=0.1) == pytest.approx(
-        [1.0] * 6 + [0.1] * 3 + [0.01])
-    assert factors(4, schedule="cosine") == pytest.approx([1.0, (1 + math.cos(math.pi / 4)) / 2, 0.5,
-                                                            (1 + math.cos(3 * math.pi / 4)) / 2])
+        [1.0] * 6 + [0.1] * 3 + [0.01]
+    )
+    assert factors(4, schedule="cosine") == pytest.approx(
+        [1.0, (1 + math.cos(math.pi / 4)) / 2, 0.5, (1 + math.cos(3 * math.pi / 4)) / 2]
+    )
     assert factors(4, schedule="linear", milestones=(0.5,)) == pytest.approx([1.0, 1.0, 1.0, 0.5])
 
 

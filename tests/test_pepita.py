@@ -119,6 +119,16 @@ def test_pepita_rejects_what_it_cannot_train():
 def test_pepita_learns_on_fashion_mnist(fmnist_root, tmp_path):
     from bench.run import RunConfig, run
 
-    res = run(RunConfig(method="pepita", epochs=2, limit_train=3000, limit_eval=1000, data_dir=str(fmnist_root),
-                        runs_dir=str(tmp_path), wandb="disabled", progress=False))
+    res = run(
+        RunConfig(
+            method="pepita",
+            epochs=2,
+            limit_train=3000,
+            limit_eval=1000,
+            data_dir=str(fmnist_root),
+            runs_dir=str(tmp_path),
+            wandb="disabled",
+            progress=False,
+        )
+    )
     assert res.status == "completed" and res.test_acc > 0.6, res.test_acc

@@ -1,4 +1,4 @@
-"""make perf: the per-rule table's plan (archs, BP beside, model ratios), its timing loop, and the CLI on tiny settings."""
+"""make perf: the per-rule table's plan (archs, BP beside, model ratios), its timing loop, the CLI on tiny settings."""
 
 from __future__ import annotations
 
@@ -16,9 +16,14 @@ SHAPE, C = (1, 28, 28), 10
 def test_plan_puts_every_rule_on_the_shared_shape_and_class_vector_rules_also_on_their_own():
     rows = perf.plan(["bp", "spela_o", "ff", "pepita"], "mlp:1024-C", SHAPE, C)
     got = [(r.method, r.short, r.bp_short) for r in rows]
-    assert got == [("bp", "mlp:1024-C", "mlp:1024-C"), ("spela_o", "mlp:1024-C", "mlp:1024-C"),
-                   ("spela_o", "mlp:1000-34", "mlp:1000-34-C"), ("ff", "mlp:1024-C", "mlp:1024-C"),
-                   ("ff", "mlp:1000-1000-1000", "mlp:1000-1000-1000-C"), ("pepita", "mlp:1024-C", "mlp:1024-C")]
+    assert got == [
+        ("bp", "mlp:1024-C", "mlp:1024-C"),
+        ("spela_o", "mlp:1024-C", "mlp:1024-C"),
+        ("spela_o", "mlp:1000-34", "mlp:1000-34-C"),
+        ("ff", "mlp:1024-C", "mlp:1024-C"),
+        ("ff", "mlp:1000-1000-1000", "mlp:1000-1000-1000-C"),
+        ("pepita", "mlp:1024-C", "mlp:1024-C"),
+    ]
     model = {(r.method, r.short): r.model for r in rows}
     bp = 2 * 784 * 1024 + 3 * 1024 * 10  # forward + ΔW on every layer, δ sent down through the top layer
     assert model[("bp", "mlp:1024-C")] == 1.0
@@ -33,8 +38,18 @@ def test_plan_puts_every_rule_on_the_shared_shape_and_class_vector_rules_also_on
 def test_rule_table_times_rule_and_bp_alternately(tmp_path):
     make_idx_dataset(tmp_path, "MNIST", n_train=300, n_test=100)
     rows = perf.plan(["spela_o"], "mlp:16-C", SHAPE, C)[:1]
-    base = dict(dataset="mnist", epochs=2, batch_size=32, wandb="disabled", progress=False, data_dir=str(tmp_path),
-                verify_data=False, runs_dir=str(tmp_path / "runs"), limit_eval=50, evaluate_test=False)
+    base = dict(
+        dataset="mnist",
+        epochs=2,
+        batch_size=32,
+        wandb="disabled",
+        progress=False,
+        data_dir=str(tmp_path),
+        verify_data=False,
+        runs_dir=str(tmp_path / "runs"),
+        limit_eval=50,
+        evaluate_test=False,
+    )
     lines = []
     perf.rule_table(rows, base, rounds=2, log=lambda *a, **k: lines.append(a[0]))
     row = rows[0]
@@ -52,16 +67,34 @@ def test_plain_loop_trains(tmp_path):
     assert len(times) == 2 and all(t > 0 for t in times)
 
 
-@pytest.mark.parametrize("args, match", [(["--epochs", "1"], "--epochs must be >= 2"),
-                                         (["--methods", "nope"], "unknown method 'nope'")])
+@pytest.mark.parametrize(
+    "args, match", [(["--epochs", "1"], "--epochs must be >= 2"), (["--methods", "nope"], "unknown method 'nope'")]
+)
 def test_bad_input_is_one_line_and_exit_2(args, match, capsys):
     assert perf.main(args) == 2
     assert match in capsys.readouterr().out
 
 
 def test_make_perf_prints_the_table_on_tiny_settings(fmnist_root, capsys):
-    assert perf.main(["--methods", "spela_o", "--arch", "mlp:32-C", "--limit-train", "128", "--epochs", "2",
-                      "--rounds", "1", "--data-dir", str(fmnist_root)]) == 0
+    assert (
+        perf.main(
+            [
+                "--methods",
+                "spela_o",
+                "--arch",
+                "mlp:32-C",
+                "--limit-train",
+                "128",
+                "--epochs",
+                "2",
+                "--rounds",
+                "1",
+                "--data-dir",
+                str(fmnist_root),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "rule/bp" in out and "ratio harness/plain" in out
     rows = [line.split() for line in out.splitlines() if line.startswith("spela_o ")]

@@ -36,8 +36,9 @@ def test_fewshot_split_has_the_requested_sizes_and_no_overlap(data_root, tf, val
     from bench.data import TensorDataModule
 
     def splits(seed):
-        dm = TensorDataModule("mnist", root=data_root, verify=False, test_fraction=tf, val_fraction=val, seed=seed,
-                              norm="unit")
+        dm = TensorDataModule(
+            "mnist", root=data_root, verify=False, test_fraction=tf, val_fraction=val, seed=seed, norm="unit"
+        )
         dm.setup()
         return dm.splits
 
@@ -54,8 +55,11 @@ def test_fewshot_split_has_the_requested_sizes_and_no_overlap(data_root, tf, val
 
 def test_profiles_hold_the_papers_protocols():
     fs = PROFILES["fewshot"]
-    assert {v["test_fraction"] for v in fs.variants} == set(FRACTIONS) == {
-        0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99}
+    assert (
+        {v["test_fraction"] for v in fs.variants}
+        == set(FRACTIONS)
+        == {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99}
+    )
     assert {v["epochs"] for v in fs.variants} == {5, 100} and fs.seeds == (0, 1, 2, 3, 4)
     cfgs = expand(GridSpec(profile="fewshot", tuned=False))
     assert len(cfgs) == 2 * 22 * 5 and {c.method for c in cfgs} == {"bp", "spela_o"}
@@ -66,16 +70,26 @@ def test_profiles_hold_the_papers_protocols():
     assert {(c.test_fraction, c.epochs) for c in cfgs} == {(0.95, 5), (0.99, 5)}
     abl = expand(GridSpec(profile="ablation", seeds=(0,), tuned=False))
     got = {(c.method, c.rule.get("loss"), c.rule.get("vectors"), "binary=1" in (c.arch or "")) for c in abl}
-    assert got == {("spela_o", None, None, False), ("spela_o", "euclidean", None, False),
-                   ("spela_o", None, "random", False), ("spela_o", None, None, True), ("bp", None, None, False),
-                   ("bp", None, None, True)}
+    assert got == {
+        ("spela_o", None, None, False),
+        ("spela_o", "euclidean", None, False),
+        ("spela_o", None, "random", False),
+        ("spela_o", None, None, True),
+        ("bp", None, None, False),
+        ("bp", None, None, True),
+    }
     code = expand(GridSpec(profile="spela_code", seeds=(0,), tuned=False))
     assert all(c.batch_size == 50 and c.norm == "unit" and c.epochs == 100 and c.rule["lr"] == 2.5 for c in code)
     assert {(c.rule["loss"], c.rule.get("vectors"), "binary=1" in c.arch) for c in code} == {
-        ("log_cosine", None, False), ("log_cosine", "random", False), ("euclidean_ref", None, False),
-        ("log_cosine", None, True)}
+        ("log_cosine", None, False),
+        ("log_cosine", "random", False),
+        ("euclidean_ref", None, False),
+        ("log_cosine", None, True),
+    }
     tr = expand(GridSpec(profile="transfer", seeds=(0,), tuned=False))
-    assert {c.dataset for c in tr} == {f"resnet50:{d}" for d in ("aircraft", "flowers102", "food101", "pets", "cifar10")}
+    assert {c.dataset for c in tr} == {
+        f"resnet50:{d}" for d in ("aircraft", "flowers102", "food101", "pets", "cifar10")
+    }
     assert {c.arch for c in tr if c.dataset == "resnet50:flowers102"} == {"mlp:1024-1024", "mlp:1024-1024-C"}
     assert all(c.epochs == 50 and c.rule["lr"] == 0.001 for c in tr)
     fg = expand(GridSpec(profile="fg_split", tuned=False))
@@ -86,8 +100,14 @@ def test_profiles_hold_the_papers_protocols():
 
 
 # --------------------------------------------------------------------------- every protocol, end to end
-SMALL = {"limit_train": 48, "limit_eval": 40, "batch_size": 16, "wandb": "disabled", "progress": False,
-         "verify_data": False}
+SMALL = {
+    "limit_train": 48,
+    "limit_eval": 40,
+    "batch_size": 16,
+    "wandb": "disabled",
+    "progress": False,
+    "verify_data": False,
+}
 RUNS = [  # (profile, GridSpec overrides): each protocol on a small subset
     ("fewshot", {"datasets": ("mnist",), "epochs": 1, "only": {"test_fraction": ("0.99",)}}),
     ("layerwise", {"datasets": ("mnist",), "epochs": 2, "methods": ("spela_o", "spela")}),
@@ -107,8 +127,13 @@ def protocol_runs(data_root, tmp_path_factory):
     os.environ["BENCH_FEATURE_SIZE"] = "32"  # a random ResNet-50 on 32x32 inputs: the pipeline, quickly
     try:
         for profile, over in RUNS:
-            spec = GridSpec(profile=profile, seeds=(0,), tuned=False, **over,
-                            run={**SMALL, "data_dir": str(data_root), "runs_dir": str(runs)})
+            spec = GridSpec(
+                profile=profile,
+                seeds=(0,),
+                tuned=False,
+                **over,
+                run={**SMALL, "data_dir": str(data_root), "runs_dir": str(runs)},
+            )
             assert run_grid(spec) == 0, profile
     finally:
         if old is None:
@@ -142,9 +167,20 @@ def test_transfer_needs_the_weights_and_says_where_to_put_them(data_root, tmp_pa
     from bench.run import RunConfig, run
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    with pytest.raises(DataError, match=r"resnet50-\w+\.pth.*" + re.escape(str(tmp_path / "torch" / "hub" / "checkpoints"))):
-        run(RunConfig(dataset="resnet50:cifar10", method="bp", arch="mlp:8-C", epochs=1, data_dir=str(data_root),
-                      runs_dir=str(tmp_path), **{k: v for k, v in SMALL.items() if k not in ("limit_train", "limit_eval")}))
+    with pytest.raises(
+        DataError, match=r"resnet50-\w+\.pth.*" + re.escape(str(tmp_path / "torch" / "hub" / "checkpoints"))
+    ):
+        run(
+            RunConfig(
+                dataset="resnet50:cifar10",
+                method="bp",
+                arch="mlp:8-C",
+                epochs=1,
+                data_dir=str(data_root),
+                runs_dir=str(tmp_path),
+                **{k: v for k, v in SMALL.items() if k not in ("limit_train", "limit_eval")},
+            )
+        )
 
 
 # --------------------------------------------------------------------------- the report
@@ -159,13 +195,25 @@ def report(protocol_runs, tmp_path_factory):
 
 def test_report_has_every_protocols_table_and_figure(report):
     tables = {p.stem for p in (report / "tables").glob("*.tex")}
-    for name in ("comparison", "fewshot_1ep", "layerwise", "ablation", "transfer_resnet50_random_cifar10",
-                 "efficiency_mnist_mlp-1024-C_cpu"):
+    for name in (
+        "comparison",
+        "fewshot_1ep",
+        "layerwise",
+        "ablation",
+        "transfer_resnet50_random_cifar10",
+        "efficiency_mnist_mlp-1024-C_cpu",
+    ):
         assert name in tables, sorted(tables)
     assert any(t.startswith("fg_grid_cifar10") for t in tables)
     figs = {p.stem for p in (report / "figures").glob("*.png")}
-    for name in ("fewshot_mnist", "layerwise_mnist", "learning_mnist", "alignment_mnist", "transfer",
-                 "acc_vs_memory_mnist"):
+    for name in (
+        "fewshot_mnist",
+        "layerwise_mnist",
+        "learning_mnist",
+        "alignment_mnist",
+        "transfer",
+        "acc_vs_memory_mnist",
+    ):
         assert name in figs, sorted(figs)
     for f in (report / "figures").iterdir():
         assert f.stat().st_size > 2000, f  # written, not empty
@@ -191,11 +239,18 @@ def test_every_generated_tex_compiles(report, tmp_path):
     assert inputs == written
     if shutil.which("pdflatex") is None:
         assert not os.environ.get("BENCH_REQUIRE_LATEX"), "pdflatex is missing but BENCH_REQUIRE_LATEX is set (CI)"
-        pytest.skip("pdflatex not installed (CI installs texlive-latex-base and texlive-latex-recommended); "
-                    "apt-get install texlive-latex-base texlive-latex-recommended to run this check")
+        pytest.skip(
+            "pdflatex not installed (CI installs texlive-latex-base and texlive-latex-recommended); "
+            "apt-get install texlive-latex-base texlive-latex-recommended to run this check"
+        )
     work = tmp_path / "tex"
     shutil.copytree(report, work)
-    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"], cwd=work,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert (work / "report.pdf").stat().st_size > 10_000

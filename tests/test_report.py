@@ -21,13 +21,53 @@ def offline_runs(tmp_path_factory):
     make_idx_dataset(data, "MNIST", n_train=300, n_test=100)
     runs = tmp_path_factory.mktemp("runs")
     for seed in (0, 1):
-        run(RunConfig(dataset="mnist", method="bp", arch="mlp:16-C", epochs=2, seed=seed, batch_size=50,
-                      data_dir=str(data), verify_data=False, runs_dir=str(runs), wandb="offline", progress=False))
-    run(RunConfig(dataset="mnist", method="bp", arch="mlp:16-C", epochs=1, seed=0, batch_size=50, data_dir=str(data),
-                  verify_data=False, runs_dir=str(runs), wandb="offline", progress=False,
-                  rule={"optimizer": "sgd", "lr": 1e12, "momentum": 0}))
-    run(RunConfig(dataset="mnist", method="bp", arch="mlp:8-C", epochs=1, seed=0, batch_size=50, data_dir=str(data),
-                  verify_data=False, runs_dir=str(runs), wandb="offline", progress=False, group="to-be-killed"))
+        run(
+            RunConfig(
+                dataset="mnist",
+                method="bp",
+                arch="mlp:16-C",
+                epochs=2,
+                seed=seed,
+                batch_size=50,
+                data_dir=str(data),
+                verify_data=False,
+                runs_dir=str(runs),
+                wandb="offline",
+                progress=False,
+            )
+        )
+    run(
+        RunConfig(
+            dataset="mnist",
+            method="bp",
+            arch="mlp:16-C",
+            epochs=1,
+            seed=0,
+            batch_size=50,
+            data_dir=str(data),
+            verify_data=False,
+            runs_dir=str(runs),
+            wandb="offline",
+            progress=False,
+            rule={"optimizer": "sgd", "lr": 1e12, "momentum": 0},
+        )
+    )
+    run(
+        RunConfig(
+            dataset="mnist",
+            method="bp",
+            arch="mlp:8-C",
+            epochs=1,
+            seed=0,
+            batch_size=50,
+            data_dir=str(data),
+            verify_data=False,
+            runs_dir=str(runs),
+            wandb="offline",
+            progress=False,
+            group="to-be-killed",
+        )
+    )
     return runs
 
 
@@ -51,12 +91,27 @@ def test_make_report_builds_tables(offline_runs, tmp_path):
     phantom.parent.mkdir(parents=True)
     phantom.write_bytes(b":W&B\xe1\xbe\x00")  # only the file header: SIGKILL before W&B wrote anything
     out = tmp_path / "out"
-    proc = subprocess.run(["make", "-s", "report", f"SOURCE={runs}", f"ARGS=--out {out}"], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        ["make", "-s", "report", f"SOURCE={runs}", f"ARGS=--out {out}"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr + proc.stdout
     df = pd.read_csv(out / "runs.csv")
-    for col in ("dataset", "method", "arch", "seed", "epochs", "status", "test_acc", "train_time_s",
-                "peak_mem_bytes", "run_id"):
+    for col in (
+        "dataset",
+        "method",
+        "arch",
+        "seed",
+        "epochs",
+        "status",
+        "test_acc",
+        "train_time_s",
+        "peak_mem_bytes",
+        "run_id",
+    ):
         assert col in df.columns
     # the record wins over a damaged W&B file; a W&B file without a configuration (killed at start) is no run
     assert sorted(df["status"]) == ["completed", "completed", "completed", "diverged"]
@@ -88,11 +143,14 @@ def test_labels_name_the_unit_options_a_run_changed_and_nothing_else():
     learn_rules(("spela_o", "mlp:1000-34"), ("drtp", "mlp:1024-C"), ("bp", "resnet18"), ("bp", "mlp:1024-C"))
 
     assert run_label("spela_o", {}, "mlp:1000-34,act=relu,out_act=relu,bias=1,init=he_normal") == "SPELA(O)"
-    assert (run_label("spela_o", {"lr": 0.01}, "mlp:1000-34,act=leaky_relu,out_act=tanh,bias=1,init=he_normal")
-            == "SPELA(O) [lr=0.01, act=leaky_relu, out_act=tanh]")
+    assert (
+        run_label("spela_o", {"lr": 0.01}, "mlp:1000-34,act=leaky_relu,out_act=tanh,bias=1,init=he_normal")
+        == "SPELA(O) [lr=0.01, act=leaky_relu, out_act=tanh]"
+    )
     # DRTP's own units are tanh + sigmoid: the comparison tables' ReLU + softmax setting is named
-    assert (run_label("drtp", {}, "mlp:1024-C,act=relu,out_act=none,bias=1,init=default")
-            == "DRTP [act=relu, out_act=none]")
+    assert (
+        run_label("drtp", {}, "mlp:1024-C,act=relu,out_act=none,bias=1,init=default") == "DRTP [act=relu, out_act=none]"
+    )
     # structure (blocks, skips, ±1 weights) is the architecture column's, not the label's
     assert run_label("bp", {}, "resnet18,act=relu,out_act=none,bias=1,init=default,blocks=16,skip=0") == "BP"
     binary = "mlp:1024-C,act=relu,out_act=none,bias=1,init=default,binary=1"
@@ -106,13 +164,18 @@ def test_labels_name_the_authors_code_recipe_instead_of_its_options():
     arch = "mlp:1000-34,act=leaky_relu_1e-3,out_act=leaky_relu_1e-3,bias=1,init=he_uniform"
     learn_rules(("spela_o", arch))
     assert run_label("spela_o", SPELA_CODE_RULE, arch, run_options=SPELA_CODE_RUN) == (
-        "SPELA(O) [authors' code, loss=log_cosine]")
+        "SPELA(O) [authors' code, loss=log_cosine]"
+    )
     rand = {**SPELA_CODE_RULE, "vectors": "random"}
     assert run_label("spela_o", rand, arch, ablation=True, run_options=SPELA_CODE_RUN) == (
-        "SPELA(O)-Rand [authors' code, loss=log_cosine]")
+        "SPELA(O)-Rand [authors' code, loss=log_cosine]"
+    )
     euc = {**SPELA_CODE_RULE, "loss": "euclidean_ref"}
-    assert run_label("spela_o", json.dumps(euc), arch + ",binary=1", ablation=True,
-                     run_options=json.dumps(SPELA_CODE_RUN)) == "SPELA(O)-Euc(code)-Bin [authors' code]"
+    assert (
+        run_label("spela_o", json.dumps(euc), arch + ",binary=1", ablation=True, run_options=json.dumps(SPELA_CODE_RUN))
+        == "SPELA(O)-Euc(code)-Bin [authors' code]"
+    )
     # one option off the recipe: every option is named again
     assert run_label("spela_o", {**SPELA_CODE_RULE, "lr": 1.0}, arch, run_options=SPELA_CODE_RUN).startswith(
-        "SPELA(O) [gamma=0.04, input_norm=False, loss=log_cosine, lr=1,")
+        "SPELA(O) [gamma=0.04, input_norm=False, loss=log_cosine, lr=1,"
+    )

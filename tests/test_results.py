@@ -19,8 +19,11 @@ def test_the_committed_tables_are_what_the_committed_records_give(tmp_path, monk
     out = tmp_path / "report"
     build_report(source="results/fashion_mnist", out=out, figures=False)
     committed = RESULTS / "report"
-    files = sorted(p.relative_to(committed) for p in committed.rglob("*")
-                   if p.suffix in (".md", ".tex", ".csv") and p.name not in ("index.md", "report.tex"))
+    files = sorted(
+        p.relative_to(committed)
+        for p in committed.rglob("*")
+        if p.suffix in (".md", ".tex", ".csv") and p.name not in ("index.md", "report.tex")
+    )
     assert files, "results/fashion_mnist/report holds no tables"
     differ = [str(f) for f in files if not filecmp.cmp(committed / f, out / f, shallow=False)]
     assert not differ, f"rebuilt tables differ from the committed ones: {differ}"

@@ -124,10 +124,26 @@ def test_display_names_and_cost_models_live_on_the_rule():
 def test_efficiency_table_lists_a_rule_without_cost_model():
     from reports.paper_tables import efficiency_tables
 
-    rows = [{"dataset": "mnist", "arch": "mlp:8-C", "device": "cpu", "batch": 1, "method": m, "peak_bytes": 100,
-             "grad_bytes": 10, "flops": 1000, "samples_per_s": 5.0, "theory": th, "theory_note": note,
-             "theory_bytes": None, "theory_flops": None}
-            for m, th, note in (("bp", {"forward_passes": 1, "backward_passes": 1, "matvecs": [2, 3]}, ""),
-                                ("spela_cnn", None, "the cost model covers MLPs, not cnn"))]
-    (_, md), = efficiency_tables(rows).values()
+    rows = [
+        {
+            "dataset": "mnist",
+            "arch": "mlp:8-C",
+            "device": "cpu",
+            "batch": 1,
+            "method": m,
+            "peak_bytes": 100,
+            "grad_bytes": 10,
+            "flops": 1000,
+            "samples_per_s": 5.0,
+            "theory": th,
+            "theory_note": note,
+            "theory_bytes": None,
+            "theory_flops": None,
+        }
+        for m, th, note in (
+            ("bp", {"forward_passes": 1, "backward_passes": 1, "matvecs": [2, 3]}, ""),
+            ("spela_cnn", None, "the cost model covers MLPs, not cnn"),
+        )
+    ]
+    ((_, md),) = efficiency_tables(rows).values()
     assert "SPELA CNN*" in md and "n/m" in md and "the cost model covers MLPs, not cnn" in md

@@ -25,8 +25,18 @@ def mnist_dir(tmp_path_factory) -> Path:
 
 
 def small(mnist_dir, runs_dir, **kw) -> RunConfig:
-    base = dict(dataset="mnist", method="bp", arch="mlp:32-C", epochs=2, batch_size=32, data_dir=str(mnist_dir),
-                verify_data=False, runs_dir=str(runs_dir), wandb="disabled", progress=False)
+    base = dict(
+        dataset="mnist",
+        method="bp",
+        arch="mlp:32-C",
+        epochs=2,
+        batch_size=32,
+        data_dir=str(mnist_dir),
+        verify_data=False,
+        runs_dir=str(runs_dir),
+        wandb="disabled",
+        progress=False,
+    )
     return RunConfig(**{**base, **kw})
 
 
@@ -34,7 +44,10 @@ def test_same_seed_same_numbers(mnist_dir, tmp_path):
     a = run(small(mnist_dir, tmp_path / "a", seed=3))
     b = run(small(mnist_dir, tmp_path / "b", seed=3))
     c = run(small(mnist_dir, tmp_path / "c", seed=4))
-    strip = lambda r: [{k: v for k, v in row.items() if k != "train/epoch_time_s"} for row in r.record["history"]]
+
+    def strip(r):
+        return [{k: v for k, v in row.items() if k != "train/epoch_time_s"} for row in r.record["history"]]
+
     assert a.status == "completed" and a.test_acc > 0.5  # the generated classes are learnable
     assert strip(a) == strip(b) and a.test_acc == b.test_acc
     assert strip(a) != strip(c)
@@ -51,10 +64,15 @@ def test_run_record_is_durable_and_complete(mnist_dir, tmp_path):
 
 
 def test_diverged_runs_are_recorded_and_the_grid_goes_on(mnist_dir, tmp_path):
-    spec = GridSpec(datasets=("mnist",), methods=("bp",), arch="mlp:32-C", seeds=(0, 1), epochs=2,
-                    overrides={"optimizer": "sgd", "lr": 1e12, "momentum": 0.0},
-                    run=dict(data_dir=str(mnist_dir), verify_data=False, runs_dir=str(tmp_path), wandb="disabled",
-                             progress=False))
+    spec = GridSpec(
+        datasets=("mnist",),
+        methods=("bp",),
+        arch="mlp:32-C",
+        seeds=(0, 1),
+        epochs=2,
+        overrides={"optimizer": "sgd", "lr": 1e12, "momentum": 0.0},
+        run=dict(data_dir=str(mnist_dir), verify_data=False, runs_dir=str(tmp_path), wandb="disabled", progress=False),
+    )
     out = io.StringIO()
     assert run_grid(spec, out=out) == 0
     recs = [json.loads(p.read_text()) for p in (tmp_path / "records").glob("*.json")]
@@ -63,9 +81,14 @@ def test_diverged_runs_are_recorded_and_the_grid_goes_on(mnist_dir, tmp_path):
 
 
 def test_grid_skips_completed_runs_and_dry_run_prints(mnist_dir, tmp_path):
-    spec = GridSpec(datasets=("mnist",), methods=("bp",), arch="mlp:16-C", seeds=(0,), epochs=1,
-                    run=dict(data_dir=str(mnist_dir), verify_data=False, runs_dir=str(tmp_path), wandb="disabled",
-                             progress=False))
+    spec = GridSpec(
+        datasets=("mnist",),
+        methods=("bp",),
+        arch="mlp:16-C",
+        seeds=(0,),
+        epochs=1,
+        run=dict(data_dir=str(mnist_dir), verify_data=False, runs_dir=str(tmp_path), wandb="disabled", progress=False),
+    )
     out = io.StringIO()
     run_grid(spec, dry_run=True, out=out)
     assert "1 to run" in out.getvalue() and "[pending  ] mnist__bp__mlp-16-C__s0__" in out.getvalue()
@@ -82,29 +105,44 @@ def test_grid_skips_completed_runs_and_dry_run_prints(mnist_dir, tmp_path):
 def test_grid_reports_every_unsupported_pairing_before_training(mnist_dir, tmp_path):
     from bench.errors import ConfigError
 
-    spec = GridSpec(datasets=("mnist",), methods=("bp",), arch="mlp:1000-34", seeds=(0,), epochs=1,
-                    run=dict(data_dir=str(mnist_dir), runs_dir=str(tmp_path)))
+    spec = GridSpec(
+        datasets=("mnist",),
+        methods=("bp",),
+        arch="mlp:1000-34",
+        seeds=(0,),
+        epochs=1,
+        run=dict(data_dir=str(mnist_dir), runs_dir=str(tmp_path)),
+    )
     with pytest.raises(ConfigError, match="(?s)cannot work:.*C-way output"):
         run_grid(spec, out=io.StringIO())
     assert not (tmp_path / "records").exists()
 
 
 def _cli(*args: str, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
 
 
-@pytest.mark.parametrize("args,match", [
-    (("run", "--method", "backprop"), "unknown method 'backprop'; registered rules: "),
-    (("run", "--dataset", "imagenet"), "unknown dataset 'imagenet'"),
-    (("run", "--arch", "mlp:1024-Q"), "bad layer width 'Q'"),
-    (("run", "--set", "lr=-3"), "lr must be a finite number > 0"),
-    (("run", "--set", "optimizer=lbfgs"), "optimizer='lbfgs' is not valid"),
-    (("run", "--set", "lr=fast"), "lr='fast' is not a valid float"),
-    (("run", "--set", "nesterov=1"), "nesterov=True needs optimizer=sgd"),
-    (("run", "--epochs", "0"), "epochs must be >= 1"),
-    (("grid", "--profile", "huge"), "unknown profile 'huge'"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (("run", "--method", "backprop"), "unknown method 'backprop'; registered rules: "),
+        (("run", "--dataset", "imagenet"), "unknown dataset 'imagenet'"),
+        (("run", "--arch", "mlp:1024-Q"), "bad layer width 'Q'"),
+        (("run", "--set", "lr=-3"), "lr must be a finite number > 0"),
+        (("run", "--set", "optimizer=lbfgs"), "optimizer='lbfgs' is not valid"),
+        (("run", "--set", "lr=fast"), "lr='fast' is not a valid float"),
+        (("run", "--set", "nesterov=1"), "nesterov=True needs optimizer=sgd"),
+        (("run", "--epochs", "0"), "epochs must be >= 1"),
+        (("grid", "--profile", "huge"), "unknown profile 'huge'"),
+    ],
+)
 def test_cli_bad_input_is_one_clear_line(args, match, capsys):
     from bench.cli import main
 
@@ -116,8 +154,18 @@ def test_cli_bad_input_is_one_clear_line(args, match, capsys):
 def test_cli_corrupt_data_file_is_one_clear_line(tmp_path):
     raw = make_idx_dataset(tmp_path, "MNIST", n_train=50, n_test=10)
     (raw / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x0a\x01")
-    proc = _cli("run", "--dataset", "mnist", "--data-dir", str(tmp_path), "--wandb", "disabled", "--epochs", "1",
-                BENCH_RUNS_DIR=str(tmp_path / "runs"))
+    proc = _cli(
+        "run",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(tmp_path),
+        "--wandb",
+        "disabled",
+        "--epochs",
+        "1",
+        BENCH_RUNS_DIR=str(tmp_path / "runs"),
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "corrupt file" in proc.stderr and "t10k-labels-idx1-ubyte" in proc.stderr
 
@@ -154,5 +202,13 @@ def test_identity_comes_from_field_metadata():
     base = resolve(RunConfig(dataset="mnist", arch="mlp:16-C"))
     assert resolve(WithNote(dataset="mnist", arch="mlp:16-C")).config_hash == base.config_hash
     assert resolve(WithKnob(dataset="mnist", arch="mlp:16-C")).config_hash != base.config_hash
-    assert set(RUN_SETTINGS) == {"batch_size", "eval_batch_size", "val_fraction", "norm", "augment", "test_fraction",
-                                 "limit_train", "limit_eval"}
+    assert set(RUN_SETTINGS) == {
+        "batch_size",
+        "eval_batch_size",
+        "val_fraction",
+        "norm",
+        "augment",
+        "test_fraction",
+        "limit_train",
+        "limit_eval",
+    }

@@ -50,8 +50,10 @@ def test_spela_o_update_is_each_layers_own_cosine_gradient():
 
 def test_authors_code_options_log_cosine_loss_raw_inputs_small_leaky_slope():
     """loss=log_cosine, input_norm=false, act=leaky_relu_1e-3 (the SPELA authors' MLP code) against the hand formula."""
-    rule = _rule(arch="mlp:5-4,act=leaky_relu_1e-3,out_act=leaky_relu_1e-3",
-                 overrides={"loss": "log_cosine", "input_norm": "false"})
+    rule = _rule(
+        arch="mlp:5-4,act=leaky_relu_1e-3,out_act=leaky_relu_1e-3",
+        overrides={"loss": "log_cosine", "input_norm": "false"},
+    )
     rule.double()
     x, y = tiny_batch((1, 2, 3), n=8, num_classes=C)
     x = x.double()
@@ -62,8 +64,10 @@ def test_authors_code_options_log_cosine_loss_raw_inputs_small_leaky_slope():
     w2, b2, h2 = _cos_layer_grads(l2.weight.detach(), l2.bias.detach(), h1, rule.class_vectors1[y], **opts)
     assert torch.allclose(l1.weight.grad, w1, atol=1e-10) and torch.allclose(l1.bias.grad, b1, atol=1e-10)
     assert torch.allclose(l2.weight.grad, w2, atol=1e-10) and torch.allclose(l2.bias.grad, b2, atol=1e-10)
-    cos = [torch.nn.functional.cosine_similarity(h, v[y], dim=1) for h, v in
-           ((h1, rule.class_vectors0), (h2, rule.class_vectors1))]
+    cos = [
+        torch.nn.functional.cosine_similarity(h, v[y], dim=1)
+        for h, v in ((h1, rule.class_vectors0), (h2, rule.class_vectors1))
+    ]
     assert out["loss"].item() == pytest.approx(sum(torch.log(2 - c).mean().item() for c in cos), rel=1e-9)
     # prediction is still the nearest class vector by cosine, now of the raw-input network
     assert torch.equal(rule(x).argmax(1), (torch.nn.functional.normalize(h2, dim=1) @ rule.class_vectors1.T).argmax(1))
@@ -88,8 +92,10 @@ def _autograd_updates(rule, x, y, layers):
 
 
 @pytest.mark.parametrize("loss", ["cosine", "log_cosine", "euclidean", "euclidean_ref"])
-@pytest.mark.parametrize("arch, norm", [("mlp:5-4", "true"), ("mlp:5-4,act=tanh,out_act=leaky_relu_1e-3", "false"),
-                                        ("mlp:5-4,binary=1", "true")])
+@pytest.mark.parametrize(
+    "arch, norm",
+    [("mlp:5-4", "true"), ("mlp:5-4,act=tanh,out_act=leaky_relu_1e-3", "false"), ("mlp:5-4,binary=1", "true")],
+)
 def test_explicit_updates_match_autograd_of_the_layer_loss(loss, arch, norm):
     """The written-out updates (``local_update``) equal backpropagating ``layer_loss`` into each layer alone, for every
     loss, activation, input normalisation and ±1 weights: SPELA(O) all layers at once, SPELA one layer per phase."""
@@ -169,8 +175,9 @@ def _authors_code_distance_loss(h, v_y):
     return torch.log(1 + (hu - v_y).norm(dim=1)).mean()
 
 
-@pytest.mark.parametrize("loss, by_hand", [("euclidean", _raw_distance_loss),
-                                           ("euclidean_ref", _authors_code_distance_loss)])
+@pytest.mark.parametrize(
+    "loss, by_hand", [("euclidean", _raw_distance_loss), ("euclidean_ref", _authors_code_distance_loss)]
+)
 def test_euclidean_ablations_loss_and_prediction_by_raw_distance(loss, by_hand):
     """Table 6's Euclidean row: ||h - v_y|| (euclidean) or the authors' code's log(1 + ||h/||h|| - v_y||)
     (euclidean_ref) in training; both predict the class vector nearest to the raw h."""

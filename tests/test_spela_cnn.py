@@ -20,8 +20,9 @@ def test_partitions_are_disjoint_nonempty_and_cover_every_class():
         assert 2 <= m <= 10 and set(row.tolist()) == set(range(m))  # every group non-empty, each class in one
         sizes.add(m)
     assert sizes == set(range(2, 11))  # the number of groups varies between kernels
-    assert torch.equal(random_partitions(5, 10, 3, 3, generator=torch.Generator().manual_seed(1)).max(1).values,
-                       torch.full((5,), 2))
+    assert torch.equal(
+        random_partitions(5, 10, 3, 3, generator=torch.Generator().manual_seed(1)).max(1).values, torch.full((5,), 2)
+    )
 
 
 def test_targets_and_votes_by_hand():
@@ -40,8 +41,10 @@ def test_targets_and_votes_by_hand():
     assert torch.equal(heads.votes(out), torch.tensor([[0.0, 1.0, 2.0], [1.0, 2.0, 1.0]]))
     loss = heads.loss(out, torch.tensor([2, 1]))
     cos = torch.nn.functional.cosine_similarity
-    by_hand = -(cos(out[0, 0], u[0, 1], 0) + cos(out[1, 0], u[0, 0], 0)) / 2 \
+    by_hand = (
+        -(cos(out[0, 0], u[0, 1], 0) + cos(out[1, 0], u[0, 0], 0)) / 2
         - (cos(out[0, 1], u[1, 1], 0) + cos(out[1, 1], u[1, 1], 0)) / 2
+    )
     assert loss.item() == pytest.approx(by_hand.item(), rel=1e-6)
 
 
@@ -60,8 +63,10 @@ def test_each_kernel_and_head_learns_from_its_own_loss_only():
     rule.zero_grad()
     h = rule.net.blocks[0](x / x.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
     heads = rule.heads[0]
-    out0 = heads.act(torch.einsum("bi,id->bd", torch.nn.functional.normalize(h[:, 0].flatten(1), dim=1),
-                                  heads.weight[0]) + heads.bias[0])
+    out0 = heads.act(
+        torch.einsum("bi,id->bd", torch.nn.functional.normalize(h[:, 0].flatten(1), dim=1), heads.weight[0])
+        + heads.bias[0]
+    )
     loss0 = -torch.nn.functional.cosine_similarity(out0, heads.targets(y)[:, 0], dim=1).mean()
     loss0.backward()
     assert torch.allclose(rule.net.blocks[0].op.weight.grad[0], conv0[0], atol=1e-6)

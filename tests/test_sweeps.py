@@ -22,23 +22,38 @@ from sweeps.space import load_space
 from sweeps.study import PRUNE_REASON, StudySpec
 
 ARCH = "mlp:16-C,act=relu,out_act=none,bias=1,init=default"
-PG_HELP = ("no PostgreSQL server reachable at {url}. Start one (Debian/Ubuntu, as root): apt-get install -y "
-           "postgresql && pg_ctlcluster 15 main start && su postgres -c \"psql -c \\\"CREATE ROLE bench LOGIN "
-           "PASSWORD 'bench'\\\"\" && su postgres -c 'createdb -O bench bench_test'  (or run .ci/run), or point "
-           "BENCH_TEST_POSTGRES_URL at a server")
+PG_HELP = (
+    "no PostgreSQL server reachable at {url}. Start one (Debian/Ubuntu, as root): apt-get install -y "
+    'postgresql && pg_ctlcluster 15 main start && su postgres -c "psql -c \\"CREATE ROLE bench LOGIN '
+    "PASSWORD 'bench'\\\"\" && su postgres -c 'createdb -O bench bench_test'  (or run .ci/run), or point "
+    "BENCH_TEST_POSTGRES_URL at a server"
+)
 
 
 def _spec(epochs: int = 1, fixed: dict | None = None, space: dict | None = None, startup: int = 3) -> StudySpec:
     sp = load_space("bp")
-    return StudySpec(dataset="fashion_mnist", method="bp", arch=ARCH, epochs=epochs,
-                     run={"limit_train": 320, "limit_eval": 300, "batch_size": 32}, fixed=fixed or {},
-                     space=space or sp.to_dict(), space_source=sp.source,
-                     pruner={"name": "median", "startup": startup, "warmup": 0})
+    return StudySpec(
+        dataset="fashion_mnist",
+        method="bp",
+        arch=ARCH,
+        epochs=epochs,
+        run={"limit_train": 320, "limit_eval": 300, "batch_size": 32},
+        fixed=fixed or {},
+        space=space or sp.to_dict(),
+        space_source=sp.source,
+        pruner={"name": "median", "startup": startup, "warmup": 0},
+    )
 
 
 def _options(root: Path, **kw) -> dict:
-    return {"heartbeat": None, "threads": 1, "startup": 2, "sampler_seed": 0,
-            "env": {"data_dir": str(root), "wandb": "disabled"}, **kw}
+    return {
+        "heartbeat": None,
+        "threads": 1,
+        "startup": 2,
+        "sampler_seed": 0,
+        "env": {"data_dir": str(root), "wandb": "disabled"},
+        **kw,
+    }
 
 
 def _fork(target, *args) -> mp.Process:
@@ -101,16 +116,27 @@ def test_rule_without_file_gets_lr_around_its_default(monkeypatch, tmp_path):
     assert (lr.low, lr.high) == (3.33e-5, 3e-2) and lr.log and space.source.startswith("default")  # 1e-3 x/ 30
 
 
-@pytest.mark.parametrize("text,match", [
-    ('lr = { type = "float", low = 1e-4, high = 1e-1, log = true }\nwarp = { type = "float", low = 1, high = 2 }',
-     "warp is not an option of rule 'bp'"),
-    ('momentum = { type = "float", low = 0.1, high = 0.9 }', "searches lr log-uniformly"),
-    ('lr = { type = "float", low = 0, high = 1e-1, log = true }', "log-scaled range needs low > 0"),
-    ('lr = { type = "float", low = 1e-3, high = 1e-1, log = true }\noptimizer = { choices = ["adam", "lbfgs"] }',
-     "optimizer='lbfgs' is not valid"),
-    ('lr = { type = "float", low = 1e-3, high = 1e-1, log = true }\nmomentum = { type = "float", low = 0.5, high = 1.5 }',
-     "momentum=1.5 is not a valid value"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        (
+            'lr = { type = "float", low = 1e-4, high = 1e-1, log = true }\n'
+            'warp = { type = "float", low = 1, high = 2 }',
+            "warp is not an option of rule 'bp'",
+        ),
+        ('momentum = { type = "float", low = 0.1, high = 0.9 }', "searches lr log-uniformly"),
+        ('lr = { type = "float", low = 0, high = 1e-1, log = true }', "log-scaled range needs low > 0"),
+        (
+            'lr = { type = "float", low = 1e-3, high = 1e-1, log = true }\noptimizer = { choices = ["adam", "lbfgs"] }',
+            "optimizer='lbfgs' is not valid",
+        ),
+        (
+            'lr = { type = "float", low = 1e-3, high = 1e-1, log = true }\n'
+            'momentum = { type = "float", low = 0.5, high = 1.5 }',
+            "momentum=1.5 is not a valid value",
+        ),
+    ],
+)
 def test_bad_space_files_fail_clearly(tmp_path, text, match):
     f = tmp_path / "bp.toml"
     f.write_text(text)
@@ -126,13 +152,25 @@ def test_two_local_workers_share_a_sqlite_study(fmnist_root, tmp_path, tuned_dir
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     out = io.StringIO()
-    res = run_sweep(_spec(epochs=4), budget=4, workers=2, storage=url, executor="local", heartbeat=None, threads=1,
-                    env={"data_dir": str(fmnist_root), "wandb": "disabled", "runs_dir": str(tmp_path / "runs")},
-                    poll=0.5, figures=True, out=out)
+    res = run_sweep(
+        _spec(epochs=4),
+        budget=4,
+        workers=2,
+        storage=url,
+        executor="local",
+        heartbeat=None,
+        threads=1,
+        env={"data_dir": str(fmnist_root), "wandb": "disabled", "runs_dir": str(tmp_path / "runs")},
+        poll=0.5,
+        figures=True,
+        out=out,
+    )
     assert not res.worker_errors, out.getvalue()
     study = _load(url, res.study_name)
     _check_each_trial_once(study, 4, 2)
-    records = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "sweeps" / res.study_name / "records").glob("*.json")]
+    records = [
+        json.loads(p.read_text()) for p in (tmp_path / "runs" / "sweeps" / res.study_name / "records").glob("*.json")
+    ]
     assert len(records) == 4 and all(r["test"] == {} and r["test_acc"] is None for r in records)  # never test
     best = json.loads((tuned_dir / "fashion_mnist" / "bp.json").read_text())["by_arch"][ARCH]
     assert best["params"]["lr"] == res.best_params["lr"] and best["val_acc"] == res.best_value == study.best_value
@@ -146,11 +184,21 @@ def test_slurm_job_array_of_two_workers_on_a_journal_study(slurm, fmnist_root, t
 
     url = f"journal:{tmp_path / 'study.log'}"
     out = io.StringIO()
-    res = run_sweep(_spec(), budget=4, workers=2, storage=url, executor="slurm", heartbeat=None, threads=1,
-                    slurm={"slurm_partition": "debug", "timeout_min": "30", "cpus_per_task": "1"}, poll=0.5,
-                    export=False, figures=False,
-                    env={"data_dir": str(fmnist_root), "wandb": "disabled", "runs_dir": str(tmp_path / "runs")},
-                    out=out)
+    res = run_sweep(
+        _spec(),
+        budget=4,
+        workers=2,
+        storage=url,
+        executor="slurm",
+        heartbeat=None,
+        threads=1,
+        slurm={"slurm_partition": "debug", "timeout_min": "30", "cpus_per_task": "1"},
+        poll=0.5,
+        export=False,
+        figures=False,
+        env={"data_dir": str(fmnist_root), "wandb": "disabled", "runs_dir": str(tmp_path / "runs")},
+        out=out,
+    )
     assert not res.worker_errors, out.getvalue()
     (script,) = [p.read_text() for p in (tmp_path / "runs" / "sweeps").glob("*/submitit/*_submission.sh")]
     assert "#SBATCH --array=0-1%2" in script and "#SBATCH --partition=debug" in script  # one array, two tasks
@@ -225,8 +273,19 @@ def test_a_killed_worker_loses_no_other_trial_and_a_rerun_tops_up(fmnist_root, t
     # past the 2 s grace period with margin: SQLite keeps heartbeats to the second, so a heartbeat from the last
     # second before the kill can still look 2 s old 2.5 s later (then the re-run counts it as running)
     time.sleep(max(0.0, killed + 4.5 - time.time()))
-    res = run_sweep(spec, budget=6, workers=1, storage=url, executor="inline", heartbeat=1, grace=2,
-                    env=opts["env"], export=False, figures=False, out=io.StringIO())
+    res = run_sweep(
+        spec,
+        budget=6,
+        workers=1,
+        storage=url,
+        executor="inline",
+        heartbeat=1,
+        grace=2,
+        env=opts["env"],
+        export=False,
+        figures=False,
+        out=io.StringIO(),
+    )
     trials = _load(url, name).get_trials(deepcopy=False)
     failed = [t for t in trials if t.state.name == "FAIL"]
     assert [t.number for t in failed] == [victim.number]
@@ -263,16 +322,27 @@ def test_hopeless_trial_is_pruned_and_a_nan_trial_is_recorded(fmnist_root, tmp_p
     from sweeps.study import read_spec, work
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    spec = _spec(epochs=3, fixed={"optimizer": "sgd", "momentum": 0.0}, startup=2,
-                 space={"lr": {"type": "float", "low": 1e-9, "high": 1e13, "log": True}})
+    spec = _spec(
+        epochs=3,
+        fixed={"optimizer": "sgd", "momentum": 0.0},
+        startup=2,
+        space={"lr": {"type": "float", "low": 1e-9, "high": 1e13, "log": True}},
+    )
     name = spec.study_name()
     c = _fork(_create, spec, url, 4)
     c.join()
     study = _load(url, name)
     for lr in (0.1, 0.05, 1e-8, 1e12):  # two good ones, a hopeless one, one that blows up
         study.enqueue_trial({"lr": lr})
-    work(url, name, 4, 0, _options(fmnist_root, env={"data_dir": str(fmnist_root), "wandb": "disabled",
-                                                       "runs_dir": str(tmp_path / "runs")}))
+    work(
+        url,
+        name,
+        4,
+        0,
+        _options(
+            fmnist_root, env={"data_dir": str(fmnist_root), "wandb": "disabled", "runs_dir": str(tmp_path / "runs")}
+        ),
+    )
     trials = {t.params["lr"]: t for t in _load(url, name).get_trials(deepcopy=False)}
     assert trials[0.1].state.name == trials[0.05].state.name == "COMPLETE"
     hopeless, nan = trials[1e-8], trials[1e12]
@@ -285,11 +355,14 @@ def test_hopeless_trial_is_pruned_and_a_nan_trial_is_recorded(fmnist_root, tmp_p
     best_lr = study.best_params["lr"]
     exported = export_best(study, read_spec(study), storage=url)
     assert exported.written and exported.path == tuned_dir / "fashion_mnist" / "bp.json"
+
     def grid(*args: str) -> str:
         out = io.StringIO()
         with redirect_stdout(out):
-            assert bench_main(["grid", "--methods", "bp", "--epochs", "1", "--runs-dir", str(tmp_path / "bench"),
-                               *args]) == 0
+            assert (
+                bench_main(["grid", "--methods", "bp", "--epochs", "1", "--runs-dir", str(tmp_path / "bench"), *args])
+                == 0
+            )
         return out.getvalue()
 
     text = grid("--arch", "mlp:16-C", "--dry-run")
@@ -297,8 +370,19 @@ def test_hopeless_trial_is_pruned_and_a_nan_trial_is_recorded(fmnist_root, tmp_p
     assert "lr=0.5 [--set]" in grid("--arch", "mlp:16-C", "--dry-run", "--set", "lr=0.5")
     assert "lr=" not in grid("--arch", "mlp:16-C", "--dry-run", "--no-tuned")
     assert "lr=" not in grid("--arch", "mlp:32-C", "--dry-run")  # tuned for mlp:16-C only
-    grid("--arch", "mlp:16-C", "--wandb", "disabled", "--data-dir", str(fmnist_root), "--limit-train", "200",
-         "--limit-eval", "200", "--no-progress")
+    grid(
+        "--arch",
+        "mlp:16-C",
+        "--wandb",
+        "disabled",
+        "--data-dir",
+        str(fmnist_root),
+        "--limit-train",
+        "200",
+        "--limit-eval",
+        "200",
+        "--no-progress",
+    )
     (rec,) = [json.loads(p.read_text()) for p in (tmp_path / "bench" / "records").glob("*.json")]
     assert rec["config"]["rule"]["lr"] == best_lr and rec["rule_sources"]["lr"].startswith("tuned: ")
 
@@ -320,8 +404,9 @@ def test_pruning_callback_stops_early_never_at_the_last_epoch_and_needs_val_acc(
             return True  # the pruner would stop every trial
 
     def epoch(cb, e, of, metrics):
-        tr = SimpleNamespace(sanity_checking=False, current_epoch=e - 1, max_epochs=of, should_stop=False,
-                             callback_metrics=metrics)
+        tr = SimpleNamespace(
+            sanity_checking=False, current_epoch=e - 1, max_epochs=of, should_stop=False, callback_metrics=metrics
+        )
         cb.on_train_epoch_end(tr, SimpleNamespace(diverged=False))
         return tr.should_stop
 

@@ -51,8 +51,9 @@ class GradientAlignment(L.Callback):
             if not ps:
                 continue
             est = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().flatten() for p in ps])
-            tru = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
-                             for g, p in zip(true[i:i + len(ps)], ps)])
+            tru = torch.cat(
+                [(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(true[i : i + len(ps)], ps)]
+            )
             i += len(ps)
             self.sums[k] += float(F.cosine_similarity(est.double(), tru.double(), dim=0, eps=1e-30))
         self.count += 1
@@ -77,8 +78,9 @@ class KeepBatchNormStats:
     """Restore BatchNorm running statistics (and batch counters) after a diagnostic forward pass."""
 
     def __init__(self, net: torch.nn.Module):
-        self.mods = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                     and m.track_running_stats]
+        self.mods = [
+            m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        ]
 
     def __enter__(self) -> None:
         self.saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in self.mods]

@@ -15,7 +15,7 @@ every sample independent of the others (which forward-mode per-sample directiona
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -23,20 +23,26 @@ from torch import nn
 KINDS = ("linear", "mlp", "cnn")
 
 
-def make_aux_head(kind: str, in_shape: Sequence[int], num_classes: int, *, width: int, depth: int = 3,
-                  pool: int = 2, bn: bool = False) -> nn.Module:
+def make_aux_head(
+    kind: str, in_shape: Sequence[int], num_classes: int, *, width: int, depth: int = 3, pool: int = 2, bn: bool = False
+) -> nn.Module:
     """A head mapping a block output of shape ``in_shape`` (no batch dim) to ``num_classes`` scores."""
     if kind not in KINDS:
         raise ValueError(f"unknown auxiliary head {kind!r}; choose one of {', '.join(KINDS)}")
     maps = len(in_shape) == 3
     if not maps and len(in_shape) != 1:
-        raise ValueError(f"auxiliary heads take vectors or C x H x W maps, got a block output of shape {tuple(in_shape)}")
+        raise ValueError(
+            f"auxiliary heads take vectors or C x H x W maps, got a block output of shape {tuple(in_shape)}"
+        )
     layers: list[nn.Module] = []
     if kind == "linear":
         if maps:
             c = in_shape[0]
-            layers += ([nn.BatchNorm2d(c)] if bn else []) + [nn.AdaptiveAvgPool2d(pool), nn.Flatten(),
-                                                            nn.Linear(c * pool * pool, num_classes)]
+            layers += ([nn.BatchNorm2d(c)] if bn else []) + [
+                nn.AdaptiveAvgPool2d(pool),
+                nn.Flatten(),
+                nn.Linear(c * pool * pool, num_classes),
+            ]
         else:
             layers.append(nn.Linear(in_shape[0], num_classes))
     elif kind == "mlp":
@@ -55,7 +61,9 @@ def make_aux_head(kind: str, in_shape: Sequence[int], num_classes: int, *, width
         c = in_shape[0]
         layers += [nn.Conv2d(c, width, 1, bias=not bn)] + ([nn.BatchNorm2d(width)] if bn else []) + [nn.ReLU()]
         for _ in range(depth):
-            layers += [nn.Conv2d(width, width, 3, 2, 1, bias=not bn)] + ([nn.BatchNorm2d(width)] if bn else []) + [nn.ReLU()]
+            layers += (
+                [nn.Conv2d(width, width, 3, 2, 1, bias=not bn)] + ([nn.BatchNorm2d(width)] if bn else []) + [nn.ReLU()]
+            )
         layers += [nn.AdaptiveAvgPool2d(pool), nn.Flatten(), nn.Linear(width * pool * pool, num_classes)]
     head = nn.Sequential(*layers)
     reinit_(head)

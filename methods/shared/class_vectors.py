@@ -73,7 +73,7 @@ def _energy_descent(c: int, n: int, g: torch.Generator, iters: int, tol: float) 
     return v
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached(c: int, n: int, seed: int, method: str, iters: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     if method == "simplex" or (method == "auto" and c <= n + 1):
@@ -85,8 +85,9 @@ def _cached(c: int, n: int, seed: int, method: str, iters: int) -> torch.Tensor:
     return v.float()
 
 
-def class_vectors(num_classes: int, width: int, seed: int = 0, method: Method = "auto",
-                  iters: int = 5000) -> torch.Tensor:
+def class_vectors(
+    num_classes: int, width: int, seed: int = 0, method: Method = "auto", iters: int = 5000
+) -> torch.Tensor:
     """(C, width) unit vectors minimising the Thomson energy on S^{width-1}; computed once per arguments.
 
     method: auto (closed-form simplex when C <= width + 1, else energy descent), simplex, or energy
@@ -118,4 +119,3 @@ def cosine_scores(h: torch.Tensor, vectors: torch.Tensor, eps: float = 1e-8) -> 
 def euclidean_scores(h: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
     """-||h_b - v_c||: the nearest class vector scores highest (B, C)."""
     return -torch.cdist(h, vectors)
-

@@ -28,7 +28,7 @@ def average_grads(params: list[torch.nn.Parameter], world_size: int) -> None:
     for i, p in enumerate(params):
         n = p.numel()
         if flat[-len(params) + i] > 0:
-            p.grad = flat[offset:offset + n].view_as(p).clone()
+            p.grad = flat[offset : offset + n].view_as(p).clone()
         offset += n
 
 

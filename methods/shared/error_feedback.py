@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.errors import ArchError, ConfigError
 from methods.arch import ArchSpec
 from methods.base import LearningRule
 from methods.config import Optimizer, RuleConfig
+from methods.errors import ArchError, ConfigError
 from methods.shared import layerwise as lw
 from methods.shared.feedback import FixedFeedback, kaiming_uniform
 
@@ -70,10 +70,14 @@ class ErrorFeedbackRule(LearningRule):
     def check_arch(cls, spec: ArchSpec, num_classes: int) -> None:
         super().check_arch(spec, num_classes)
         if spec.out_act not in OUT_ACTS:
-            raise ArchError(f"{cls.name} takes its output error from softmax + CE (out_act=none) or sigmoid + BCE "
-                            f"(out_act=sigmoid); out_act={spec.out_act} has neither")
+            raise ArchError(
+                f"{cls.name} takes its output error from softmax + CE (out_act=none) or sigmoid + BCE "
+                f"(out_act=sigmoid); out_act={spec.out_act} has neither"
+            )
         if spec.kind == "mlp" and len(spec.widths) < 2:
-            raise ArchError(f"{cls.name} needs at least one hidden layer (got {spec.short}); with none it is the delta rule")
+            raise ArchError(
+                f"{cls.name} needs at least one hidden layer (got {spec.short}); with none it is the delta rule"
+            )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -1,4 +1,4 @@
-"""Fixed random feedback matrices (FA, DFA, DRTP, PEPITA's F), held as buffers so they move with the module and are saved.
+"""Fixed random feedback matrices (FA, DFA, DRTP, PEPITA's F), held as buffers: they move with the module, are saved.
 
 Every matrix here is drawn once at construction from torch's global RNG (the run function seeds it) and never
 trained. Initialisations, each named after the reference code it comes from:
@@ -16,7 +16,7 @@ trained. Initialisations, each named after the reference code it comes from:
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -63,7 +63,7 @@ def project(signal: torch.Tensor, matrix: torch.Tensor, shape: Sequence[int] | N
 
 
 class FixedFeedback(nn.Module):
-    """A named set of fixed feedback tensors, each a buffer (saved in the state dict, moved by ``.to``, never trained)."""
+    """A named set of fixed feedback tensors, each a buffer (saved in the state dict, moved by ``.to``, not trained)."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,4 +1,5 @@
-"""Per-kernel class groups, tiny per-kernel heads and voting (SPELA CNN, revised paper Sec. 3.5 / Alg. 2; docs/methods.md s. 8).
+"""Per-kernel class groups, tiny per-kernel heads and voting (SPELA CNN, revised paper Sec. 3.5 / Alg. 2;
+docs/methods.md s. 8).
 
 Kernel j of a conv layer owns a random partition of the C classes into m_j groups (m_j and the membership vary
 between kernels; kernel j gets the same partition in every conv layer). Its output map o_j is flattened,
@@ -19,8 +20,9 @@ from methods.arch import Activation
 from methods.shared.class_vectors import class_vectors
 
 
-def random_partitions(num_kernels: int, num_classes: int, min_groups: int, max_groups: int,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+def random_partitions(
+    num_kernels: int, num_classes: int, min_groups: int, max_groups: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """(K, C) group index of every class for every kernel: m_j ~ U{min..max} non-empty, disjoint groups covering
     all classes (a random permutation seeds one class per group, the rest go to uniformly drawn groups)."""
     if not 1 <= min_groups <= max_groups <= num_classes:

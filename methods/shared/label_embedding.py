@@ -43,8 +43,9 @@ def wrong_labels(labels: torch.Tensor, num_classes: int, generator: torch.Genera
     return (labels + shift) % num_classes
 
 
-def hard_wrong_labels(logits: torch.Tensor, labels: torch.Tensor,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+def hard_wrong_labels(
+    logits: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """A wrong label per sample drawn from softmax(logits) with the true label's probability set to 0."""
     masked = logits.detach().float().clone()
     masked[torch.arange(labels.shape[0], device=labels.device), labels] = float("-inf")

@@ -9,12 +9,12 @@ schedule restarts at the start of each layer's phase, so every layer sees the wh
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
-from methods.errors import ConfigError
 from methods.config import RuleConfig
+from methods.errors import ConfigError
 from methods.optim import build_optimizer, lr_factor
 
 
@@ -46,7 +46,9 @@ def phase(epoch: int, counts: Sequence[int]) -> tuple[int, int, int]:
     return len(counts) - 1, counts[-1] - 1, counts[-1]  # past the end (should not happen): stay on the last layer
 
 
-def phase_scheduler(opt: torch.optim.Optimizer, cfg: RuleConfig, counts: Sequence[int]) -> torch.optim.lr_scheduler.LambdaLR:
+def phase_scheduler(
+    opt: torch.optim.Optimizer, cfg: RuleConfig, counts: Sequence[int]
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-epoch scheduler applying ``cfg.schedule`` afresh within every layer's phase."""
     counts = list(counts)
 

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.errors import ArchError
 from methods.arch import Layer, LayeredNet
+from methods.errors import ArchError
 
 
 @dataclass
@@ -44,8 +44,9 @@ def explicit_layers(net: LayeredNet) -> list[Layer]:
     return blocks
 
 
-def layer_forward(layer: Layer, h: torch.Tensor, in_mask: torch.Tensor | None = None,
-                  out_mask: torch.Tensor | None = None) -> Trace:
+def layer_forward(
+    layer: Layer, h: torch.Tensor, in_mask: torch.Tensor | None = None, out_mask: torch.Tensor | None = None
+) -> Trace:
     """One layer's forward pass, keeping u, a, z, h and the max-pool positions."""
     u = layer.pre(h)
     if in_mask is not None:
@@ -68,7 +69,9 @@ def post_backward(layer: Layer, trace: Trace, g: torch.Tensor) -> torch.Tensor:
     post = layer.post
     if isinstance(post, nn.Identity):
         return g
-    if isinstance(post, nn.MaxPool2d):  # each window's max position gets the signal (scatter_add: deterministic on GPU too)
+    if isinstance(
+        post, nn.MaxPool2d
+    ):  # each window's max position gets the signal (scatter_add: deterministic on GPU too)
         gz = torch.zeros_like(trace.z).flatten(2)
         return gz.scatter_add_(2, trace.pool_idx.flatten(2), g.flatten(2)).reshape(trace.z.shape)
     if isinstance(post, nn.AvgPool2d) and post.kernel_size == 2 and post.stride == 2:

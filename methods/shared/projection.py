@@ -92,8 +92,9 @@ def project(target: PerSample, guess: PerSample, normalize: bool = True, eps: fl
     return guess.weighted_sum(coefficients(target.dot(guess), sq, normalize, eps))
 
 
-def project_activity(target: torch.Tensor, guess: torch.Tensor, normalize: bool = True,
-                     eps: float = 1e-16) -> torch.Tensor:
+def project_activity(
+    target: torch.Tensor, guess: torch.Tensor, normalize: bool = True, eps: float = 1e-16
+) -> torch.Tensor:
     """Per-sample projection of block-output gradients: ĝ_n = c_n v_n, shape (B, ...) like the guess."""
     return scale_samples(guess, coefficients(batch_dot(target, guess), batch_dot(guess, guess), normalize, eps))
 
@@ -114,8 +115,9 @@ def check_module(module: nn.Module) -> None:
     """Raise ValueError for a module whose per-sample contributions this file cannot form."""
     if isinstance(module, nn.Conv2d):
         if module.groups != 1 or isinstance(module.padding, str) or module.padding_mode != "zeros":
-            raise ValueError(f"per-sample projection supports ungrouped, zero-padded Conv2d with numeric padding; "
-                             f"got {module}")
+            raise ValueError(
+                f"per-sample projection supports ungrouped, zero-padded Conv2d with numeric padding; got {module}"
+            )
 
 
 def contributions(module: nn.Module, inp: torch.Tensor, grad_out: torch.Tensor) -> dict[str, PerSample]:
@@ -131,14 +133,18 @@ def contributions(module: nn.Module, inp: torch.Tensor, grad_out: torch.Tensor) 
             if inp.dim() == 2:
                 out["weight"] = PerSample.outer(grad_out, inp)
             else:
-                out["weight"] = PerSample(torch.einsum("nko,nki->noi", grad_out.reshape(n, -1, grad_out.shape[-1]),
-                                                       inp.reshape(n, -1, inp.shape[-1])))
+                out["weight"] = PerSample(
+                    torch.einsum(
+                        "nko,nki->noi", grad_out.reshape(n, -1, grad_out.shape[-1]), inp.reshape(n, -1, inp.shape[-1])
+                    )
+                )
         if b is not None and b.requires_grad:
             out["bias"] = PerSample(grad_out.reshape(n, -1, grad_out.shape[-1]).sum(1))
     elif isinstance(module, nn.Conv2d):
         if w is not None and w.requires_grad:
-            cols = F.unfold(inp, module.kernel_size, dilation=module.dilation, padding=module.padding,
-                            stride=module.stride)  # (B, Cin·k·k, P)
+            cols = F.unfold(
+                inp, module.kernel_size, dilation=module.dilation, padding=module.padding, stride=module.stride
+            )  # (B, Cin·k·k, P)
             d = grad_out.reshape(n, grad_out.shape[1], -1)  # (B, Cout, P)
             out["weight"] = PerSample(torch.bmm(d, cols.transpose(1, 2)).view(n, *w.shape))
         if b is not None and b.requires_grad:
@@ -182,8 +188,15 @@ def param_tangent(module: nn.Module, name: str, inp: torch.Tensor, v: PerSample)
         if name == "bias":
             return vd[:, :, None, None].expand(n, vd.shape[1], *_conv_out_hw(module, inp))
         cout = module.out_channels
-        y = F.conv2d(inp.reshape(1, n * inp.shape[1], *inp.shape[2:]), vd.reshape(n * cout, *vd.shape[2:]), None,
-                     module.stride, module.padding, module.dilation, groups=n)  # one kernel per sample
+        y = F.conv2d(
+            inp.reshape(1, n * inp.shape[1], *inp.shape[2:]),
+            vd.reshape(n * cout, *vd.shape[2:]),
+            None,
+            module.stride,
+            module.padding,
+            module.dilation,
+            groups=n,
+        )  # one kernel per sample
         return y.view(n, cout, *y.shape[2:])
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         vd = v.to_dense()
@@ -210,8 +223,9 @@ def _conv_out_hw(module: nn.Conv2d, inp: torch.Tensor) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- random guesses
-def random_directions(kind: str, shape: tuple[int, ...], device: torch.device | None = None,
-                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def random_directions(
+    kind: str, shape: tuple[int, ...], device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Isotropic guesses: ``gaussian`` N(0, I) or ``rademacher`` (±1 with probability 1/2), from torch's RNG."""
     if kind == "gaussian":
         return torch.randn(shape, device=device, dtype=dtype)
