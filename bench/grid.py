@@ -109,7 +109,7 @@ def expand(spec: GridSpec, notes: list[str] | None = None) -> list[RunConfig]:
     import methods as _methods  # noqa: F401 - registers the rules
     from bench.data import get_dataset_info
     from bench.errors import ArchError
-    from bench.tuned import tuned_params
+    from bench.tuned import stated_lr, tuned_params
     from methods.registry import get_rule, list_rules
 
     prof = get_profile(spec.profile)
@@ -170,7 +170,8 @@ def expand(spec: GridSpec, notes: list[str] | None = None) -> list[RunConfig]:
                             epochs=epochs,
                             rule={**tuned, **proto, **explicit},
                             rule_sources=dict(sources),
-                            tuned=bool(tuned),
+                            # None: the profile, claim or --set states the lr (neither tuned nor the defaults)
+                            tuned=True if tuned else (None if stated_lr(sources) else False),
                             group=fields.pop("group", None) or f"{prof.name}",
                             **fields,
                         )

@@ -90,8 +90,8 @@ class RunConfig:
     numbers to float rounding; stored in the record as ``compiled``."""
     tuned: bool | None = field(default=None, metadata=NOT_IDENTITY)
     """The grid's word on fairness: True when tuned options (sweeps/best/) for the run's dataset, rule and arch were
-    applied, False when there were none (or --no-tuned) and the rule ran on its defaults; None outside a grid.
-    Stored in the record; the report marks untuned rows."""
+    applied, False when there were none (or --no-tuned) and the rule ran on its defaults; None outside a grid and
+    when the profile, a claim or --set states the learning rate. Stored in the record; the report marks untuned rows."""
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the numbers a run produces (hashed into its id): every field not marked

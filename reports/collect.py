@@ -11,6 +11,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.records import DONE, iter_records
+from bench.tuned import ran_untuned
 from bench.wandb_io import WandbRun, iter_api_runs, iter_offline_runs
 from reports import labels
 
@@ -123,6 +124,8 @@ def record_run(record: dict, path: str = "") -> WandbRun:
             "tuned",
         )
     }
+    if meta["tuned"] is False and not ran_untuned(False, record.get("rule_sources")):
+        meta["tuned"] = None  # a claim's or profile's own learning rate: not the rule's defaults
     summary = {k: record.get(k) for k in ("status", "train_time_s", "peak_mem_bytes", "peak_mem_kind", "epochs_done")}
     summary.update(record.get("test") or {})
     try:

@@ -68,6 +68,28 @@ def test_registered_dataset_runs_through_grid_and_report_marked_untuned(digits, 
     assert "† untuned" in (report / "tables" / "comparison.md").read_text()
 
 
+def test_a_stated_learning_rate_is_not_marked_untuned(digits, tmp_path):
+    """--set lr (like a claim's or a profile's own lr) is neither tuned nor the rule's defaults: no mark anywhere;
+    an old record that stored False beside a claim's lr reads the same."""
+    from bench.tuned import ran_untuned
+    from reports.build import build_report
+
+    spec = _spec(tmp_path, digits, ("bp", "fa"), overrides={"lr": "0.01"})
+    cfgs = expand(spec)
+    assert len(cfgs) == 2 and all(c.tuned is None and c.rule_sources["lr"] == "--set" for c in cfgs)
+    dry = io.StringIO()
+    run_grid(spec, dry_run=True, out=dry)
+    assert "UNTUNED" not in dry.getvalue()
+    assert run_grid(spec, out=io.StringIO()) == 0
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "records").glob("*.json")]
+    assert len(records) == 2 and all(r["tuned"] is None for r in records)
+    md = (build_report(source=str(tmp_path / "runs"), out=tmp_path / "out", figures=False) / f"{digits}.md").read_text()
+    assert "†" not in md
+    assert not ran_untuned(False, {"lr": "claim spela/t4-fmnist-95-bp"}) and not ran_untuned(None, {})
+    assert ran_untuned(False, {}) and ran_untuned(False, {"momentum": "profile ablation"})
+    assert not ran_untuned(False, {"lr": "--set"}) and not ran_untuned(True, {"lr": "tuned: x.json"})
+
+
 def _write_tuned(dataset: str, method: str, arch: str, params: dict) -> None:
     from sweeps.best import best_file
 
