@@ -367,7 +367,7 @@ def _run(cfg: RunConfig, res: Resolved) -> RunResult:
             enable_progress_bar=cfg.progress,
             limit_val_batches=1.0 if len(dm.splits["val"][0]) else 0,
             default_root_dir=str(runs),
-            callbacks=[*cfg.callbacks, *_progress_bar(cfg.progress)],
+            callbacks=[*cfg.callbacks, *(_progress_bar(True) if cfg.progress else [_epoch_lines()])],
             deterministic="warn" if cfg.accelerator != "cpu" else True,
             log_every_n_steps=50,
         )
@@ -468,6 +468,42 @@ def _wandb_file(logger) -> str:
         return str(Path(exp.dir).parent / f"run-{exp.id}.wandb")
     except Exception:  # noqa: BLE001 - only for a message
         return "file"
+
+
+def _epoch_lines():
+    """Without a progress bar (grid workers, ``--no-progress``): a callback printing one line per finished epoch on
+    stderr, which a grid worker sends to the run's log (``<runs>/logs/<run>.log``), so a long run shows how far it
+    got."""
+    import lightning.pytorch as pl
+
+    class EpochLines(pl.Callback):
+        def __init__(self) -> None:
+            self._shown = 0
+
+        def _show(self, trainer, rule) -> None:
+            history = getattr(rule, "history", [])
+            if trainer.global_rank == 0:
+                for row in history[self._shown :]:
+                    shown = "  ".join(
+                        f"{k} {v:.4f}"
+                        for k, v in row.items()
+                        if k.startswith(("train/loss", "val/acc")) and v is not None
+                    )
+                    t = row.get("train/epoch_time_s") or 0.0
+                    print(
+                        f"epoch {row.get('epoch')}/{trainer.max_epochs}  {shown}  {t:.1f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            self._shown = len(history)
+
+        def on_train_epoch_start(self, trainer, rule) -> None:  # the previous epoch's row is complete by now
+            self._show(trainer, rule)
+
+        def on_train_end(self, trainer, rule) -> None:
+            self._show(trainer, rule)
+
+    return EpochLines()
 
 
 def _progress_bar(enabled: bool) -> list:

@@ -226,6 +226,9 @@ def test_local_workers_give_the_same_records_as_inline(mnist_dir, tmp_path):
     text = out.getvalue()
     assert text.count("completed ") >= 4 and "grid: 4 runs: 4 completed" in text
     assert "GPU available" not in text and "Lightning" not in text  # run output went to the per-run logs
+    for name, rec in b.items():  # each worker's log shows the run's epochs as they finish
+        log = (tmp_path / "local" / "logs" / f"{name}.log").read_text()
+        assert all(f"epoch {e}/{rec['epochs']}  train/loss" in log for e in range(1, rec["epochs"] + 1)), log
     status = io.StringIO()
     assert run_grid(spec(mnist_dir, tmp_path / "local"), status=True, out=status) == 0
     assert "4 completed" in status.getvalue() and "0 to run" in status.getvalue()
