@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from bench.ids import slug
 from methods.cost import CostModel
 
 DEFAULT_METHODS = ("bp", "fa", "drtp", "pepita", "ff", "spela_o", "fg_gaussian")
@@ -258,8 +259,7 @@ def save(m: Measurement, runs_dir: str | None = None) -> Path:
     """One JSON file per (dataset, method, arch, batch, device); a new measurement replaces the old one."""
     folder = out_dir(runs_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    arch = m.arch.replace(":", "-").replace("/", "_")
-    path = folder / f"{m.dataset}__{m.method}__{arch}__b{m.batch}__{m.device}.json"
+    path = folder / f"{m.dataset}__{m.method}__{slug(m.arch)}__b{m.batch}__{m.device}.json"
     path.write_text(json.dumps(asdict(m), indent=1))
     return path
 

@@ -7,8 +7,6 @@ writes the durable run record (``<runs>/records/<run name>.json``).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import platform
@@ -24,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, ConfigError, Interrupted
+from bench.ids import config_hash, slug
 from bench.paths import PROJECT_ROOT, runs_root, set_tool_dirs
 from bench.records import CellClaim, claim_path, read_claim, record_path, save_attempt
 
@@ -153,8 +152,8 @@ def resolve(cfg: RunConfig) -> Resolved:
     rule_config = build_config(rule_cls.Config, cfg.rule, owner=f"rule {cfg.method!r}")
     arch = rule_cls.parse_arch(cfg.arch, info.num_classes)
     canonical = {**cfg.identity(), "arch": arch.text, "rule": config_to_dict(rule_config, identity=True)}
-    digest = hashlib.sha1(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    name = f"{cfg.dataset}__{cfg.method}__{arch.short.replace(':', '-').replace('/', '_')}__s{cfg.seed}__{digest}"
+    digest = config_hash(canonical)
+    name = f"{cfg.dataset}__{cfg.method}__{slug(arch.short)}__s{cfg.seed}__{digest}"
     return Resolved(cfg, rule_cls, rule_config, arch, canonical, digest, name)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.ids import config_hash
 from bench.records import DONE, iter_records
 from bench.wandb_io import WandbRun, iter_api_runs, iter_offline_runs
 from reports import labels
@@ -50,7 +50,7 @@ RUN_OPTIONS = {"batch_size": 64, "limit_train": None, "norm": "standard", "augme
 def _setting(config: dict) -> str:
     """Hash of everything but the seed: runs sharing it are repeats of one setting (a table cell)."""
     ident = {k: v for k, v in config.items() if k not in ("seed", "meta")}
-    return hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return config_hash(ident)
 
 
 def _status(run: WandbRun) -> str:

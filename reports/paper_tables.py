@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from bench.ids import slug
 from reports.labels import UNTUNED, UNTUNED_NOTE, mark_untuned, method_name, run_label
 from reports.tables import mean_std, tex_escape
 
@@ -293,7 +294,7 @@ def fg_grid_tables(df: pd.DataFrame) -> dict[str, tuple[str, str]]:
                 row.append(stat(sel["test_acc"]))
             rows.append(row)
         groups = [("", 2), ("Global target", 2), ("Local target", 2)]
-        key = f"fg_grid_{ds}_{arch}_{int(epochs)}ep".replace(":", "-").replace("/", "_").replace(",", "_")
+        key = slug(f"fg_grid_{ds}_{arch}_{int(epochs)}ep").replace(",", "_")
         out[key] = render(
             ["Guess", "Aux. head", "Activity", "Weight", "Activity", "Weight"],
             rows,
@@ -424,7 +425,7 @@ def efficiency_tables(eff: list[dict]) -> dict[str, tuple[str, str]]:
             "MV",
             *(c for _ in batches for c in ("Mem. MB", "theory", "GFLOP", "theory", "samples/s")),
         ]
-        key = f"efficiency_{ds}_{arch}_{device}".replace(":", "-").replace("/", "_")
+        key = slug(f"efficiency_{ds}_{arch}_{device}")
         out[key] = render(
             columns,
             rows,

@@ -9,8 +9,6 @@ test split is never evaluated during tuning.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import socket
@@ -22,6 +20,7 @@ from typing import Any
 from lightning.pytorch.callbacks import EarlyStopping
 
 from bench.errors import BenchError, ConfigError
+from bench.ids import config_hash, slug
 from bench.run import RUN_SETTINGS
 
 METRIC = "val/acc"
@@ -62,12 +61,12 @@ class StudySpec:
     def digest(self) -> str:
         d = self.to_dict()
         d.pop("space_source")
-        return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        return config_hash(d)
 
     def study_name(self) -> str:
         from methods.arch import ArchSpec
 
-        short = ArchSpec.parse(self.arch).short.replace(":", "-").replace("/", "_")
+        short = slug(ArchSpec.parse(self.arch).short)
         return f"{self.dataset}__{self.method}__{short}__e{self.epochs}__{self.digest()}"
 
     def run_config(self, rule: dict[str, Any], env: dict[str, Any] | None = None, **extra):
