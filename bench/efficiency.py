@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from bench.fmt import gflop, mb
 from bench.ids import slug
 from methods.cost import CostModel
 
@@ -275,14 +276,6 @@ def load_all(runs_dir: str | Path | None = None) -> list[dict[str, Any]]:
     return out
 
 
-def _mb(b: int | None) -> str:
-    return "-" if b is None else f"{b / 2**20:.2f}"
-
-
-def _gf(f: int | None) -> str:
-    return "-" if f is None else f"{f / 1e9:.3f}"
-
-
 def main(argv: list[str] | None = None) -> int:
     from bench.errors import BenchError
 
@@ -315,8 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 save(m, a.runs_dir)
                 print(
-                    f"{method:14s} {b:5d} {_mb(m.peak_bytes):>9s} {_mb(m.theory_bytes):>9s} {_mb(m.grad_bytes):>8s} "
-                    f"{_gf(m.flops):>9s} {_gf(m.theory_flops):>12s} {m.samples_per_s:10.1f}  {m.arch}",
+                    f"{method:14s} {b:5d} {mb(m.peak_bytes):>9s} {mb(m.theory_bytes):>9s} {mb(m.grad_bytes):>8s} "
+                    f"{gflop(m.flops):>9s} {gflop(m.theory_flops):>12s} {m.samples_per_s:10.1f}  {m.arch}",
                     flush=True,
                 )
     except BenchError as e:

@@ -25,7 +25,7 @@ from bench.errors import ConfigError, Interrupted
 from bench.executors import EXECUTORS, cancel, job_done, job_error, submit
 from bench.records import process_alive
 from sweeps.storage import STUDIES_DIR, kind, open_storage, redact
-from sweeps.study import BUDGET_ATTR, PRUNE_REASON, SPEC_ATTR, StudySpec, read_spec, startup_trials
+from sweeps.study import BUDGET_ATTR, PRUNE_REASON, SPEC_ATTR, StudySpec, read_spec, show_params, startup_trials
 
 
 @dataclass
@@ -132,8 +132,7 @@ def _best(study) -> tuple[float | None, dict[str, Any]]:
 def _status(study) -> str:
     c = counts(study)
     value, params = _best(study)
-    shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-    best = f"best val/acc {value:.4f} ({shown})" if value is not None else "no completed trial yet"
+    best = f"best val/acc {value:.4f} ({show_params(params)})" if value is not None else "no completed trial yet"
     return (
         f"{c['COMPLETE'] + c['PRUNED']} finished ({c['COMPLETE']} complete, {c['PRUNED']} pruned), "
         f"{c['FAIL']} failed, {c['RUNNING']} running; {best}"

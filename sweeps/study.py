@@ -85,6 +85,11 @@ class StudySpec:
         )
 
 
+def show_params(params: dict[str, Any]) -> str:
+    """A trial's parameters on one line: ``lr=0.01234 f_scale=0.1`` (floats to 4 significant digits)."""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
 def make_pruner(cfg: dict[str, Any]):
     import optuna
 
@@ -250,7 +255,7 @@ def work(storage: str, study_name: str, n_trials: int, worker: int, options: dic
 
     def done(_study, t) -> None:
         mine.append(t.number)
-        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+        params = show_params(t.params)
         what = (
             f"val/acc {t.value:.4f}"
             if t.state.name == "COMPLETE"
