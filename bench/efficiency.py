@@ -258,10 +258,10 @@ def out_dir(runs_dir: str | None = None) -> Path:
 
 def save(m: Measurement, runs_dir: str | None = None) -> Path:
     """One JSON file per (dataset, method, arch, batch, device); a new measurement replaces the old one."""
-    folder = out_dir(runs_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{m.dataset}__{m.method}__{slug(m.arch)}__b{m.batch}__{m.device}.json"
-    path.write_text(json.dumps(asdict(m), indent=1))
+    from bench.records import atomic_write_text
+
+    path = out_dir(runs_dir) / f"{m.dataset}__{m.method}__{slug(m.arch)}__b{m.batch}__{m.device}.json"
+    atomic_write_text(path, json.dumps(asdict(m), indent=1))
     return path
 
 
