@@ -339,10 +339,6 @@ class LayeredNet(nn.Module):
             outs.append(x)
         return outs
 
-    @property
-    def out_dim(self) -> int:
-        return self.widths[-1]
-
 
 def _pool(name: str) -> nn.Module:
     return {"max2": nn.MaxPool2d(2), "avg2": nn.AvgPool2d(2), "none": nn.Identity()}[name]

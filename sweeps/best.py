@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.records import atomic_write_text
-from bench.tuned import BEST_DIR, best_dir, best_file, read_entries, shown, tuned_params  # noqa: F401 - re-exported
+from bench.tuned import best_file, read_entries, shown
 
 
 @dataclass
