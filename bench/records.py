@@ -33,6 +33,25 @@ DONE = ("completed", "diverged")
 """Final states: the grid skips these cells (a diverged run is a result, not a failure)."""
 FAILED = ("crashed", "interrupted")
 """An attempt ended without a result: the next launch runs the cell again."""
+RUN_META = (
+    "name",
+    "config_hash",
+    "dataset",
+    "method",
+    "arch",
+    "arch_full",
+    "seed",
+    "epochs",
+    "group",
+    "git_commit",
+    "versions",
+    "host",
+    "labels",
+    "tuned",
+)
+"""Record fields a run carries beside its config (W&B config ``meta``), in W&B and in the report's record runs."""
+RUN_SUMMARY = ("status", "train_time_s", "peak_mem_bytes", "peak_mem_kind", "epochs_done")
+"""Record fields a run's summary carries (with its test accuracies), in W&B and in the report's record runs."""
 HEARTBEAT = 30.0
 """Seconds between two touches of a claim by its owner."""
 GRACE = 120.0
@@ -290,7 +309,7 @@ def _take_over(path: Path, stale: ClaimInfo) -> bool:
 
 # ------------------------------------------------------------------------------------------------ cell states
 
-STATES = ("completed", "diverged", "running", "failed", "pending")
+STATES = (*DONE, "running", "failed", "pending")
 """What the grid shows per cell: done (completed, diverged), running elsewhere (a live claim), failed (the last
 attempt crashed or was interrupted: run again), pending (no record, or a stale claim)."""
 

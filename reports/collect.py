@@ -10,7 +10,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.ids import config_hash
-from bench.records import DONE, iter_records
+from bench.records import DONE, RUN_META, RUN_SUMMARY, iter_records
 from bench.wandb_io import WandbRun, iter_api_runs, iter_offline_runs
 from reports import labels
 
@@ -106,24 +106,8 @@ def record_run(record: dict, path: str = "") -> WandbRun:
     """A run record (``<runs>/records/<name>.json``) seen as a W&B run."""
     import time
 
-    meta = {
-        k: record.get(k)
-        for k in (
-            "name",
-            "config_hash",
-            "dataset",
-            "method",
-            "arch",
-            "arch_full",
-            "seed",
-            "epochs",
-            "group",
-            "git_commit",
-            "labels",
-            "tuned",
-        )
-    }
-    summary = {k: record.get(k) for k in ("status", "train_time_s", "peak_mem_bytes", "peak_mem_kind", "epochs_done")}
+    meta = {k: record.get(k) for k in RUN_META}
+    summary = {k: record.get(k) for k in RUN_SUMMARY}
     summary.update(record.get("test") or {})
     try:
         start = time.mktime(time.strptime(record.get("started", ""), "%Y-%m-%dT%H:%M:%S%z"))
@@ -218,6 +202,6 @@ def latest_per_config(df: pd.DataFrame) -> pd.DataFrame:
     """One run per exact config (re-runs keep the latest that finished, else the latest)."""
     if df.empty:
         return df
-    df = df.assign(_done=df["status"].isin(["completed", "diverged"]))
+    df = df.assign(_done=df["status"].isin(DONE))
     df = df.sort_values(["_done", "start_time"]).groupby(df["config_hash"].fillna(df["run_id"]), dropna=False).tail(1)
     return df.drop(columns="_done").sort_values(["dataset", "method", "arch", "seed"]).reset_index(drop=True)
