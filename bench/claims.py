@@ -30,13 +30,13 @@ to claims without importing the training code.
 from __future__ import annotations
 
 import json
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError
+from bench.fmt import pm
 from bench.paths import PROJECT_ROOT
 
 CLAIMS_DIR = PROJECT_ROOT / "reports" / "claims"
@@ -351,8 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(claims)} claims valid; {RESOLVED} up to date")
             return 0
         for c in claims:
-            std = "" if c.std is None or math.isnan(c.std) else f" ± {c.std:g}"
-            print(f"{c.key:32s} {c.value:g}{std}  {c.describe()}")
+            print(f"{c.key:32s} {pm(c.value, c.std, 'g')}  {c.describe()}")
         print(f"{len(claims)} claims in {len(claim_files(a.dir))} files")
         return 0
 

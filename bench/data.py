@@ -31,6 +31,7 @@ import torch
 
 from bench.errors import BenchError, ConfigError, DataError
 from bench.paths import data_root
+from bench.records import atomic_file, atomic_write_text
 
 DEBIAN_FMNIST = Path(os.environ.get("BENCH_DEBIAN_FMNIST", "/usr/share/datasets/fashion-mnist"))
 NORMS = ("standard", "unit")
@@ -200,9 +201,7 @@ def record_checksums(folder: Path, files: list[str] | tuple[str, ...], source: s
             "source": source,
             "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-    tmp = folder / f"{CHECKSUMS}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
-    tmp.replace(folder / CHECKSUMS)
+    atomic_write_text(folder / CHECKSUMS, json.dumps(entries, indent=1, sort_keys=True) + "\n")
 
 
 def damaged(folder: Path, files: tuple[str, ...]) -> dict[str, str]:
@@ -234,14 +233,11 @@ def _gz_source(info: DatasetInfo, root: Path, f: str) -> Path | None:
 
 def _unpack(gz: Path, dest: Path) -> None:
     """Gunzip ``gz`` into ``dest`` atomically (gzip's CRC check catches a damaged archive)."""
-    tmp = dest.with_name(f"{dest.name}.part{os.getpid()}")
     try:
-        with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
+        with atomic_file(dest) as tmp, gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst)
     except (OSError, EOFError) as e:
-        tmp.unlink(missing_ok=True)
         raise DataError(f"cannot unpack {gz}: {e}; reinstall or re-download it") from None
-    tmp.replace(dest)
 
 
 def _gz_digest(gz: Path) -> str:

@@ -38,6 +38,8 @@ from typing import Any
 
 import torch
 
+from bench.fmt import gflop, mb
+from bench.ids import slug
 from methods.cost import CostModel
 
 DEFAULT_METHODS = ("bp", "fa", "drtp", "pepita", "ff", "spela_o", "fg_gaussian")
@@ -256,11 +258,10 @@ def out_dir(runs_dir: str | None = None) -> Path:
 
 def save(m: Measurement, runs_dir: str | None = None) -> Path:
     """One JSON file per (dataset, method, arch, batch, device); a new measurement replaces the old one."""
-    folder = out_dir(runs_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    arch = m.arch.replace(":", "-").replace("/", "_")
-    path = folder / f"{m.dataset}__{m.method}__{arch}__b{m.batch}__{m.device}.json"
-    path.write_text(json.dumps(asdict(m), indent=1))
+    from bench.records import atomic_write_text
+
+    path = out_dir(runs_dir) / f"{m.dataset}__{m.method}__{slug(m.arch)}__b{m.batch}__{m.device}.json"
+    atomic_write_text(path, json.dumps(asdict(m), indent=1))
     return path
 
 
@@ -273,14 +274,6 @@ def load_all(runs_dir: str | Path | None = None) -> list[dict[str, Any]]:
         except (OSError, ValueError):
             continue
     return out
-
-
-def _mb(b: int | None) -> str:
-    return "-" if b is None else f"{b / 2**20:.2f}"
-
-
-def _gf(f: int | None) -> str:
-    return "-" if f is None else f"{f / 1e9:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,8 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 save(m, a.runs_dir)
                 print(
-                    f"{method:14s} {b:5d} {_mb(m.peak_bytes):>9s} {_mb(m.theory_bytes):>9s} {_mb(m.grad_bytes):>8s} "
-                    f"{_gf(m.flops):>9s} {_gf(m.theory_flops):>12s} {m.samples_per_s:10.1f}  {m.arch}",
+                    f"{method:14s} {b:5d} {mb(m.peak_bytes):>9s} {mb(m.theory_bytes):>9s} {mb(m.grad_bytes):>8s} "
+                    f"{gflop(m.flops):>9s} {gflop(m.theory_flops):>12s} {m.samples_per_s:10.1f}  {m.arch}",
                     flush=True,
                 )
     except BenchError as e:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from bench.errors import ConfigError, DataError
+from bench.records import atomic_file
 
 BACKBONES = {"resnet50": "IMAGENET1K_V1", "resnet50_random": None}
 """Backbone name -> torchvision weights enum member (None: random initialisation, seed 0)."""
@@ -239,8 +240,6 @@ def load_features(
         raise DataError(f"{source} ({'train' if train else 'test'} split) in {root} has no images")
     x = torch.cat(feats).float().reshape(-1, FEATURE_DIM[backbone], 1, 1).contiguous()
     y = torch.cat(labels).long()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"x": x, "y": y, "meta": meta}, tmp)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        torch.save({"x": x, "y": y, "meta": meta}, tmp)
     return x, y

@@ -4,6 +4,14 @@ submitit's own local controller (``submitit.local._local``) waits for its task p
 status to itself and exits 0 whatever became of them, so a launcher could only guess why a worker died. This one
 writes ``<folder>/<job id>_exit_codes.json`` (one status per task: negative = killed by that signal) when its tasks
 end; ``bench.executors.job_error`` reads it. ``RecordingExecutor`` starts it instead of submitit's.
+
+A private override, on purpose: submitit has no public way to choose the controller. ``LocalExecutor`` starts
+``submitit.local._local`` by name from its ``_submit_command``; its public ``python`` option only wraps the task
+command, and a wrapper there would sit between the controller's signals (timeout, cancel, SIGKILL) and the worker.
+So ``RecordingExecutor._submit_command`` repeats submitit's (``start_controller``'s environment, checked against
+submitit 1.5.4) with this module as the controller. tests/test_faults.py guards it: the controller gets the same
+environment as submitit's own (``test_the_recording_executor_starts_its_controller_as_submitit_starts_its_own``),
+and a killed worker is named with its signal (``test_a_killed_local_worker_is_named_with_its_signal``).
 """
 
 from __future__ import annotations

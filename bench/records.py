@@ -15,12 +15,14 @@ This module imports no training code (no torch): reports and launchers read reco
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,25 @@ DONE = ("completed", "diverged")
 """Final states: the grid skips these cells (a diverged run is a result, not a failure)."""
 FAILED = ("crashed", "interrupted")
 """An attempt ended without a result: the next launch runs the cell again."""
+RUN_META = (
+    "name",
+    "config_hash",
+    "dataset",
+    "method",
+    "arch",
+    "arch_full",
+    "seed",
+    "epochs",
+    "group",
+    "git_commit",
+    "versions",
+    "host",
+    "labels",
+    "tuned",
+)
+"""Record fields a run carries beside its config (W&B config ``meta``), in W&B and in the report's record runs."""
+RUN_SUMMARY = ("status", "train_time_s", "peak_mem_bytes", "peak_mem_kind", "epochs_done")
+"""Record fields a run's summary carries (with its test accuracies), in W&B and in the report's record runs."""
 HEARTBEAT = 30.0
 """Seconds between two touches of a claim by its owner."""
 GRACE = 120.0
@@ -76,21 +97,29 @@ def json_default(o: Any) -> Any:
     return str(o)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees either the old file or the whole new one. On failure (a
-    full or read-only disk) the temporary file is removed and the error raised; ``path`` is untouched."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` (its folder made if missing) for the block to write; when the block ends,
+    the file replaces ``path`` in one rename, so a reader sees either the old file or the whole new one. When the
+    block or the rename fails (a full or read-only disk) the temporary file is removed and the error raised;
+    ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{uuid.uuid4().hex[:6]}")
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through ``atomic_file``, on disk (fsync) before the rename."""
+    with atomic_file(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_record(path: str | os.PathLike, record: dict[str, Any]) -> None:
@@ -280,7 +309,7 @@ def _take_over(path: Path, stale: ClaimInfo) -> bool:
 
 # ------------------------------------------------------------------------------------------------ cell states
 
-STATES = ("completed", "diverged", "running", "failed", "pending")
+STATES = (*DONE, "running", "failed", "pending")
 """What the grid shows per cell: done (completed, diverged), running elsewhere (a live claim), failed (the last
 attempt crashed or was interrupted: run again), pending (no record, or a stale claim)."""
 

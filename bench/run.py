@@ -7,8 +7,6 @@ writes the durable run record (``<runs>/records/<run name>.json``).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import platform
@@ -24,8 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, ConfigError, Interrupted
+from bench.ids import config_hash, slug
 from bench.paths import PROJECT_ROOT, runs_root, set_tool_dirs
-from bench.records import CellClaim, claim_path, read_claim, record_path, save_attempt
+from bench.records import (
+    DONE,
+    RUN_META,
+    RUN_SUMMARY,
+    CellClaim,
+    claim_path,
+    read_claim,
+    record_path,
+    save_attempt,
+)
 
 WANDB_MODES = ("offline", "online", "disabled")
 
@@ -153,8 +161,8 @@ def resolve(cfg: RunConfig) -> Resolved:
     rule_config = build_config(rule_cls.Config, cfg.rule, owner=f"rule {cfg.method!r}")
     arch = rule_cls.parse_arch(cfg.arch, info.num_classes)
     canonical = {**cfg.identity(), "arch": arch.text, "rule": config_to_dict(rule_config, identity=True)}
-    digest = hashlib.sha1(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    name = f"{cfg.dataset}__{cfg.method}__{arch.short.replace(':', '-').replace('/', '_')}__s{cfg.seed}__{digest}"
+    digest = config_hash(canonical)
+    name = f"{cfg.dataset}__{cfg.method}__{slug(arch.short)}__s{cfg.seed}__{digest}"
     return Resolved(cfg, rule_cls, rule_config, arch, canonical, digest, name)
 
 
@@ -522,25 +530,7 @@ def _make_logger(cfg: RunConfig, res: Resolved, record: dict[str, Any]):
     from lightning.pytorch.loggers import WandbLogger
 
     runs = runs_root(cfg.runs_dir)
-    meta = {
-        k: record[k]
-        for k in (
-            "name",
-            "config_hash",
-            "dataset",
-            "method",
-            "arch",
-            "arch_full",
-            "seed",
-            "epochs",
-            "group",
-            "git_commit",
-            "versions",
-            "host",
-            "labels",
-            "tuned",
-        )
-    }
+    meta = {k: record[k] for k in RUN_META}
     logger = WandbLogger(
         project=cfg.wandb_project,
         entity=cfg.wandb_entity,
@@ -562,14 +552,7 @@ def _make_logger(cfg: RunConfig, res: Resolved, record: dict[str, Any]):
 def _finish_logger(logger, record: dict[str, Any], runs_dir: str | None = None) -> None:
     if logger is None:
         return
-    summary = {
-        "status": record["status"],
-        "train_time_s": record["train_time_s"],
-        "peak_mem_bytes": record["peak_mem_bytes"],
-        "peak_mem_kind": record["peak_mem_kind"],
-        "epochs_done": record["epochs_done"],
-        "record_path": str(record_path(record["name"], runs_dir)),
-    }
+    summary = {**{k: record[k] for k in RUN_SUMMARY}, "record_path": str(record_path(record["name"], runs_dir))}
     summary.update({k: v for k, v in record["test"].items()})
     if record["history"]:
         summary.update({f"final/{k}": v for k, v in record["history"][-1].items() if isinstance(v, (int, float))})
@@ -582,7 +565,7 @@ def _finish_logger(logger, record: dict[str, Any], runs_dir: str | None = None) 
     import wandb
 
     run_file = Path(exp.dir).parent / f"run-{exp.id}.wandb" if exp.settings.mode in ("offline", "dryrun") else None
-    wandb.finish(exit_code=0 if record["status"] in ("completed", "diverged") else 1)
+    wandb.finish(exit_code=0 if record["status"] in DONE else 1)
     if run_file is not None:
         _wait_until_written(run_file)
 

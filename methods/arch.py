@@ -339,9 +339,18 @@ class LayeredNet(nn.Module):
             outs.append(x)
         return outs
 
-    @property
-    def out_dim(self) -> int:
-        return self.widths[-1]
+
+def _dense(dims: list[int], linear: type, act: str, spec: ArchSpec) -> list[Layer]:
+    """Fully connected layers ``dims[0] -> dims[1] -> ...``: the input flattened first, ``act`` after every layer
+    but the last, ``spec.out_act`` after the last."""
+    return [
+        Layer(
+            linear(din, dout, bias=spec.bias),
+            Activation(spec.out_act if i == len(dims) - 2 else act),
+            pre=nn.Flatten() if i == 0 else None,
+        )
+        for i, (din, dout) in enumerate(zip(dims[:-1], dims[1:]))
+    ]
 
 
 def _pool(name: str) -> nn.Module:
@@ -355,17 +364,7 @@ def build_network(spec: ArchSpec, in_shape: tuple[int, ...], num_classes: int) -
     conv = BinaryConv2d if spec.binary else nn.Conv2d
     if spec.kind == "mlp":
         dims = [math.prod(in_shape)] + [num_classes if w == "C" else w for w in spec.widths]
-        blocks = []
-        for i, (din, dout) in enumerate(zip(dims[:-1], dims[1:])):
-            last = i == len(dims) - 2
-            blocks.append(
-                Layer(
-                    linear(din, dout, bias=spec.bias),
-                    Activation(spec.out_act if last else act),
-                    pre=nn.Flatten() if i == 0 else None,
-                )
-            )
-        net = LayeredNet(blocks, spec, in_shape, num_classes, dims[1:])
+        net = LayeredNet(_dense(dims, linear, act, spec), spec, in_shape, num_classes, dims[1:])
     elif spec.kind == "cnn":
         c, h, w = in_shape
         blocks, widths = [], []
@@ -386,17 +385,8 @@ def build_network(spec: ArchSpec, in_shape: tuple[int, ...], num_classes: int) -
                 h, w = h // 2, w // 2
             widths.append(ch)
         dims = [c * h * w, *spec.fc, num_classes] if spec.head else []
-        for i, (din, dout) in enumerate(zip(dims[:-1], dims[1:])):
-            last = i == len(dims) - 2
-            blocks.append(
-                Layer(
-                    linear(din, dout, bias=spec.bias),
-                    Activation(spec.out_act if last else act),
-                    pre=nn.Flatten() if i == 0 else None,
-                )
-            )
-            widths.append(dout)
-        net = LayeredNet(blocks, spec, in_shape, num_classes, widths)
+        blocks += _dense(dims, linear, act, spec)
+        net = LayeredNet(blocks, spec, in_shape, num_classes, widths + dims[1:])
     else:
         net = _resnet18(spec, in_shape, num_classes)
     _init(net, spec)

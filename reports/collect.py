@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -10,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.records import DONE, iter_records
+from bench.ids import config_hash
+from bench.records import DONE, RUN_META, RUN_SUMMARY, iter_records
 from bench.tuned import ran_untuned
 from bench.wandb_io import WandbRun, iter_api_runs, iter_offline_runs
 from reports import labels
@@ -51,7 +51,7 @@ RUN_OPTIONS = {"batch_size": 64, "limit_train": None, "norm": "standard", "augme
 def _setting(config: dict) -> str:
     """Hash of everything but the seed: runs sharing it are repeats of one setting (a table cell)."""
     ident = {k: v for k, v in config.items() if k not in ("seed", "meta")}
-    return hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return config_hash(ident)
 
 
 def _status(run: WandbRun) -> str:
@@ -107,26 +107,10 @@ def record_run(record: dict, path: str = "") -> WandbRun:
     """A run record (``<runs>/records/<name>.json``) seen as a W&B run."""
     import time
 
-    meta = {
-        k: record.get(k)
-        for k in (
-            "name",
-            "config_hash",
-            "dataset",
-            "method",
-            "arch",
-            "arch_full",
-            "seed",
-            "epochs",
-            "group",
-            "git_commit",
-            "labels",
-            "tuned",
-        )
-    }
+    meta = {k: record.get(k) for k in RUN_META}
     if meta["tuned"] is False and not ran_untuned(False, record.get("rule_sources")):
         meta["tuned"] = None  # a claim's or profile's own learning rate: not the rule's defaults
-    summary = {k: record.get(k) for k in ("status", "train_time_s", "peak_mem_bytes", "peak_mem_kind", "epochs_done")}
+    summary = {k: record.get(k) for k in RUN_SUMMARY}
     summary.update(record.get("test") or {})
     try:
         start = time.mktime(time.strptime(record.get("started", ""), "%Y-%m-%dT%H:%M:%S%z"))
@@ -221,6 +205,6 @@ def latest_per_config(df: pd.DataFrame) -> pd.DataFrame:
     """One run per exact config (re-runs keep the latest that finished, else the latest)."""
     if df.empty:
         return df
-    df = df.assign(_done=df["status"].isin(["completed", "diverged"]))
+    df = df.assign(_done=df["status"].isin(DONE))
     df = df.sort_values(["_done", "start_time"]).groupby(df["config_hash"].fillna(df["run_id"]), dropna=False).tail(1)
     return df.drop(columns="_done").sort_values(["dataset", "method", "arch", "seed"]).reset_index(drop=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.records import DONE
 from reports.labels import method_name
 from reports.paper_tables import _labelled, _order, standard
 
@@ -146,7 +147,7 @@ def learning_curves(hist: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[P
     plt, sns = _plt()
     if hist.empty or "val/acc" not in hist:
         return []
-    keep = _labelled(standard(runs[runs["status"].isin(["completed", "diverged"])]))
+    keep = _labelled(standard(runs[runs["status"].isin(DONE)]))
     h = hist.merge(keep[["run_id", "label", "epochs"]], on="run_id")
     paths = []
     for ds, g in h.groupby("dataset"):
@@ -215,7 +216,7 @@ def alignment_curves(hist: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[
         ax.set(title=title, xlabel="epoch", ylabel="cos(update, BP gradient)", ylim=(-1.05, 1.05))
         ax.legend(fontsize=7, title=None)
 
-    keep = _labelled(runs[runs["status"].isin(["completed", "diverged"])])
+    keep = _labelled(runs[runs["status"].isin(DONE)])
     return _history_panels(
         hist,
         keep,

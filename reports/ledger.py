@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.claims import Claim
+from bench.fmt import pm
 from reports.tables import tex_escape
 
 VERDICTS = ("reproduced", "below", "above", "not run")
@@ -162,13 +163,13 @@ def _num(x: float | None, signed: bool = False) -> str:
 
 
 def _paper(c: Claim) -> str:
-    return _num(c.value) + ("" if c.std is None else f" ± {c.std:.2f}")
+    return pm(c.value, c.std)
 
 
 def _measured(e: Entry) -> str:
     if not e.n:
         return "--"
-    return _num(e.mean) + ("" if math.isnan(e.std) else f" ± {e.std:.2f}") + f" (n={e.n})"
+    return pm(e.mean, e.std) + f" (n={e.n})"
 
 
 def _verdict(e: Entry) -> str:

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from bench.fmt import gflop, mb, pm
+from bench.ids import slug
 from reports.labels import UNTUNED, UNTUNED_NOTE, mark_untuned, method_name, run_label
-from reports.tables import mean_std, tex_escape
+from reports.tables import mean_std, tell_apart, tex_escape
 
 PREAMBLE = "% booktabs table written by `make report`; needs \\usepackage{booktabs,graphicx}\n"
 
@@ -33,14 +35,14 @@ class Stat:
     def md(self, bold: bool = False, n: bool = True) -> str:
         if math.isnan(self.mean):
             return "--"
-        s = f"{self.mean:.2f}" + ("" if math.isnan(self.std) else f" ± {self.std:.2f}")
+        s = pm(self.mean, self.std)
         s = f"**{s}**" if bold else s
         return s + (f" ({self.n})" if n and self.n else "")
 
     def tex(self, bold: bool = False, n: bool = True) -> str:
         if math.isnan(self.mean):
             return "--"
-        s = f"{self.mean:.2f}" + ("" if math.isnan(self.std) else f" \\pm {self.std:.2f}")
+        s = pm(self.mean, self.std, sign=r"\pm")
         s = f"\\mathbf{{{s}}}" if bold else s
         return f"${s}$" + (f" ({self.n})" if n and self.n > 1 else "")
 
@@ -145,10 +147,7 @@ def _labelled(df: pd.DataFrame, ablation: bool = False) -> pd.DataFrame:
             for m, r, a, o, t in zip(df["method"], df["rule"], df["arch_full"], opts, tuned)
         ]
     )
-    # settings the label cannot tell apart (a field it does not show): name them by their setting hash
-    keys = ["dataset", "label", "arch", "epochs", df["test_fraction"].fillna(-1)]
-    clash = df.groupby(keys)["setting"].transform("nunique") > 1
-    return df.assign(label=df["label"].where(~clash, df["label"] + " #" + df["setting"].astype(str)))
+    return df.assign(label=tell_apart(df, ["dataset", "label", "arch", "epochs", "test_fraction"]))
 
 
 def standard(df: pd.DataFrame) -> pd.DataFrame:
@@ -293,7 +292,7 @@ def fg_grid_tables(df: pd.DataFrame) -> dict[str, tuple[str, str]]:
                 row.append(stat(sel["test_acc"]))
             rows.append(row)
         groups = [("", 2), ("Global target", 2), ("Local target", 2)]
-        key = f"fg_grid_{ds}_{arch}_{int(epochs)}ep".replace(":", "-").replace("/", "_").replace(",", "_")
+        key = slug(f"fg_grid_{ds}_{arch}_{int(epochs)}ep").replace(",", "_")
         out[key] = render(
             ["Guess", "Aux. head", "Activity", "Weight", "Activity", "Weight"],
             rows,
@@ -409,10 +408,10 @@ def efficiency_tables(eff: list[dict]) -> dict[str, tuple[str, str]]:
                     continue
                 m = m.iloc[-1]
                 row += [
-                    _mb(m["peak_bytes"]),
-                    _mb(m.get("theory_bytes")),
-                    _gf(m["flops"]),
-                    _gf(m.get("theory_flops")),
+                    mb(m["peak_bytes"]),
+                    mb(m.get("theory_bytes")),
+                    gflop(m["flops"]),
+                    gflop(m.get("theory_flops")),
                     f"{m['samples_per_s']:.0f}",
                 ]
             rows.append(row)
@@ -424,7 +423,7 @@ def efficiency_tables(eff: list[dict]) -> dict[str, tuple[str, str]]:
             "MV",
             *(c for _ in batches for c in ("Mem. MB", "theory", "GFLOP", "theory", "samples/s")),
         ]
-        key = f"efficiency_{ds}_{arch}_{device}".replace(":", "-").replace("/", "_")
+        key = slug(f"efficiency_{ds}_{arch}_{device}")
         out[key] = render(
             columns,
             rows,
@@ -457,11 +456,3 @@ def _num(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "--"
     return f"{v:g}"
-
-
-def _mb(b) -> str:
-    return "--" if b is None or (isinstance(b, float) and math.isnan(b)) else f"{b / 2**20:.3g}"
-
-
-def _gf(f) -> str:
-    return "--" if f is None or (isinstance(f, float) and math.isnan(f)) else f"{f / 1e9:.3f}"

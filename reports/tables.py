@@ -6,6 +6,8 @@ import math
 
 import pandas as pd
 
+from bench.fmt import pm
+
 
 def tex_escape(s: object) -> str:
     out = str(s)
@@ -33,10 +35,11 @@ def mean_std(values: pd.Series, scale: float = 100.0) -> tuple[float, float, int
     return float(v.mean()), float(v.std(ddof=1)) if n > 1 else math.nan, n
 
 
-def fmt_pm(mean: float, std: float, digits: int = 2) -> str:
-    if math.isnan(mean):
-        return "--"
-    return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
+def tell_apart(df: pd.DataFrame, keys: list) -> pd.Series:
+    """``df``'s labels, with `` #<setting hash>`` added where rows alike in ``keys`` (the label among them) hold more
+    than one setting: settings the label cannot tell apart (a field it does not show)."""
+    clash = df.groupby(keys, dropna=False)["setting"].transform("nunique") > 1
+    return df["label"].where(~clash, df["label"] + " #" + df["setting"].astype(str))
 
 
 def summarise(df: pd.DataFrame, value: str = "test_acc") -> pd.DataFrame:
@@ -71,9 +74,8 @@ def summarise(df: pd.DataFrame, value: str = "test_acc") -> pd.DataFrame:
             }
         )
     out = pd.DataFrame(rows)
-    if len(out):  # settings the label cannot tell apart: name them by their setting hash
-        clash = out.groupby(["label", "arch", "epochs"], dropna=False)["setting"].transform("nunique") > 1
-        out["label"] = out["label"].where(~clash, out["label"] + " #" + out["setting"].astype(str))
+    if len(out):
+        out["label"] = tell_apart(out, ["label", "arch", "epochs"])
         out = out.sort_values(["mean", "method"], ascending=[False, True], na_position="last").reset_index(drop=True)
     return out
 
@@ -102,7 +104,7 @@ def comparison_tables(df: pd.DataFrame, dataset: str, caption: str | None = None
         "|---|---|---:|---:|---:|",
     ]
     for _, r in s.iterrows():
-        cell = fmt_pm(r["mean"], r["std"]).replace("±", r"\pm")
+        cell = pm(r["mean"], r["std"], sign=r"\pm")
         is_best = not math.isnan(r["mean"]) and r["mean"] == best
         cell_tex = f"$\\mathbf{{{cell}}}$" if is_best and cell != "--" else (f"${cell}$" if cell != "--" else "--")
         note = f" ({r['diverged']} diverged)" if r["diverged"] else ""
@@ -110,7 +112,7 @@ def comparison_tables(df: pd.DataFrame, dataset: str, caption: str | None = None
             f"{tex_escape(r['label'])} & {tex_escape(r['arch'])} & {r['epochs']} & {cell_tex} & "
             f"{r['n']}{tex_escape(note)} \\\\"
         )
-        md_cell = fmt_pm(r["mean"], r["std"])
+        md_cell = pm(r["mean"], r["std"])
         md.append(
             f"| {r['label']} | {r['arch']} | {r['epochs']} | {'**' + md_cell + '**' if is_best else md_cell} | "
             f"{r['n']}{note} |"

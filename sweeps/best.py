@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.tuned import BEST_DIR, best_dir, best_file, read_entries, shown, tuned_params  # noqa: F401 - re-exported
+from bench.records import atomic_write_text
+from bench.tuned import best_file, read_entries, shown
 
 
 @dataclass
@@ -132,8 +132,6 @@ def export_best(study, spec, *, storage: str, force: bool = False) -> Export:
             )
         entries[spec.arch] = entry
         data = {"dataset": spec.dataset, "method": spec.method, "by_arch": dict(sorted(entries.items()))}
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(data, indent=1) + "\n")
     replaced = f" (replaced {_describe(old)}{', forced' if force and keep_reason(old, entry) else ''})" if old else ""
     return Export(path, True, f"best parameters -> {shown(path)}: {_describe(entry)}{replaced}")

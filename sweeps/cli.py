@@ -185,6 +185,7 @@ def _main(a: argparse.Namespace) -> int:
     from bench.options import parse_pairs
     from sweeps.launch import run_sweep
     from sweeps.storage import normalise, redact
+    from sweeps.study import show_params
 
     storage = normalise(a.storage)
     if not a.dry_run:
@@ -240,7 +241,7 @@ def _main(a: argparse.Namespace) -> int:
         for (spec, _), r in zip(specs, results):
             c = r.counts
             best = f"{r.best_value:.4f}" if r.best_value is not None else "-"
-            params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.best_params.items())
+            params = show_params(r.best_params)
             print(
                 f"  {spec.method:16s} {best:>7s}  {params:40s} complete {c['COMPLETE']}, pruned {c['PRUNED']}, "
                 f"failed {c['FAIL']}"

@@ -25,7 +25,7 @@ from bench.errors import ConfigError, Interrupted
 from bench.executors import EXECUTORS, cancel, job_done, job_error, submit
 from bench.records import process_alive
 from sweeps.storage import STUDIES_DIR, kind, open_storage, redact
-from sweeps.study import BUDGET_ATTR, PRUNE_REASON, SPEC_ATTR, StudySpec, read_spec, startup_trials
+from sweeps.study import BUDGET_ATTR, PRUNE_REASON, SPEC_ATTR, StudySpec, read_spec, show_params, startup_trials
 
 
 @dataclass
@@ -64,8 +64,9 @@ def create_study(
     heartbeat: int | None = 30,
     grace: int | None = None,
 ):
-    """Create the study (or load it when it exists with the same spec), once, before any worker starts. Its storage
-    carries the sweep's heartbeat and grace period: ``reap_stale`` judges stale trials with them."""
+    """Create the study (or load it when it exists with the same spec), once, before any worker starts; return it
+    with the storage object it was opened on. That storage carries the sweep's heartbeat and grace period:
+    ``reap_stale`` judges stale trials with them, and writes through it."""
     import optuna
 
     name = name or spec.study_name()
@@ -80,15 +81,21 @@ def create_study(
             "drop --study-name to get a study named after this one, or delete the old study"
         )
     study.set_user_attr(BUDGET_ATTR, budget)
-    return study
+    return study, st
 
 
-def reap_stale(study, url: str) -> list[int]:
+def trial_id(storage, study, number: int) -> int:
+    """The storage's id of trial ``number`` of ``study`` (Optuna's public storage API; trials keep it private)."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+
+
+def reap_stale(study, storage) -> list[int]:
     """Mark trials whose worker is gone as FAIL and re-queue each once with the same parameters.
 
     Any storage: a trial whose worker ran on this host and whose process is gone (no such pid, a zombie, or a pid
     reused by a later process) is reaped at once. Database storages then also use Optuna's heartbeat, which finds
-    dead workers on other hosts after the grace period; a journal file has no heartbeat."""
+    dead workers on other hosts after the grace period; a journal file has no heartbeat. ``storage``: the storage
+    object ``study`` was opened on (``create_study`` returns it)."""
     import copy
 
     import optuna
@@ -100,18 +107,18 @@ def reap_stale(study, url: str) -> list[int]:
         whost, _, pid = str(t.user_attrs.get("worker", "")).partition(":")
         if whost != host or not pid.isdigit() or process_alive(int(pid), t.user_attrs.get("worker_started")):
             continue
-        storage = study._storage
-        storage.set_trial_user_attr(t._trial_id, "error", f"worker process {pid} on {host} died during the trial")
+        tid = trial_id(storage, study, t.number)
+        storage.set_trial_user_attr(tid, "error", f"worker process {pid} on {host} died during the trial")
         try:
-            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+            if not storage.set_trial_state_values(tid, state=TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:  # another launcher reaped it first
             continue
-        dead = copy.deepcopy(storage.get_trial(t._trial_id))
+        dead = copy.deepcopy(storage.get_trial(tid))
         for key in ("worker", "worker_started", "error"):  # the retry is a new trial: not the dead worker's
             dead.user_attrs.pop(key, None)
         optuna.storages.RetryFailedTrialCallback(max_retry=1)(study, dead)
-    if kind(url) != "journal":
+    if isinstance(storage, optuna.storages.RDBStorage):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
@@ -132,8 +139,7 @@ def _best(study) -> tuple[float | None, dict[str, Any]]:
 def _status(study) -> str:
     c = counts(study)
     value, params = _best(study)
-    shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-    best = f"best val/acc {value:.4f} ({shown})" if value is not None else "no completed trial yet"
+    best = f"best val/acc {value:.4f} ({show_params(params)})" if value is not None else "no completed trial yet"
     return (
         f"{c['COMPLETE'] + c['PRUNED']} finished ({c['COMPLETE']} complete, {c['PRUNED']} pruned), "
         f"{c['FAIL']} failed, {c['RUNNING']} running; {best}"
@@ -173,9 +179,9 @@ def run_sweep(
     if budget < 1 or workers < 1:
         raise ConfigError(f"trials and workers must be >= 1 (got trials={budget}, workers={workers})")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = create_study(spec, storage, budget, study_name, heartbeat, grace)
+    study, st = create_study(spec, storage, budget, study_name, heartbeat, grace)
     name = study.study_name
-    reaped = reap_stale(study, storage)
+    reaped = reap_stale(study, st)
     if reaped:
         print(f"sweep {name}: trial(s) {reaped} had lost their worker; marked FAIL and re-queued", file=out)
     c = counts(study)
@@ -216,7 +222,7 @@ def run_sweep(
                 )
                 return result
             result.worker_errors = _wait(jobs, study, poll, out)
-            reaped = reap_stale(study, storage)  # trials of workers that died: FAIL with the reason, re-queued
+            reaped = reap_stale(study, st)  # trials of workers that died: FAIL with the reason, re-queued
             if reaped:
                 print(f"  trial(s) {reaped} lost their worker: marked FAIL and re-queued for the next run", file=out)
     study = optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat=None))

@@ -9,8 +9,6 @@ test split is never evaluated during tuning.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import socket
@@ -22,6 +20,7 @@ from typing import Any
 from lightning.pytorch.callbacks import EarlyStopping
 
 from bench.errors import BenchError, ConfigError
+from bench.ids import config_hash, slug
 from bench.run import RUN_SETTINGS
 
 METRIC = "val/acc"
@@ -62,12 +61,12 @@ class StudySpec:
     def digest(self) -> str:
         d = self.to_dict()
         d.pop("space_source")
-        return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        return config_hash(d)
 
     def study_name(self) -> str:
         from methods.arch import ArchSpec
 
-        short = ArchSpec.parse(self.arch).short.replace(":", "-").replace("/", "_")
+        short = slug(ArchSpec.parse(self.arch).short)
         return f"{self.dataset}__{self.method}__{short}__e{self.epochs}__{self.digest()}"
 
     def run_config(self, rule: dict[str, Any], env: dict[str, Any] | None = None, **extra):
@@ -84,6 +83,11 @@ class StudySpec:
             **(env or {}),
             **extra,
         )
+
+
+def show_params(params: dict[str, Any]) -> str:
+    """A trial's parameters on one line: ``lr=0.01234 f_scale=0.1`` (floats to 4 significant digits)."""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
 def make_pruner(cfg: dict[str, Any]):
@@ -251,7 +255,7 @@ def work(storage: str, study_name: str, n_trials: int, worker: int, options: dic
 
     def done(_study, t) -> None:
         mine.append(t.number)
-        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+        params = show_params(t.params)
         what = (
             f"val/acc {t.value:.4f}"
             if t.state.name == "COMPLETE"

@@ -330,7 +330,7 @@ def test_an_export_never_replaces_a_larger_budget_or_another_protocol_unless_for
 
     def study(args: list[str], trials: int, value: float) -> None:
         ((spec, _),) = build_specs(build_parser().parse_args(base + args), out=io.StringIO())
-        s = create_study(spec, url, trials, heartbeat=None)
+        s, _ = create_study(spec, url, trials, heartbeat=None)
         s.optimize(lambda t: (t.suggest_float("lr", 1e-5, 1e-1, log=True), value)[1], n_trials=trials)
 
     def export(args: list[str]) -> tuple[float, str]:
@@ -386,17 +386,17 @@ def test_a_rerun_at_once_reaps_the_trial_of_a_dead_worker_on_this_host(storage, 
     trial at once by the pid check, re-queues it with the same parameters and finishes the budget."""
     import socket
 
-    from sweeps.launch import create_study, run_sweep
+    from sweeps.launch import create_study, run_sweep, trial_id
 
     url = f"sqlite:///{tmp_path / 'study.db'}" if storage == "sqlite" else f"journal:{tmp_path / 'study.log'}"
     spec = _study_spec()
-    study = create_study(spec, url, 2, heartbeat=30)
+    study, st = create_study(spec, url, 2, heartbeat=30)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # its pid is gone
     trial = study.ask({"lr": __import__("optuna").distributions.FloatDistribution(1e-5, 1e-1, log=True)})
     trial.set_user_attr("worker", f"{socket.gethostname()}:{dead.pid}")
     if storage == "sqlite":
-        study._storage.record_heartbeat(trial._trial_id)  # fresh: the heartbeat alone would wait 120 s
+        st.record_heartbeat(trial_id(st, study, trial.number))  # fresh: the heartbeat alone would wait 120 s
     out = io.StringIO()
     res = run_sweep(
         spec,
@@ -557,3 +557,34 @@ def test_make_data_checks_unrecorded_files_against_their_gz_original(tmp_path, c
     assert main(["data", "--datasets", "mnist", "--data-dir", str(tmp_path)]) == 0
     assert f"{labels} was damaged (differs from its original" in capsys.readouterr().out
     assert labels.read_bytes() == good
+
+
+def test_the_recording_executor_starts_its_controller_as_submitit_starts_its_own(tmp_path, monkeypatch):
+    """``RecordingExecutor`` overrides submitit's private ``_submit_command``: it must hand its controller the same
+    environment (the controller's settings) as submitit's own, and differ only in the controller module. A submitit
+    release that changes that contract fails here, not in a worker."""
+    import subprocess
+
+    from submitit.local.local import LocalExecutor
+
+    from bench.local_controller import RecordingExecutor
+
+    started = []
+
+    class Started:
+        pid = 4242
+
+    def popen(cmd, **kw):
+        started.append((cmd, kw))
+        return Started()
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    for cls in (LocalExecutor, RecordingExecutor):
+        ex = cls(folder=str(tmp_path))
+        ex.update_parameters(tasks_per_node=2, timeout_min=3, signal_delay_s=7, stderr_to_stdout=True)
+        job = ex._submit_command("python -u -m submitit.core._submit /some/folder")
+        assert job.job_id == "4242" and len(job._sub_jobs) == 2
+    (theirs, their_kw), (ours, our_kw) = started
+    assert [c if c != "submitit.local._local" else "bench.local_controller" for c in theirs] == ours
+    assert our_kw.get("shell", False) is False and their_kw.get("shell") is False
+    assert our_kw["env"] == their_kw["env"]

@@ -19,7 +19,7 @@ import pytest
 from bench.errors import ConfigError
 from bench.executors import cpu_sets, device_plan
 from bench.grid import GridSpec, Launch, run_grid
-from bench.records import CellClaim, cell_state, claim_path, read_claim, read_record, save_attempt
+from bench.records import CellClaim, atomic_file, cell_state, claim_path, read_claim, read_record, save_attempt
 from tests.native_files import make_idx_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,6 +186,19 @@ def test_a_failed_write_leaves_the_old_record_and_no_temporary_file(tmp_path, mo
     with pytest.raises(OSError):
         save_attempt(path, {"name": "r", "id": "b", "status": "completed"}, retries=2, wait=0)
     assert read_record(path)["id"] == "a" and sorted(p.name for p in path.parent.iterdir()) == ["r.json"]
+
+
+def test_an_atomic_file_replaces_the_old_one_only_when_its_block_ends_well(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_file(path) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("interrupted while writing")
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(b"new")
+        assert path.read_bytes() == b"old"  # nothing is seen before the block ends
+    assert path.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
 
 
 # ------------------------------------------------------------------------------------------------ devices

@@ -298,14 +298,14 @@ def test_a_killed_worker_loses_no_other_trial_and_a_rerun_tops_up(fmnist_root, t
 def test_a_rerun_reaps_stale_trials_with_the_sweeps_own_grace_period(tmp_path):
     """``run_sweep`` reaps trials whose heartbeat is older than its ``grace`` (not the storage default of four
     heartbeats): a trial last seen 3 s ago is stale under heartbeat=1, grace=2."""
-    from sweeps.launch import create_study, reap_stale
+    from sweeps.launch import create_study, reap_stale, trial_id
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    study = create_study(_spec(), url, 2, None, heartbeat=1, grace=2)
+    study, storage = create_study(_spec(), url, 2, None, heartbeat=1, grace=2)
     trial = study.ask()
-    study._storage.record_heartbeat(trial._trial_id)
+    storage.record_heartbeat(trial_id(storage, study, trial.number))
     time.sleep(3.05)  # SQLite keeps heartbeats to the second: 3.05 s later they differ by at least 3 s
-    assert reap_stale(study, url) == [trial.number]
+    assert reap_stale(study, storage) == [trial.number]
     assert study.get_trials(deepcopy=False)[trial.number].state.name == "FAIL"
 
 

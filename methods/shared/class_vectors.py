@@ -106,11 +106,6 @@ def random_vectors(num_classes: int, width: int, seed: int = 0) -> torch.Tensor:
     return F.normalize(torch.randn(num_classes, width, generator=g, dtype=torch.float64), dim=1).float()
 
 
-def simplex_cosine(num_classes: int) -> float:
-    """Pairwise cosine of a regular simplex of C points: -1/(C-1)."""
-    return -1.0 / (num_classes - 1) if num_classes > 1 else 1.0
-
-
 def cosine_scores(h: torch.Tensor, vectors: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """cos(h_b, v_c) for every sample b and class c: (B, C). ``vectors`` rows are unit norm."""
     return (h / h.norm(dim=1, keepdim=True).clamp_min(eps)) @ vectors.T
