@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 
 
 def slurm_available() -> bool:
@@ -25,6 +24,7 @@ def slurm_available() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     from bench.grid import GridSpec, Launch, run_grid
+    from bench.paths import runs_root, set_tool_dirs
 
     ap = argparse.ArgumentParser(prog="python -m bench perf-grid", description=__doc__)
     ap.add_argument("--dataset", default="fashion_mnist")
@@ -39,8 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     executors = [e for e in a.executors.split(",") if e and (e != "slurm" or slurm_available())]
     methods, seeds = tuple(a.methods.split(",")), tuple(int(s) for s in a.seeds.split(","))
     times: dict[str, float] = {}
+    # fresh runs folders inside the runs root (shared with SLURM nodes, gitignored); W&B and matplotlib caches point
+    # at the root itself, not at a folder deleted after its grid
+    root = runs_root()
+    root.mkdir(parents=True, exist_ok=True)
+    set_tool_dirs(root)
     for ex in executors:
-        with tempfile.TemporaryDirectory(prefix=f"perf-grid-{ex}-", dir=Path.cwd()) as runs:
+        with tempfile.TemporaryDirectory(prefix=f"perf-grid-{ex}-", dir=root) as runs:
             spec = GridSpec(
                 datasets=(a.dataset,),
                 methods=methods,
