@@ -165,10 +165,7 @@ class _SpelaMLP(LearningRule):
         a = block.op(u)  # a BinaryLinear (binary=1) multiplies by sign(W); its straight-through grad is the same δ^T u
         h = block.act(a)
         loss, g = self.loss_and_grad(k, h, y)
-        if block.act.name == "relu":  # autograd's own ReLU backward (g where h > 0, else 0): one pass, no bool mask
-            delta = torch.ops.aten.threshold_backward(g, h, 0.0)
-        else:
-            delta = g.mul_(block.act.derivative(a))
+        delta = block.act.backward(g, a)
         dw, db = lw.weight_grads(block.op, u, delta)
         lw.set_grads(block.op, dw, db)
         return h, loss
