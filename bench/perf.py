@@ -290,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*(LeafSpec|srun).*")
     torch.set_flush_denormal(True)
+    from bench.run import steady_process
+
+    steady_process()  # the process settings of every run, for the plain loop too
     device = "cuda" if torch.cuda.is_available() else "cpu"
     base = dict(
         dataset=args.dataset,

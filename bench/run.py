@@ -242,6 +242,38 @@ class RunningElsewhere(BenchError):
     """The run's cell is claimed by a live worker (this machine or another node sharing the runs folder)."""
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+
+
+def steady_process() -> None:
+    """Process settings that keep a CPU step's cost the same from step to step and from rule to rule (same numbers;
+    idempotent; the harness and ``make perf``'s plain loop both run under them):
+
+    * glibc's malloc (Linux) with fixed thresholds: buffers up to 32 MB come from the heap, and the heap keeps up to
+      1 GB of freed memory instead of handing it back. With glibc's adaptive defaults, the weight-sized temporaries
+      of an optimiser step and the fresh gradients of every step are mapped and unmapped again, so each step pays
+      page faults for them, more or fewer by the history of allocations (one rule's pattern, the validation batches).
+    * Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` on import (asking whether CUDA is available must not
+      initialise it before a fork); Adam's step asks at every step. Where NVML is not installed (CPU machines), torch
+      then tries to load it at every ask and falls back to the CUDA runtime's count anyway; the variable is dropped
+      there, so the answer is the same and the runtime's count is cached."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        pass
+    else:
+        mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1":
+        try:
+            ctypes.CDLL("libnvidia-ml.so.1")
+        except OSError:
+            del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+
+
 def _rank_zero() -> bool:
     """False in the extra processes of a multi-process (DDP) run; they train but do not claim or record."""
     return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
@@ -328,6 +360,7 @@ def _run(cfg: RunConfig, res: Resolved) -> RunResult:
         runs = runs_root(cfg.runs_dir)
         set_tool_dirs(runs)
         torch.set_flush_denormal(True)
+        steady_process()
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
         dm = TensorDataModule(

@@ -58,6 +58,14 @@ class Activation(nn.Module):
         """f'(a), evaluated at the pre-activation ``a``."""
         return self._df(a)
 
+    def backward(self, g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """g ⊙ f'(a): a signal on the output carried back to the pre-activation ``a`` (a new tensor). ReLU takes
+        autograd's own ReLU backward (g where a > 0, else 0) in one pass instead of building, converting and multiplying
+        by the 0/1 mask f'(a); the values are the same."""
+        if self.name == "relu":
+            return torch.ops.aten.threshold_backward(g, a, 0.0)
+        return g * self._df(a)
+
     def extra_repr(self) -> str:
         return self.name
 

@@ -66,6 +66,6 @@ class FA(ErrorFeedbackRule):
                 if masks[k] is not None:
                     g_u = g_u * masks[k]
                 g_z = lw.post_backward(below, t, g_u.reshape(t.h.shape))  # through flatten and pooling
-                delta = g_z * below.act.derivative(t.a)  # δ_{k-1} = (δ_k B_k) ⊙ f'(a_{k-1})
+                delta = below.act.backward(g_z, t.a)  # δ_{k-1} = (δ_k B_k) ⊙ f'(a_{k-1})
                 lw.set_grads(below.op, *lw.weight_grads(below.op, t.u, delta))
         return {"loss": loss}

@@ -78,10 +78,11 @@ class SpelaLayerwiseConfig(SpelaConfig):
             raise ConfigError(f"layer_epochs must be positive shares, got {self.layer_epochs}")
 
 
-def unit(h: torch.Tensor) -> torch.Tensor:
-    """h / ||h||_2 per sample (flattened); the normalisation before every SPELA layer (Alg. 1, line 6)."""
+def unit(h: torch.Tensor, norm: torch.Tensor | None = None) -> torch.Tensor:
+    """h / ||h||_2 per sample (flattened); the normalisation before every SPELA layer (Alg. 1, line 6). ``norm``:
+    ||h||_2 per sample (B, 1) when the caller has it already, e.g. from the previous layer's cosine loss."""
     h = h.flatten(1)
-    return h / h.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return h / (h.norm(dim=1, keepdim=True) if norm is None else norm).clamp_min(1e-12)
 
 
 class _SpelaMLP(LearningRule):
@@ -133,45 +134,53 @@ class _SpelaMLP(LearningRule):
 
         n is clamped as in ``layer_loss`` (1e-8 for the cosine, 1e-12 for ``unit``); only an all-zero h, where every
         formula gives 0 or the ReLU derivative does, can tell the clamps apart."""
+        return self._loss_grad_norm(k, h, y)[:2]
+
+    def _loss_grad_norm(
+        self, k: int, h: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``loss_and_grad`` and ||h||_2 per sample (B, 1, unclamped) where the loss computes it (None for
+        ``euclidean``): the next layer's ``unit`` takes it instead of computing it again."""
         v, B, kind = self.vectors(k).index_select(0, y), h.shape[0], self.config.loss
         if kind in ("cosine", "log_cosine"):
-            n = h.norm(dim=1, keepdim=True).clamp_min_(1e-8)
-            cos = torch.linalg.vecdot(h, v, dim=1).unsqueeze(1).div_(n)
+            norm = h.norm(dim=1, keepdim=True)
+            n = norm.clamp_min(1e-8)
+            cos = (h * v).sum(1, keepdim=True).div_(n)  # h·v as torch.linalg.vecdot computes it (product, then sum)
             if kind == "cosine":
                 loss, coef = -cos.mean(), (-1.0 / B) / n
             else:
                 two_minus = 2.0 - cos
                 loss, coef = torch.log(two_minus).mean(), (-1.0 / B) / (n * two_minus)
-            return loss, torch.addcmul(v * coef, h, -coef * cos / n)  # coef (v - c h/n)
+            return loss, torch.addcmul(v * coef, h, -coef * cos / n), norm  # coef (v - c h/n)
         if kind == "euclidean":
             d = h - v
             r = d.norm(dim=1, keepdim=True)
-            return r.mean(), d.div_(r.clamp_min(torch.finfo(d.dtype).tiny) * B)
-        n = h.norm(dim=1, keepdim=True).clamp_min_(1e-12)
+            return r.mean(), d.div_(r.clamp_min(torch.finfo(d.dtype).tiny) * B), None
+        norm = h.norm(dim=1, keepdim=True)
+        n = norm.clamp_min(1e-12)
         hu = h / n
         d = hu - v
         r = d.norm(dim=1, keepdim=True)
         g = d.div_(r.clamp_min(torch.finfo(d.dtype).tiny) * (1.0 + r) * B)
-        return torch.log1p(r).mean(), torch.addcmul(g, hu, -torch.linalg.vecdot(hu, g, dim=1).unsqueeze(1)).div_(n)
+        return torch.log1p(r).mean(), torch.addcmul(g, hu, -(hu * g).sum(1, keepdim=True)).div_(n), norm
 
     @torch.no_grad()
-    def local_update(self, k: int, h_prev: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer k's forward pass and its update from its own loss: h_k, and the loss, with ``.grad`` of (W_k, b_k)
-        set to ∂loss/∂W_k = δ^T u and ∂loss/∂b_k = Σ_n δ_n, δ = ∂loss/∂h ⊙ σ'(W_k u + b_k), u = unit(h_{k-1}).
-        Written out (``loss_and_grad``) instead of through autograd: the same numbers as backpropagating
-        ``layer_loss`` into the layer alone, without building or walking a graph per layer and per step."""
+    def local_update(
+        self, k: int, h_prev: torch.Tensor, y: torch.Tensor, norm: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Layer k's forward pass and its update from its own loss: h_k, the loss and ||h_k|| per sample (None where
+        the loss does not compute it; ``norm`` of the next layer's call), with ``.grad`` of (W_k, b_k) set to
+        ∂loss/∂W_k = δ^T u and ∂loss/∂b_k = Σ_n δ_n, δ = ∂loss/∂h ⊙ σ'(W_k u + b_k), u = unit(h_{k-1}) (``norm``:
+        ||h_{k-1}|| per sample, if the caller has it). Written out (``loss_and_grad``) instead of through autograd:
+        the same numbers as backpropagating ``layer_loss`` into the layer alone, without building or walking a graph
+        per layer and per step."""
         block = self.net.blocks[k]
-        u = unit(h_prev) if self.config.input_norm else h_prev.flatten(1)
+        u = unit(h_prev, norm) if self.config.input_norm else h_prev.flatten(1)
         a = block.op(u)  # a BinaryLinear (binary=1) multiplies by sign(W); its straight-through grad is the same δ^T u
         h = block.act(a)
-        loss, g = self.loss_and_grad(k, h, y)
-        if block.act.name == "relu":  # autograd's own ReLU backward (g where h > 0, else 0): one pass, no bool mask
-            delta = torch.ops.aten.threshold_backward(g, h, 0.0)
-        else:
-            delta = g.mul_(block.act.derivative(a))
-        dw, db = lw.weight_grads(block.op, u, delta)
-        lw.set_grads(block.op, dw, db)
-        return h, loss
+        loss, g, h_norm = self._loss_grad_norm(k, h, y)
+        lw.set_grads(block.op, *lw.weight_grads(block.op, u, block.act.backward(g, a)))
+        return h, loss, h_norm
 
     def layer_scores(self, k: int, h: torch.Tensor) -> torch.Tensor:
         if self.config.loss in ("cosine", "log_cosine"):
@@ -203,9 +212,9 @@ class SpelaO(_SpelaMLP):
         return CostModel(1, 0, [2] * (len(dims) - 1), max(dims[:-1]), note="one layer at a time")
 
     def compute_updates(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        total, h = torch.zeros((), device=x.device, dtype=x.dtype), x
+        total, h, norm = torch.zeros((), device=x.device, dtype=x.dtype), x, None
         for k in range(len(self.net.blocks)):
-            h, loss = self.local_update(k, h, y)  # loss_k reaches (W_k, b_k) only
+            h, loss, norm = self.local_update(k, h, y, norm)  # loss_k reaches (W_k, b_k) only
             total += loss
         return {"loss": total}
 

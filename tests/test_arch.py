@@ -93,3 +93,14 @@ def test_every_activation_knows_its_own_derivative(name):
     act = Activation(name)
     (auto,) = torch.autograd.grad(act(a).sum(), a)
     assert torch.allclose(act.derivative(a.detach()), auto, atol=1e-10), name
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_backward_is_signal_times_derivative(name):
+    """g ⊙ f'(a) of ``Activation.backward`` (ReLU: autograd's threshold backward) equals g times the explicit f'(a),
+    at the kink a = 0 too."""
+    g = torch.randn(4, 33, generator=torch.Generator().manual_seed(0))
+    a = torch.linspace(-3, 3, 33).expand(4, 33).contiguous()
+    assert (a == 0).any()
+    act = Activation(name)
+    assert torch.equal(act.backward(g, a), g * act.derivative(a)), name

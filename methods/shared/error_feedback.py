@@ -135,7 +135,7 @@ class ErrorFeedbackRule(LearningRule):
         from methods.shared.feedback import project
 
         g_z = project(signal, self.feedback(k, self.layers[k]))
-        delta = g_z * self.layers[k].act.derivative(trace.a)
+        delta = self.layers[k].act.backward(g_z, trace.a)
         scale = 1.0 if self.config.hidden_reduction == "sum" else 1.0 / signal.shape[0]
         lw.set_grads(self.layers[k].op, *lw.weight_grads(self.layers[k].op, trace.u, delta), scale=scale)
 
