@@ -13,12 +13,14 @@ is an early exit. Optionally a linear softmax read-out on the normalised activit
 the neutral input (label values 1/C), trained on detached features; it also supplies "hard" negatives.
 Settings follow loeweX/Forward-Forward (da516f0: RMS normalisation, theta = N_l, ReLU with straight-through
 gradient, peer normalisation 0.03, read-out lr 1e-2 and wd 3e-3) and the official code's lr decay (linear to 0 over
-the second half), except the optimiser: Adam at 1e-3 instead of loeweX's SGD at 1e-3 (momentum 0.9, wd 3e-4, tuned
-for 100 epochs), which learned far more slowly in a short screen (docs/measurements.md).
+the second half), except two: the optimiser, Adam at 1e-3 instead of loeweX's SGD at 1e-3 (momentum 0.9, wd 3e-4,
+tuned for 100 epochs), which learned far more slowly in a short screen; and the value of the written label,
+sqrt(D / C) for D input values instead of 1 (``label_value``; docs/measurements.md).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -53,8 +55,12 @@ class FFConfig(RuleConfig):
     """Goodness threshold theta_l; None = the layer's width N_l (official code, loeweX)."""
     negatives: Literal["uniform", "hard"] = "uniform"
     """uniform over the wrong labels, or hard: sampled from the softmax read-out, true label masked (needs readout)."""
-    label_value: float = 1.0
-    """Value written at the label's position (the other C-1 label values are 0)."""
+    label_value: float | None = None
+    """Value written at the label's position (the other C-1 label values are 0); None: sqrt(D / C) for D input values.
+    The papers write 1 into [0, 1] pixels. On standardised inputs every value is about 1 in size, so a 1 holds about
+    1/D of the normalised input's energy, and the layers learn to pair image and label slowly, the more slowly the
+    larger the image; at sqrt(D / C) the label holds about 1/(C+1) of it whatever the image size. Set 1 for the
+    papers' value."""
     min_layer: int = 2
     """Goodness prediction sums layers >= min_layer (1-based; official code: 2); also the read-out's layers."""
     straight_through: bool = True
@@ -74,6 +80,8 @@ class FFConfig(RuleConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.label_value is not None and not (math.isfinite(self.label_value) and self.label_value > 0):
+            raise ConfigError(f"label_value must be > 0 (or None for sqrt(D / C)), got {self.label_value}")
         if self.threshold is not None and not self.threshold > 0:
             raise ConfigError(f"threshold must be > 0 (or None for the layer width), got {self.threshold}")
         if self.min_layer < 1:
@@ -134,6 +142,9 @@ class FF(LearningRule):
             raise ConfigError(f"min_layer={config.min_layer} but {arch.short} has only {depth} layer(s)")
         if num_classes > self.net.blocks[0].op.in_features:
             raise ConfigError(f"cannot write {num_classes} labels into {self.net.blocks[0].op.in_features} inputs")
+        d = self.net.blocks[0].op.in_features
+        self.label_value = math.sqrt(d / num_classes) if config.label_value is None else config.label_value
+        """The value written at the label's position (``label_value``, or sqrt(D / C))."""
         for k, width in enumerate(self.net.widths):
             self.register_buffer(f"peer_mean{k}", torch.full((width,), 0.5))
         self.read_layers = list(range(config.min_layer - 1, depth))
@@ -170,7 +181,7 @@ class FF(LearningRule):
     def readout_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax read-out on the normalised activities of the neutral input (features carry no gradient)."""
         with torch.no_grad():
-            z, feats = embed_neutral(x, self.num_classes, self.config.label_value), []
+            z, feats = embed_neutral(x, self.num_classes, self.label_value), []
             for k in range(len(self.net.blocks)):
                 z = self.layer(k, z)
                 if k in self.read_layers:
@@ -193,8 +204,8 @@ class FF(LearningRule):
             y_neg = wrong_labels(y, self.num_classes)
         z = torch.cat(
             [
-                embed_labels(x, y, self.num_classes, cfg.label_value),
-                embed_labels(x, y_neg, self.num_classes, cfg.label_value),
+                embed_labels(x, y, self.num_classes, self.label_value),
+                embed_labels(x, y_neg, self.num_classes, self.label_value),
             ]
         )
         is_pos = torch.zeros(2 * b, device=x.device)
@@ -217,7 +228,7 @@ class FF(LearningRule):
     # ------------------------------------------------------------------ prediction
     def goodness_all_labels(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per layer, (B, C) goodness of x with each label written in."""
-        b, z, out = x.shape[0], embed_all_labels(x, self.num_classes, self.config.label_value), []
+        b, z, out = x.shape[0], embed_all_labels(x, self.num_classes, self.label_value), []
         for k in range(len(self.net.blocks)):
             z = self.layer(k, z)
             out.append(z.pow(2).sum(dim=1).view(self.num_classes, b).T)

@@ -15,9 +15,6 @@ from bench.run import RunConfig, run
 from methods.registry import get_rule, list_rules
 from tests.native_files import make_cifar_dataset, make_idx_dataset
 
-KNOWN_SLOW = {("ff", "grey28"), ("ff", "colour32"), ("spela_cnn", "grey28")}
-"""Defaults that do not reach the floor within 96 steps yet (measured: FF 46% grey, 14% colour; SPELA CNN 27% grey):
-strict xfails, so fixing one shows up as a pass to record here."""
 SLOW_STEPS = {"fg_gaussian", "fg_rademacher"}
 """Per-sample random guesses on 3072 inputs draw batch x parameters random numbers a step (minutes for 96 steps on a
 CPU core): their colour cases are left out of the suite; the grey ones test the same defaults."""
@@ -29,12 +26,9 @@ FLOOR = 0.5  # test accuracy; chance is 0.1
 def _cases():
     for method in (m for m in list_rules() if get_rule(m).in_all):  # every rule METHODS=all runs (the FG grid's other
         for kind in KINDS:  # cells are variants of its presets)
-            marks = []
-            if (method, kind) in KNOWN_SLOW:
-                marks.append(pytest.mark.xfail(strict=True, reason="defaults below the floor within 96 steps"))
             if method in SLOW_STEPS and kind == "colour32":
                 continue
-            yield pytest.param(method, kind, marks=marks, id=f"{method}-{kind}")
+            yield pytest.param(method, kind, id=f"{method}-{kind}")
 
 
 @pytest.fixture(scope="module")

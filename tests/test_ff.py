@@ -57,7 +57,7 @@ def test_label_embedding_for_one_and_three_channels():
 
 
 def _one_layer_rule(**over):
-    cfg = {"min_layer": 1, "peer_norm": 0.0, **over}
+    cfg = {"min_layer": 1, "peer_norm": 0.0, "label_value": 1.0, **over}
     torch.manual_seed(0)
     rule = get_rule("ff").create(cfg, "mlp:2", (1, 1, 4), 3, epochs=1).double()
     with torch.no_grad():
@@ -122,7 +122,7 @@ def test_prediction_sums_goodness_over_labels_from_layer_two():
     assert set(scores) == {"layer1", "layer2", "layer3", "goodness", "goodness_all", "softmax", "out"}
     assert torch.allclose(scores["out"], scores["layer2"] + scores["layer3"])
     assert torch.allclose(scores["goodness_all"], scores["layer1"] + scores["layer2"] + scores["layer3"])
-    z = embed_labels(x, torch.full((5,), 2), 3)
+    z = embed_labels(x, torch.full((5,), 2), 3, value=math.sqrt(16 / 3))  # the default label value sqrt(D / C)
     h1 = torch.relu(rule.net.blocks[0].op(z / z.pow(2).mean(1, keepdim=True).sqrt()))
     assert torch.allclose(scores["layer1"][:, 2], h1.pow(2).sum(1), rtol=1e-5)
     assert torch.equal(scores["softmax"], torch.zeros(5, 3))  # zero-initialised read-out
@@ -130,6 +130,29 @@ def test_prediction_sums_goodness_over_labels_from_layer_two():
         get_rule("ff").create({"negatives": "hard"}, None, (1, 28, 28), 10, epochs=1)
     with pytest.raises(ConfigError, match="min_layer"):
         get_rule("ff").create({}, "mlp:10", (1, 28, 28), 10, epochs=1)
+
+
+@pytest.mark.parametrize("in_shape,num_classes", [((1, 28, 28), 10), ((3, 32, 32), 10), ((3, 32, 32), 100)])
+def test_default_label_value_is_sqrt_of_inputs_per_class_and_an_explicit_value_is_written_as_given(
+    in_shape, num_classes, monkeypatch
+):
+    import methods.ff as ff
+
+    seen = []
+    real, real_all = ff.embed_labels, ff.embed_all_labels
+    monkeypatch.setattr(ff, "embed_labels", lambda x, labels, c, v: seen.append(v) or real(x, labels, c, v))
+    monkeypatch.setattr(ff, "embed_all_labels", lambda x, c, v: seen.append(v) or real_all(x, c, v))
+    d = math.prod(in_shape)
+    x, y = torch.randn(4, *in_shape), torch.randint(0, num_classes, (4,))
+    for over, value in (({}, math.sqrt(d / num_classes)), ({"label_value": 1.0}, 1.0), ({"label_value": 2.5}, 2.5)):
+        torch.manual_seed(0)
+        rule = get_rule("ff").create(over, "mlp:8-8", in_shape, num_classes, epochs=1)
+        seen.clear()
+        rule.compute_updates(x, y)
+        rule.exit_scores(x)
+        assert seen == [pytest.approx(value)] * 3  # positives, negatives, and every label at prediction
+    with pytest.raises(ConfigError, match="label_value"):
+        get_rule("ff").create({"label_value": 0.0}, "mlp:8-8", in_shape, num_classes, epochs=1)
 
 
 @pytest.mark.parametrize("negatives", ["uniform", "hard"])
