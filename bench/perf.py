@@ -300,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         wandb="disabled",
         progress=False,
+        epoch_lines=False,
         data_dir=args.data_dir,
         runs_dir=str(runs_root() / "perf"),
         group="perf",

@@ -87,6 +87,10 @@ class RunConfig:
     strategy: str = field(default="auto", metadata=NOT_IDENTITY)
     num_nodes: int = field(default=1, metadata=NOT_IDENTITY)
     progress: bool = field(default=True, metadata=NOT_IDENTITY)
+    """Lightning's progress bar within the run."""
+    epoch_lines: bool = field(default=True, metadata=NOT_IDENTITY)
+    """Without the progress bar: one line per finished epoch on stderr (a grid worker's run log); ``make perf``
+    turns it off."""
     callbacks: list = field(default_factory=list, repr=False, metadata=NOT_IDENTITY)
     """Extra Lightning callbacks (e.g. a sweep's pruning callback); not part of the run's identity."""
     evaluate_test: bool = field(default=True, metadata=NOT_IDENTITY)
@@ -408,7 +412,10 @@ def _run(cfg: RunConfig, res: Resolved) -> RunResult:
             enable_progress_bar=cfg.progress,
             limit_val_batches=1.0 if len(dm.splits["val"][0]) else 0,
             default_root_dir=str(runs),
-            callbacks=[*cfg.callbacks, *(_progress_bar(True) if cfg.progress else [_epoch_lines()])],
+            callbacks=[
+                *cfg.callbacks,
+                *(_progress_bar(True) if cfg.progress else [_epoch_lines()] if cfg.epoch_lines else []),
+            ],
             deterministic="warn" if cfg.accelerator != "cpu" else True,
             log_every_n_steps=50,
         )
