@@ -28,6 +28,8 @@ def check_run_fields(cfg: Any) -> None:
             )
     if cfg.eval_batch_size < 1:
         raise ConfigError(f"eval_batch_size must be >= 1, got {cfg.eval_batch_size}")
+    if not isinstance(cfg.steps_per_call, int) or cfg.steps_per_call < 1:
+        raise ConfigError(f"steps_per_call must be an integer >= 1, got {cfg.steps_per_call}")
     if cfg.test_fraction is not None and not 0.0 < cfg.test_fraction < 1.0:
         raise ConfigError(f"test_fraction must be in (0, 1), got {cfg.test_fraction}")
     check_hardware(cfg.accelerator, cfg.devices, cfg.strategy, cfg.num_nodes)

@@ -32,6 +32,7 @@ import torch
 from bench.errors import BenchError, ConfigError, DataError
 from bench.paths import data_root
 from bench.records import atomic_file, atomic_write_text
+from methods.base import StepGroup
 
 DEBIAN_FMNIST = Path(os.environ.get("BENCH_DEBIAN_FMNIST", "/usr/share/datasets/fashion-mnist"))
 NORMS = ("standard", "unit")
@@ -620,6 +621,34 @@ class TensorBatches:
                 yield (self.augment(xb, self.generator) if self.augment else xb), self.y[i : i + self.batch_size]
 
 
+class GroupedBatches:
+    """``batches`` (a ``TensorBatches``) in groups of ``k`` consecutive batches (the last group may be shorter): the
+    same batches in the same order, one Lightning loop iteration per group. ``steps`` is the number of batches (the
+    optimiser steps of an epoch)."""
+
+    def __init__(self, batches: TensorBatches, k: int):
+        if k < 1:
+            raise ConfigError(f"steps_per_call must be >= 1, got {k}")
+        self.batches, self.k = batches, k
+
+    @property
+    def steps(self) -> int:
+        return len(self.batches)
+
+    def __len__(self) -> int:
+        return -(-len(self.batches) // self.k)
+
+    def __iter__(self) -> Iterator[StepGroup]:
+        group = StepGroup()
+        for batch in self.batches:
+            group.append(batch)
+            if len(group) == self.k:
+                yield group
+                group = StepGroup()
+        if group:
+            yield group
+
+
 def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
     """Random crop (zero padding ``pad``) and horizontal flip of a whole batch, on its device."""
     b, _, h, w = x.shape
@@ -640,7 +669,9 @@ class TensorDataModule(L.LightningDataModule):
 
     ``val_fraction`` of the official training set (a split fixed by ``split_seed``) is held out for
     validation: tuning never sees test data. ``test_fraction`` (the few-shot protocol of SPELA Sec. 4.2)
-    instead merges the official train and test sets and re-splits them at random.
+    instead merges the official train and test sets and re-splits them at random. ``steps_per_call > 1``: the
+    training loader yields groups of that many consecutive batches (``GroupedBatches``), which the shared loop
+    trains one after another in one ``training_step`` call; the batches and their order do not change.
     """
 
     def __init__(
@@ -661,6 +692,7 @@ class TensorDataModule(L.LightningDataModule):
         limit_eval: int | None = None,
         test_fraction: float | None = None,
         device: str | torch.device | None = None,
+        steps_per_call: int = 1,
     ):
         super().__init__()
         self.info = get_dataset_info(dataset)
@@ -672,6 +704,9 @@ class TensorDataModule(L.LightningDataModule):
             raise ConfigError(f"test_fraction must be in (0, 1), got {test_fraction}")
         if batch_size < 1 or eval_batch_size < 1:
             raise ConfigError("batch sizes must be >= 1")
+        if steps_per_call < 1:
+            raise ConfigError(f"steps_per_call must be >= 1, got {steps_per_call}")
+        self.steps_per_call = steps_per_call
         if augment and self.info.shape[0] != 3:
             raise ConfigError(f"augment (crop + flip) is for the 32x32 colour datasets, not {dataset}")
         self.root = data_root(root)
@@ -750,9 +785,9 @@ class TensorDataModule(L.LightningDataModule):
             return self.trainer.global_rank, self.trainer.world_size
         return 0, 1
 
-    def train_dataloader(self) -> TensorBatches:
+    def train_dataloader(self) -> TensorBatches | GroupedBatches:
         rank, world = self._rank()
-        return TensorBatches(
+        batches = TensorBatches(
             *self.splits["train"],
             self.batch_size,
             shuffle=True,
@@ -761,6 +796,7 @@ class TensorDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world,
         )
+        return GroupedBatches(batches, self.steps_per_call) if self.steps_per_call > 1 else batches
 
     def val_dataloader(self) -> TensorBatches:
         rank, world = self._rank()

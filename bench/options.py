@@ -66,6 +66,7 @@ def run_fields(a: argparse.Namespace) -> dict[str, Any]:
         "devices",
         "strategy",
         "num_nodes",
+        "steps_per_call",
     ):
         v = getattr(a, name, None)
         if v is not None:
@@ -116,6 +117,12 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "--compile",
         action="store_true",
         help="torch.compile the rule's step (SPELA, SPELA(O), PEPITA) or its network (others); off by default",
+    )
+    p.add_argument(
+        "--steps-per-call",
+        type=int,
+        default=None,
+        help="optimiser steps per call of the training loop (default 8; same results for any value)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")

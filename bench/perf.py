@@ -7,8 +7,9 @@
   has none), so machine noise hits both alike. The table gives the median over rounds of rule/BP, beside the ratio
   bench/efficiency.py's model predicts (weight-sized multiply-adds per update, the optimiser not counted).
 * **Harness vs plain loop.** BP through the harness beside a textbook loop on the same in-memory tensors (same arch,
-  batch size, optimiser builder, shuffling by index); the ratio is the harness's overhead (Lightning hooks, logging,
-  metric bookkeeping).
+  batch size, optimiser builder, shuffling by index), alternating epoch by epoch inside one run (the plain epoch runs
+  after each harness epoch); the median of the epoch pairs' ratios is the harness's overhead (Lightning hooks,
+  logging, metric bookkeeping).
 
 Seconds per epoch count the training loop only (first to last training batch, validation excluded) and leave out
 each run's first epoch (warm-up), so ``--epochs`` must be at least 2.
@@ -31,33 +32,57 @@ from lightning.pytorch.callbacks import Callback
 from bench.paths import runs_root
 
 
+class PlainLoop:
+    """A textbook PyTorch loop: same network builder and optimiser builder as BP's defaults, shuffled index batches
+    of the in-memory tensors. ``epoch()`` trains one epoch and returns its seconds."""
+
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, arch: str, num_classes: int, batch_size: int, seed: int
+    ) -> None:
+        from methods.arch import ArchSpec, build_network
+        from methods.bp import BPConfig
+        from methods.optim import build_optimizer
+
+        torch.manual_seed(seed)
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.net = build_network(ArchSpec.parse(arch), tuple(x.shape[1:]), num_classes).to(x.device)
+        self.opt = build_optimizer(self.net.parameters(), BPConfig())
+        self.g = torch.Generator(device=x.device).manual_seed(seed)
+
+    def epoch(self) -> float:
+        x, y, net, opt = self.x, self.y, self.net, self.opt
+        with torch.enable_grad():
+            t0 = time.perf_counter()
+            perm = torch.randperm(len(x), generator=self.g, device=x.device)
+            for i in range(0, len(x), self.batch_size):
+                idx = perm[i : i + self.batch_size]
+                opt.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(net(x[idx]), y[idx])
+                loss.backward()
+                opt.step()
+            if x.device.type == "cuda":
+                torch.cuda.synchronize()
+            return time.perf_counter() - t0
+
+
 def plain_epochs(
     x: torch.Tensor, y: torch.Tensor, arch: str, num_classes: int, batch_size: int, epochs: int, seed: int
 ) -> list[float]:
-    """A textbook PyTorch loop: same network builder and optimiser builder as BP's defaults, shuffled index batches.
-    Seconds per epoch."""
-    from methods.arch import ArchSpec, build_network
-    from methods.bp import BPConfig
-    from methods.optim import build_optimizer
+    """``epochs`` epochs of ``PlainLoop``; seconds per epoch."""
+    loop = PlainLoop(x, y, arch, num_classes, batch_size, seed)
+    return [loop.epoch() for _ in range(epochs)]
 
-    torch.manual_seed(seed)
-    net = build_network(ArchSpec.parse(arch), tuple(x.shape[1:]), num_classes).to(x.device)
-    opt = build_optimizer(net.parameters(), BPConfig())
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    times = []
-    for _ in range(epochs):
-        t0 = time.perf_counter()
-        perm = torch.randperm(len(x), generator=g, device=x.device)
-        for i in range(0, len(x), batch_size):
-            idx = perm[i : i + batch_size]
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-        if x.device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return times
+
+class PlainBeside(Callback):
+    """Alternates a ``PlainLoop`` with the harness epoch by epoch: after each training epoch of the run, one plain
+    epoch on the same tensors (outside the run's timed span), so both see the same machine state."""
+
+    def __init__(self, loop: PlainLoop) -> None:
+        self.loop = loop
+        self.epochs: list[float] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epochs.append(self.loop.epoch())
 
 
 class TrainClock(Callback):
@@ -170,12 +195,13 @@ def plan(methods: list[str], arch: str, in_shape: tuple[int, ...], num_classes: 
     return rows
 
 
-def _epoch_seconds(cfg) -> list[float]:
-    """Train ``cfg`` through the harness; seconds of every training epoch after the first."""
+def _epoch_seconds(cfg, beside: list | None = None) -> list[float]:
+    """Train ``cfg`` through the harness (with the callbacks ``beside``); seconds of every training epoch after the
+    first."""
     from bench.run import run
 
     clock = TrainClock()
-    cfg.callbacks = [clock]
+    cfg.callbacks = [clock, *(beside or [])]
     res = run(cfg)
     if res.status != "completed":
         raise RuntimeError(f"{cfg.method} on {cfg.arch}: run {res.status}")
@@ -330,18 +356,20 @@ def main(argv: list[str] | None = None) -> int:
 
         harness, plain = [], []
         for r in range(args.rounds):
-            harness += _epoch_seconds(RunConfig(method="bp", arch=args.arch, seed=r, **base))
-            plain += plain_epochs(x, y, args.arch, dm.num_classes, args.batch_size, args.epochs, r)[1:]
+            beside = PlainBeside(PlainLoop(x, y, args.arch, dm.num_classes, args.batch_size, r))
+            harness += _epoch_seconds(RunConfig(method="bp", arch=args.arch, seed=r, **base), [beside])
+            plain += beside.epochs[1:]
         h, p = statistics.median(harness), statistics.median(plain)
+        ratio = statistics.median(a / b for a, b in zip(harness, plain))
         print(
             f"\nharness (Lightning, bench.run) BP {args.arch}: {h:.3f} s/epoch  "
             f"(epochs measured: {', '.join(f'{t:.2f}' for t in harness)})"
         )
         print(
-            f"plain PyTorch loop:             {p:.3f} s/epoch  "
+            f"plain PyTorch loop, epoch by epoch beside it: {p:.3f} s/epoch  "
             f"(epochs measured: {', '.join(f'{t:.2f}' for t in plain)})"
         )
-        print(f"ratio harness/plain:            {h / p:.3f}")
+        print(f"ratio harness/plain (median of the epoch pairs' ratios): {ratio:.3f}")
     return 0
 
 

@@ -100,6 +100,10 @@ class RunConfig:
     compile: bool = field(default=False, metadata=NOT_IDENTITY)
     """``torch.compile`` the rule's step (``LearningRule.compile_step``). Not part of the run's identity: the same
     numbers to float rounding; stored in the record as ``compiled``."""
+    steps_per_call: int = field(default=8, metadata=NOT_IDENTITY)
+    """Training batches per call of the loop's ``training_step`` (``bench.data.GroupedBatches``): Lightning's
+    per-call hooks and batch fetching are paid once per this many optimiser steps. The same batches in the same order
+    and the same updates for any value, so not part of the run's identity; 1 gives Lightning one call per batch."""
     tuned: bool | None = field(default=None, metadata=NOT_IDENTITY)
     """The grid's word on fairness: True when tuned options (sweeps/best/) for the run's dataset, rule and arch were
     applied, False when there were none (or --no-tuned) and the rule ran on its defaults; None outside a grid and
@@ -381,6 +385,7 @@ def _run(cfg: RunConfig, res: Resolved) -> RunResult:
             limit_train=cfg.limit_train,
             limit_eval=cfg.limit_eval,
             test_fraction=cfg.test_fraction,
+            steps_per_call=cfg.steps_per_call,
         )
         dm.prepare_data()
         dm.setup()  # load now: a missing or corrupt file fails here, before anything is logged
@@ -398,6 +403,7 @@ def _run(cfg: RunConfig, res: Resolved) -> RunResult:
             torch.is_deterministic_algorithms_warn_only_enabled(),
             torch.backends.cudnn.deterministic,
             torch.backends.cudnn.benchmark,
+            torch.utils.deterministic.fill_uninitialized_memory,
         )
         trainer = L.Trainer(
             max_epochs=cfg.epochs,
@@ -419,6 +425,10 @@ def _run(cfg: RunConfig, res: Resolved) -> RunResult:
             deterministic="warn" if cfg.accelerator != "cpu" else True,
             log_every_n_steps=50,
         )
+        # deterministic mode also fills every new tensor with NaN before a kernel writes it (a debugging aid against
+        # kernels that read uninitialised memory, which no rule uses): a memory write per allocation, ~2% of a CPU
+        # step, a kernel launch per allocation on a GPU. Off during the run; the updates do not change.
+        torch.utils.deterministic.fill_uninitialized_memory = False
         device_type = trainer.strategy.root_device.type
         peak = _PeakMemory(device_type)
         peak.start()
@@ -464,6 +474,7 @@ def _run(cfg: RunConfig, res: Resolved) -> RunResult:
     finally:
         torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2], flags[3]
+        torch.utils.deterministic.fill_uninitialized_memory = flags[4]
         mem, mem_kind = peak.read()
         record.update(
             {
@@ -555,12 +566,23 @@ def _epoch_lines():
 
 
 def _progress_bar(enabled: bool) -> list:
-    """Lightning's own bar within a run, refreshed rarely when the output is not a terminal (logs, CI)."""
+    """Lightning's own bar within a run, counting optimiser steps (not the loop's calls, which group several steps),
+    refreshed rarely when the output is not a terminal (logs, CI)."""
     if not enabled:
         return []
     from lightning.pytorch.callbacks import TQDMProgressBar
 
-    return [TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 200, leave=False)]
+    class StepBar(TQDMProgressBar):
+        @property
+        def total_train_batches(self):
+            steps = getattr(self.trainer.train_dataloader, "steps", None)
+            return steps if steps is not None else super().total_train_batches
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            steps = getattr(pl_module, "_steps", None)
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx if steps is None else steps - 1)
+
+    return [StepBar(refresh_rate=1 if sys.stderr.isatty() else 200, leave=False)]
 
 
 def _make_logger(cfg: RunConfig, res: Resolved, record: dict[str, Any]):

@@ -31,6 +31,12 @@ from methods.shared.alignment import GradientAlignment
 from methods.shared.metrics import ExitAccuracies
 
 
+class StepGroup(list):
+    """Consecutive training batches ``[(x, y), ...]`` that one ``training_step`` call trains on one after another (one
+    optimiser step each). A data loader yields them to pay the training loop's per-call cost (Lightning's hooks, batch
+    fetching) once per group instead of once per step; a plain ``(x, y)`` batch is one step."""
+
+
 class LearningRule(L.LightningModule):
     name: ClassVar[str] = ""
     """Registry name (``METHODS=`` uses it)."""
@@ -162,11 +168,30 @@ class LearningRule(L.LightningModule):
 
     # ---------------------------------------------------------------- the shared loop
     def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        """Lightning's backward (precision, DDP) inside a Trainer; plain autograd outside one (unit tests)."""
-        if self._trainer is None:
+        """Lightning's backward (precision plugin, DDP, backward hooks) inside a Trainer that needs it; plain autograd
+        outside a Trainer (unit tests) and in a single-device fp32 run where nothing hooks the backward pass (the same
+        gradients, without Lightning's per-call hook dispatch)."""
+        if self._trainer is None or self._plain_backward:
             loss.backward(*args, **kwargs)
         else:
             super().manual_backward(loss, *args, **kwargs)
+
+    _plain_backward = False
+
+    def _backward_is_plain(self) -> bool:
+        """True when Lightning's backward adds nothing to ``loss.backward()``: one device, fp32, and neither the rule
+        nor a callback overrides a backward hook."""
+        from lightning.pytorch.plugins.precision import Precision
+        from lightning.pytorch.strategies import SingleDeviceStrategy
+
+        trainer = self._trainer
+        hooks = ("on_before_backward", "on_after_backward")
+        return (
+            type(trainer.strategy) is SingleDeviceStrategy
+            and type(trainer.precision_plugin) is Precision
+            and all(getattr(type(self), h) is getattr(L.LightningModule, h) for h in (*hooks, "backward"))
+            and not any(getattr(type(cb), h) is not getattr(L.Callback, h) for cb in trainer.callbacks for h in hooks)
+        )
 
     def configure_optimizers(self):
         opt = build_optimizer(self.param_groups(), self.config)
@@ -175,6 +200,7 @@ class LearningRule(L.LightningModule):
     def on_train_start(self) -> None:
         # the raw torch optimiser: Lightning's wrapper adds a closure and profiler records to every step
         self._opt = self.optimizers(use_pl_optimizer=False)
+        self._plain_backward = self._backward_is_plain()
 
     def on_train_epoch_start(self) -> None:
         self._loss_sum = torch.zeros((), device=self.device)
@@ -183,15 +209,19 @@ class LearningRule(L.LightningModule):
         self._epoch_t0 = time.perf_counter()
 
     def training_step(self, batch, batch_idx: int) -> None:
-        x, y = batch
-        self._opt.zero_grad(set_to_none=True)
-        with self._ddp_sync_off():
-            out = self.update_step(x, y)
-        self.sync_grads()
-        self._opt.step()
-        self._loss_sum += out["loss"].detach()
-        self._steps += 1
-        self._samples += len(y)
+        """One optimiser step per batch: ``batch`` is ``(x, y)`` or a ``StepGroup`` of them."""
+        group = batch if isinstance(batch, StepGroup) else (batch,)
+        opt, loss_sum, samples = self._opt, self._loss_sum, 0
+        for x, y in group:
+            opt.zero_grad(set_to_none=True)
+            with self._ddp_sync_off():
+                out = self.update_step(x, y)
+            self.sync_grads()
+            opt.step()
+            loss_sum.add_(out["loss"].detach())
+            samples += len(y)
+        self._steps += len(group)
+        self._samples += samples
 
     def update_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """``compute_updates``, then the per-step diagnostics (alignment every ``align_every`` steps, on this

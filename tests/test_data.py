@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.data import TensorBatches, TensorDataModule, crop_flip, load_split
+from bench.data import GroupedBatches, TensorBatches, TensorDataModule, crop_flip, load_split
 from bench.errors import ConfigError, DataError
 from tests.native_files import make_cifar_dataset, make_idx_dataset, make_svhn_dataset
 
@@ -111,6 +111,20 @@ def test_batches_cover_each_sample_once_per_epoch():
     assert seen.tolist() != list(range(103))  # shuffled
     second = torch.cat([yb for _, yb in batches])
     assert not torch.equal(seen, second)  # a new order every epoch
+
+
+def test_grouped_batches_are_the_same_batches_in_the_same_order():
+    x = torch.arange(103, dtype=torch.float32).view(-1, 1, 1, 1)
+    y = torch.arange(103)
+    plain = [yb for _, yb in TensorBatches(x, y, 10, shuffle=True, seed=3)]
+    grouped = GroupedBatches(TensorBatches(x, y, 10, shuffle=True, seed=3), 4)
+    assert grouped.steps == 11 and len(grouped) == 3
+    groups = list(grouped)
+    assert [len(g) for g in groups] == [4, 4, 3]
+    flat = [yb for g in groups for _, yb in g]
+    assert len(flat) == len(plain) and all(torch.equal(a, b) for a, b in zip(flat, plain))
+    with pytest.raises(ConfigError, match="steps_per_call"):
+        GroupedBatches(TensorBatches(x, y, 10, shuffle=False), 0)
 
 
 def test_rank_shards_are_disjoint_and_equal_sized():

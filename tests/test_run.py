@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.grid import GridSpec, run_grid
 from bench.paths import PROJECT_ROOT
@@ -140,6 +141,7 @@ def _cli(*args: str, **env) -> subprocess.CompletedProcess:
         (("run", "--set", "lr=fast"), "lr='fast' is not a valid float"),
         (("run", "--set", "nesterov=1"), "nesterov=True needs optimizer=sgd"),
         (("run", "--epochs", "0"), "epochs must be >= 1"),
+        (("run", "--steps-per-call", "0"), "steps_per_call must be an integer >= 1, got 0"),
         (("grid", "--profile", "huge"), "unknown profile 'huge'"),
     ],
 )
@@ -212,3 +214,66 @@ def test_identity_comes_from_field_metadata():
         "limit_train",
         "limit_eval",
     }
+
+
+@pytest.mark.parametrize(
+    "method, arch", [("bp", "mlp:32-C"), ("spela_o", "mlp:32-34"), ("ff", "mlp:32-32"), ("pepita", "mlp:32-C")]
+)
+def test_steps_per_call_changes_no_number(mnist_dir, tmp_path, method, arch):
+    """Grouping batches into one loop call (17 batches per epoch: groups of 8 leave a short last group) gives the same
+    updates: the same history, accuracies and run name as one call per batch."""
+    runs = {
+        k: run(small(mnist_dir, tmp_path / str(k), method=method, arch=arch, seed=1, steps_per_call=k))
+        for k in (1, 3, 8)
+    }
+
+    def strip(r):
+        return [{k: v for k, v in row.items() if k != "train/epoch_time_s"} for row in r.record["history"]]
+
+    one = runs[1]
+    assert one.status == "completed" and one.record["history"][0]["train/samples"] == 540
+    for r in runs.values():
+        assert r.name == one.name and strip(r) == strip(one) and r.test_acc == one.test_acc
+
+
+class _Seen:
+    """Callback recording what a rule saw during fit: the torch flags, whether it took the plain backward path, how
+    many backward hooks fired, and the progress bar's count."""
+
+    def __init__(self, hook_backward: bool):
+        import lightning as L
+
+        seen = self.seen = {"after_backward": 0}
+
+        class Cb(L.Callback):
+            def on_train_start(self, trainer, rule):
+                seen["fill"] = torch.utils.deterministic.fill_uninitialized_memory
+                seen["deterministic"] = torch.are_deterministic_algorithms_enabled()
+
+            def on_train_epoch_end(self, trainer, rule):
+                seen["plain"] = rule._plain_backward  # set by the rule's on_train_start, which runs after ours
+                bar = trainer.progress_bar_callback
+                if bar is not None:
+                    seen.setdefault("bar", []).append((bar.train_progress_bar.n, bar.train_progress_bar.total))
+
+        if hook_backward:
+
+            class Cb(Cb):  # noqa: F811 - the same callback with a backward hook
+                def on_after_backward(self, trainer, rule):
+                    seen["after_backward"] += 1
+
+        self.callback = Cb()
+
+
+@pytest.mark.parametrize("hook_backward", [False, True])
+def test_backward_hooks_fire_when_a_callback_has_one_and_torch_flags_are_restored(mnist_dir, tmp_path, hook_backward):
+    seen = _Seen(hook_backward)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory)
+    res = run(small(mnist_dir, tmp_path, progress=True, callbacks=[seen.callback]))
+    assert res.status == "completed"
+    s = seen.seen
+    assert s["deterministic"] and not s["fill"]  # deterministic kernels; no NaN fill of every new tensor
+    assert s["plain"] is not hook_backward
+    assert s["after_backward"] == (2 * 17 if hook_backward else 0)  # Lightning's backward ran, with its hooks
+    assert s["bar"] == [(17, 17), (17, 17)]  # the bar counts optimiser steps, not the loop's calls (3 per epoch)
+    assert (torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory) == before
