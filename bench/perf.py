@@ -65,14 +65,6 @@ class PlainLoop:
             return time.perf_counter() - t0
 
 
-def plain_epochs(
-    x: torch.Tensor, y: torch.Tensor, arch: str, num_classes: int, batch_size: int, epochs: int, seed: int
-) -> list[float]:
-    """``epochs`` epochs of ``PlainLoop``; seconds per epoch."""
-    loop = PlainLoop(x, y, arch, num_classes, batch_size, seed)
-    return [loop.epoch() for _ in range(epochs)]
-
-
 class PlainBeside(Callback):
     """Alternates a ``PlainLoop`` with the harness epoch by epoch: after each training epoch of the run, one plain
     epoch on the same tensors (outside the run's timed span), so both see the same machine state."""
@@ -164,7 +156,7 @@ def bp_arch_for(arch: str, num_classes: int) -> str:
 def plan(methods: list[str], arch: str, in_shape: tuple[int, ...], num_classes: int) -> list[Row]:
     """The table's rows: every rule on ``arch`` if it can train it, and on its own default arch when that is not a
     C-way classifier; each with BP's arch beside it and the model's ratio."""
-    from bench.efficiency import theory
+    from bench.efficiency import theory, theory_note
     from bench.errors import ArchError
     from methods.registry import get_rule
 
@@ -186,7 +178,7 @@ def plan(methods: list[str], arch: str, in_shape: tuple[int, ...], num_classes: 
             rule = cls.create({}, a, in_shape, num_classes, epochs=3)
             ref = get_rule("bp").create({}, b, in_shape, num_classes, epochs=3)
             th, th_bp = theory(rule), theory(ref)
-            model, note = None, th.note if th is not None else ""
+            model, note = None, th.note if th is not None else theory_note(rule)
             if th is not None and th_bp is not None:
                 dims = [math.prod(in_shape), *rule.net.widths]
                 dims_bp = [math.prod(in_shape), *ref.net.widths]
@@ -253,7 +245,7 @@ def format_table(rows: list[Row]) -> str:
         lines.append("\nrows off the model by more than 1.2x (or without one):")
     for row in off:
         if row.model is None:
-            lines.append(f"  {row.method} {row.short}: bench/efficiency.py has no model of this rule")
+            lines.append(f"  {row.method} {row.short}: no model ({row.note})")
         else:
             lines.append(
                 f"  {row.method} {row.short}: {row.ratio / row.model:.2f}x the model's ratio; the model: "
@@ -293,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--no-plain", action="store_true", help="skip the harness-vs-plain-loop line")
     ap.add_argument(
+        "--plain-epochs",
+        type=int,
+        default=6,
+        help="epochs of each harness run beside the plain loop (>= 2; the first epoch pair is warm-up)",
+    )
+    ap.add_argument(
         "--compile",
         action="store_true",
         help="also time every rule with --compile (torch.compile of its step), beside its eager run",
@@ -302,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.epochs < 2:
             raise BenchError(f"--epochs must be >= 2 (the first epoch is warm-up), got {args.epochs}")
+        if args.plain_epochs < 2:
+            raise BenchError(f"--plain-epochs must be >= 2 (the first epoch is warm-up), got {args.plain_epochs}")
         if args.rounds < 1:
             raise BenchError(f"--rounds must be >= 1, got {args.rounds}")
         info = get_dataset_info(args.dataset)
@@ -341,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     x, y = dm.splits["train"]
     print(
         f"dataset={args.dataset} batch={args.batch_size} device={x.device.type} threads={torch.get_num_threads()} "
-        f"train samples={len(x)} epochs={args.epochs} (first not timed) rounds={args.rounds} torch={torch.__version__}",
+        f"train samples={len(x)} epochs={args.epochs} (first not timed) rounds={args.rounds} "
+        f"plain-loop epochs={args.plain_epochs} torch={torch.__version__}",
         flush=True,
     )
     if rows:
@@ -357,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         harness, plain = [], []
         for r in range(args.rounds):
             beside = PlainBeside(PlainLoop(x, y, args.arch, dm.num_classes, args.batch_size, r))
-            harness += _epoch_seconds(RunConfig(method="bp", arch=args.arch, seed=r, **base), [beside])
+            cfg = RunConfig(method="bp", arch=args.arch, seed=r, **{**base, "epochs": args.plain_epochs})
+            harness += _epoch_seconds(cfg, [beside])
             plain += beside.epochs[1:]
         h, p = statistics.median(harness), statistics.median(plain)
         ratio = statistics.median(a / b for a, b in zip(harness, plain))

@@ -63,12 +63,20 @@ def test_rule_table_times_rule_and_bp_alternately(tmp_path):
 def test_plain_loop_trains(tmp_path):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(96, *SHAPE, generator=g), torch.randint(0, C, (96,), generator=g)
-    times = perf.plain_epochs(x, y, "mlp:16-C", C, 32, epochs=2, seed=0)
-    assert len(times) == 2 and all(t > 0 for t in times)
+    loop = perf.PlainLoop(x, y, "mlp:16-C", C, 32, seed=0)
+    before = [p.detach().clone() for p in loop.net.parameters()]
+    times = [loop.epoch() for _ in range(2)]
+    assert all(t > 0 for t in times)
+    assert all(not torch.equal(a, b) for a, b in zip(before, loop.net.parameters()))  # it trained every layer
 
 
 @pytest.mark.parametrize(
-    "args, match", [(["--epochs", "1"], "--epochs must be >= 2"), (["--methods", "nope"], "unknown method 'nope'")]
+    "args, match",
+    [
+        (["--epochs", "1"], "--epochs must be >= 2"),
+        (["--plain-epochs", "1"], "--plain-epochs must be >= 2"),
+        (["--methods", "nope"], "unknown method 'nope'"),
+    ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, match, capsys):
     assert perf.main(args) == 2
@@ -89,6 +97,8 @@ def test_make_perf_prints_the_table_on_tiny_settings(fmnist_root, capsys):
                 "2",
                 "--rounds",
                 "1",
+                "--plain-epochs",
+                "2",
                 "--data-dir",
                 str(fmnist_root),
             ]
