@@ -180,13 +180,21 @@ class ForwardGradient(LearningRule):
 
     @classmethod
     def cost_model(cls, dims, num_classes, config):
-        """Random guesses, global target, weight space, one guess: modelled; every other setting: None (not guessed)."""
-        if not (
-            config.guess in RANDOM
-            and config.target == "global"
-            and config.space == "weight"
-            and config.num_guesses == 1
-        ):
+        """Multiply-adds per sample of one update on an MLP (``methods/cost.py``), by the path the step takes.
+
+        * Random guesses, global target, weight space, one guess (forward mode): the JVP model below.
+        * Local, NTK and fixed-NTK guesses (any target, space, ``num_guesses``) on the two-reverse-pass path
+          (``derivative`` auto or backward), mlp or linear heads: ``_head_guess_cost``.
+        * None otherwise, not guessed: random guesses in the other settings (not modelled yet); ``derivative=jvp``
+          with a head guess (its JVP carries one tangent per trainable tensor, bias included, and recomputes the
+          primal from the block up, which depend on arch options the model does not see); ``aux=cnn`` (needs feature
+          maps, so no MLP has it).
+        """
+        if config.guess not in RANDOM:
+            if config.derivative == "jvp" or config.aux == "cnn":
+                return None
+            return _head_guess_cost(dims, num_classes, config)
+        if not (config.target == "global" and config.space == "weight" and config.num_guesses == 1):
             return None
         L, widest_input = len(dims) - 1, max(dims[:-1])
         # block k < L: a JVP from block k to the loss carries the tangent of its guess (one product per layer from k
@@ -452,6 +460,72 @@ class ForwardGradient(LearningRule):
 
         zero = torch.zeros_like(hk)
         return torch.func.vmap(lambda v: torch.func.jvp(losses, (zero,), (v,))[1])(vs)
+
+
+# --------------------------------------------------------------------------- cost model
+def _head_macs(config: FGConfig, n: int, num_classes: int) -> int:
+    """Multiply-adds of one forward pass of an auxiliary head on an n-vector (a block output of an MLP)."""
+    if config.aux == "linear":
+        return n * num_classes
+    w = config.aux_width or n  # 0: the block's own width (MLPs)
+    return n * w + (config.aux_depth - 1) * w * w + w * num_classes
+
+
+def _head_inputs(config: FGConfig, n: int) -> int:
+    """Numbers a head keeps for its backward pass: the input of each of its Linear layers."""
+    return n if config.aux == "linear" else n + config.aux_depth * (config.aux_width or n)
+
+
+def _head_guess_cost(dims: list[int], num_classes: int, config: FGConfig) -> CostModel:
+    """Local, NTK or fixed-NTK guesses, two reverse passes (``_backward_step``; ``_local_learning_step``).
+
+    With m_l the multiply-adds of one head forward pass on layer l's output (``_head_macs``) and G guesses:
+
+    * main net: one forward product per layer; the last layer its true ΔW; global target: the end-to-end δ back
+      through W_L .. W_2 (one product each; the weights' gradients below the top are not formed);
+    * the estimate ĝ = Σ_n c_n v_n of every hidden layer: one weight-sized product per guess in weight space (the
+      per-sample t_n and v_n are rank one, so ⟨t_n, v_n⟩ and ‖v_n‖² are O(n_{l-1} + n_l)); in activity space the
+      projection is O(n_l) per guess, and the block's ΔW from the averaged ĝ_h (ĝ_h h^T) one product;
+    * trained heads (local guess or local target): forward, ΔW and δ back to the block output, 3 m_l;
+    * NTK / fixed-NTK guess: the untrained head's forward and δ back to the block output (no ΔW), 2 m_l per guess.
+    Local learning (local guess = local target): forward, ΔW of the block, its head 3 m_l, no projection.
+
+    Fournier et al. Table 1 costs a global target as a Jvp plus the local vJp, a local target as the local vJp only;
+    this counts the step as it runs (Fournier et al.'s simulation): the global target by a reverse pass through the
+    network, not a JVP. Stored: every layer's input (the step keeps all blocks' taps), the end-to-end δ at every
+    hidden block output (global target), and one block's heads' layer inputs, guesses and local target at a time;
+    local learning keeps one block's input and its head's. The O(n_l) vector products of the projection are left out.
+    """
+    L, G = len(dims) - 1, config.num_guesses
+    glob, weight = config.target == "global", config.space == "weight"
+    m = [_head_macs(config, dims[layer], num_classes) for layer in range(1, L)]
+    heads_in = [_head_inputs(config, dims[layer]) for layer in range(1, L)]
+    if config.guess == "local" and config.target == "local":
+        return CostModel(
+            1,
+            0,
+            [2] * L,
+            max(dims[layer - 1] + heads_in[layer - 1] for layer in range(1, L)),
+            extra_macs=3 * sum(m),
+            note="each block and its head from the head's loss, input detached",
+        )
+    trained = "local" in (config.guess, config.target)
+    head_guess = config.guess != "local"
+    estimate = G if weight else 1
+    matvecs = [1 + (estimate if layer < L else 1) + (1 if glob and layer > 1 else 0) for layer in range(1, L + 1)]
+    per_block = [(trained + head_guess) * heads_in[i] + (G + (0 if glob else 1)) * dims[i + 1] for i in range(L - 1)]
+    return CostModel(
+        1,
+        1 if glob else 0,
+        matvecs,
+        sum(dims[:-1]) + (sum(dims[1:-1]) if glob else 0) + max(per_block),
+        extra_macs=sum((3 if trained else 0) * mi + (2 * G * mi if head_guess else 0) for mi in m),
+        note=", ".join(
+            ["end-to-end δ by a reverse pass" if glob else "local target"]
+            + (["trained heads"] if trained else [])
+            + (["untrained guess heads"] if head_guess else [])
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- presets

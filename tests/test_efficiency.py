@@ -77,7 +77,13 @@ def test_theory_by_hand_on_a_small_mlp():
     assert fg.matvecs == [3, 4, 4]  # forward + tangents of the JVPs from blocks <= l + the estimate (or ΔW on top)
     assert fg.forward_passes == 1 + (3 + 2) / 3  # the JVPs from blocks 1 and 2 cover 3 and 2 of the 3 layers
     assert fg.stored == 784 * 10 + 2 * 784  # block 1's per-sample weight guess, primal and tangent
-    assert theory(make("fg_local")) is None  # not modelled: said so, not guessed
+    # local guess, global target: BP's products (the end-to-end δ down to block 1's output, ΔW on top, the estimate
+    # ĝ one product per hidden layer) plus the trained heads; block k's mlp head (width n_k, depth 3) costs m_k
+    m = [10 * 10 + 2 * 10 * 10 + 10 * 3, 6 * 6 + 2 * 6 * 6 + 6 * 3]
+    fl = theory(make("fg_local"))
+    assert fl.matvecs == [2, 3, 3] and fl.macs(dims) == 2 * w[0] + 3 * w[1] + 3 * w[2] + 3 * sum(m)
+    assert theory(make("fg_ntk")).macs(dims) == 2 * w[0] + 3 * w[1] + 3 * w[2] + 2 * sum(m)  # untrained heads: no ΔW
+    assert theory(make("fg_gaussian_local_weight")) is None  # random guesses outside the JVP model: not guessed
     assert theory(get_rule("bp").create({}, "cnn:4", (1, 8, 8), 3, epochs=1)) is None
 
 
@@ -89,3 +95,53 @@ def test_the_efficiency_bar_rules_all_measure(tmp_path, batch=4):
         assert m.peak_bytes > 0 and m.flops and m.flops > 0 and m.theory is not None, method
         save(m, str(tmp_path))
     assert {r["method"] for r in load_all(tmp_path)} == set(DEFAULT_METHODS)
+
+
+def _fg(name, overrides=None, arch="mlp:3-C"):
+    """A forward-gradient rule on the 4-3-2 MLP (2x2 inputs, 2 classes)."""
+    return theory(get_rule(name).create(overrides or {}, arch, (1, 2, 2), 2, epochs=1))
+
+
+def test_head_guess_and_local_learning_models_by_hand_on_a_4_3_2_mlp():
+    """dims 4-3-2, weights W_1 (4x3 = 12 multiply-adds), W_2 (3x2 = 6); block 1's head: mlp of width 5 and depth 3,
+    m = 3*5 + 2*5*5 + 5*2 = 75 per forward pass (linear head: 3*2 = 6)."""
+    dims, w1, w2, m = [4, 3, 2], 12, 6, 75
+    aux = {"aux_width": 5}
+    # local guess, global target, weight space: forward (W_1, W_2), δ back through W_2, ΔW_2, ĝ_1; head 3m
+    fl = _fg("fg_local", aux)
+    assert fl.matvecs == [2, 3] and (fl.forward_passes, fl.backward_passes) == (1, 1)
+    assert fl.macs(dims) == 2 * w1 + 3 * w2 + 3 * m
+    assert fl.stored == (4 + 3) + 3 + (3 + 3 * 5) + 3  # layer inputs, end-to-end δ_1, head inputs, guess
+    assert _fg("fg_local", {"aux": "linear"}).macs(dims) == 2 * w1 + 3 * w2 + 3 * (3 * 2)
+    assert _fg("fg_local").extra_macs == 3 * (3 * 3 + 2 * 3 * 3 + 3 * 2)  # aux_width 0: the block's own width
+    assert _fg("fg_local_global_activity", aux).macs(dims) == 2 * w1 + 3 * w2 + 3 * m  # ĝ_h h^T: one product too
+    # NTK / fixed NTK, global target: no trained head; the guess head's forward and δ back (no ΔW): 2m per guess
+    for name in ("fg_ntk", "fg_fixed_ntk"):
+        assert _fg(name, aux).macs(dims) == 2 * w1 + 3 * w2 + 2 * m
+    ntk2 = _fg("fg_ntk", {**aux, "num_guesses": 2})
+    assert ntk2.matvecs == [1 + 2, 3] and ntk2.macs(dims) == 3 * w1 + 3 * w2 + 2 * 2 * m  # one ĝ per guess
+    ntk2a = _fg("fg_ntk_global_activity", {**aux, "num_guesses": 2})
+    assert ntk2a.macs(dims) == 2 * w1 + 3 * w2 + 2 * 2 * m  # activity: the guesses average before one ĝ_h h^T
+    # local target: no end-to-end δ; the trained head gives the target (3m), the NTK head the guess (2m)
+    nl = _fg("fg_ntk_local_activity", aux)
+    assert nl.matvecs == [2, 2] and nl.backward_passes == 0 and nl.macs(dims) == 2 * w1 + 2 * w2 + 3 * m + 2 * m
+    assert nl.stored == (4 + 3) + 2 * (3 + 3 * 5) + 3 + 3  # layer inputs, both heads' inputs, guess, target
+    assert _fg("fg_fixed_ntk_local_weight", aux).macs(dims) == 2 * w1 + 2 * w2 + 5 * m
+    # local learning: forward and ΔW of each block, its head 3m; one block's input and its head's kept
+    ll = _fg("local_learning", aux)
+    assert ll.matvecs == [2, 2] and ll.macs(dims) == 2 * w1 + 2 * w2 + 3 * m and ll.stored == 4 + (3 + 3 * 5)
+    # not modelled, said so: forward mode with a head guess, cnn heads (no MLP has feature maps)
+    assert _fg("fg_local", {"derivative": "jvp"}) is None
+
+
+def test_head_guess_models_match_the_counted_flops_up_to_the_per_sample_projections():
+    """FlopCounterMode over one step: the model's products exactly, plus the O(n_l) dot products of the projection
+    (⟨t_n, v_n⟩, ‖v_n‖², the bias's) that the model leaves out; local learning has none."""
+    x, y = torch.randn(2, 1, 4, 4), torch.tensor([0, 2])
+    for name, over in [("fg_local", {}), ("fg_ntk", {"num_guesses": 2}), ("fg_ntk_local_activity", {"aux_width": 5})]:
+        rule = get_rule(name).create(over, "mlp:7-9-5-C", (1, 4, 4), 3, epochs=1)
+        model = 2 * 2 * theory(rule).macs([16, 7, 9, 5, 3])
+        flops = step_flops(rule, x, y)
+        assert model <= flops <= model + 2 * 2 * 2 * rule.config.num_guesses * (7 + 9 + 5), (name, flops, model)
+    rule = get_rule("local_learning").create({}, "mlp:7-9-5-C", (1, 4, 4), 3, epochs=1)
+    assert step_flops(rule, x, y) == 2 * 2 * theory(rule).macs([16, 7, 9, 5, 3])

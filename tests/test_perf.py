@@ -31,6 +31,14 @@ def test_plan_puts_every_rule_on_the_shared_shape_and_class_vector_rules_also_on
     # PEPITA: two forward passes and ΔW per layer, plus F e (C x 784)
     assert model[("pepita", "mlp:1024-C")] == pytest.approx((3 * 784 * 1024 + 3 * 1024 * 10 + 10 * 784) / bp)
     assert perf.bp_arch_for("cnn:32,head=0", C) == "cnn:32"
+    heads = {
+        r.method: r.model
+        for r in perf.plan(["fg_local", "fg_ntk", "fg_fixed_ntk", "local_learning"], "mlp:1024-C", SHAPE, C)
+    }
+    head = 1024 * 1024 + 2 * 1024 * 1024 + 1024 * 10  # the mlp head on the 1024 units (width 1024, depth 3)
+    assert heads["fg_local"] == pytest.approx((bp + 3 * head) / bp)  # BP's products + the trained head's
+    assert heads["fg_ntk"] == heads["fg_fixed_ntk"] == pytest.approx((bp + 2 * head) / bp)  # the guess head, no ΔW
+    assert heads["local_learning"] == pytest.approx((2 * 784 * 1024 + 2 * 1024 * 10 + 3 * head) / bp)
     cnn = perf.plan(["spela_cnn"], "mlp:1024-C", SHAPE, C)  # the runs get parseable arch strings, the table short ones
     assert [(r.arch, r.short, r.bp_arch, r.bp_short) for r in cnn] == [("cnn:32", "cnn:32/nohead", "cnn:32", "cnn:32")]
 
