@@ -120,10 +120,18 @@ class Row:
     ratios: list[float] = field(default_factory=list)
     compiled_s: list[float] = field(default_factory=list)
     """--compile: the rule's seconds per epoch with its step compiled, run right after its eager run."""
+    step_ratios: list[float] = field(default_factory=list)
+    """Per pair of step blocks (``step_table``): the rule's seconds over BP's."""
+    step_ms: float | None = None
+    bp_step_ms: float | None = None
 
     @property
     def ratio(self) -> float:
         return statistics.median(self.ratios)
+
+    @property
+    def step_ratio(self) -> float | None:
+        return statistics.median(self.step_ratios) if self.step_ratios else None
 
     @property
     def compile_gain(self) -> float | None:
@@ -201,14 +209,20 @@ def _epoch_seconds(cfg, beside: list | None = None) -> list[float]:
 
 
 def rule_table(rows: list[Row], base: dict, rounds: int, log=print, compiled: bool = False) -> None:
-    """Fill every row's times, alternating BP and the rule within each round (rounds outermost); ``compiled``: the
-    rule once more with ``--compile`` after its eager run."""
+    """Fill every row's times: BP and the rule one after the other within each round (rounds outermost; BP first in
+    even rounds, the rule first in odd ones, so that an effect of the order cancels); ``compiled``: the rule once more
+    with ``--compile`` after its eager run."""
     from bench.run import RunConfig
 
     for r in range(rounds):
         for row in rows:
-            bp = statistics.mean(_epoch_seconds(RunConfig(method="bp", arch=row.bp_arch, seed=r, **base)))
-            rule = statistics.mean(_epoch_seconds(RunConfig(method=row.method, arch=row.arch, seed=r, **base)))
+            runs = {
+                "bp": RunConfig(method="bp", arch=row.bp_arch, seed=r, **base),
+                "rule": RunConfig(method=row.method, arch=row.arch, seed=r, **base),
+            }
+            order = ("bp", "rule") if r % 2 == 0 else ("rule", "bp")
+            secs = {k: statistics.mean(_epoch_seconds(runs[k])) for k in order}
+            bp, rule = secs["bp"], secs["rule"]
             row.bp_s.append(bp)
             row.rule_s.append(rule)
             row.ratios.append(rule / bp)
@@ -226,21 +240,96 @@ def rule_table(rows: list[Row], base: dict, rounds: int, log=print, compiled: bo
             )
 
 
+def _stepper(method: str, arch: str, x: torch.Tensor, y: torch.Tensor, batch_size: int, num_classes: int, seed: int):
+    """A function running one ``training_step`` of ``method`` (its defaults) on the next shuffled batch of (x, y),
+    outside a Trainer (``LearningRule.standalone``)."""
+    from bench.data import TensorBatches
+    from methods.registry import get_rule
+
+    torch.manual_seed(seed)
+    rule = get_rule(method).create({}, arch, tuple(x.shape[1:]), num_classes, epochs=3).to(x.device).standalone()
+    batches = TensorBatches(x, y, batch_size, shuffle=True, seed=seed)
+    it = iter(batches)
+
+    def step() -> None:
+        nonlocal it
+        batch = next(it, None)
+        if batch is None:
+            it = iter(batches)
+            batch = next(it)
+        rule.training_step(batch, 0)
+
+    return step
+
+
+def step_table(
+    rows: list[Row],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    batch_size: int,
+    pairs: int,
+    block: int,
+    log=print,
+) -> None:
+    """Every row's update step against BP's: both rules' ``training_step`` (the harness's per-step code: the rule's
+    update and the optimiser step; Lightning's loop around it is the same for every rule) on their own shuffled
+    batches of (x, y), in blocks of ``block`` steps alternating B R R B B R ... in this process, after one warm-up
+    block each. Per pair of blocks the ratio rule/BP; adjacent blocks see the same machine state, so the median over
+    ``pairs`` is steadier than whole runs'. Layer-wise rules (SPELA, SPELA CNN) are left out: their step changes with
+    the epoch's phase, which only a whole run goes through."""
+    from methods.registry import get_rule
+
+    for row in rows:
+        if get_rule(row.method).layerwise:
+            continue
+        fns = {
+            "bp": _stepper("bp", row.bp_arch, x, y, batch_size, num_classes, 0),
+            "rule": _stepper(row.method, row.arch, x, y, batch_size, num_classes, 0),
+        }
+        times: dict[str, list[float]] = {"bp": [], "rule": []}
+        for i in range(pairs + 1):
+            for k in ("bp", "rule") if i % 2 == 0 else ("rule", "bp"):
+                t0 = time.perf_counter()
+                for _ in range(block):
+                    fns[k]()
+                if x.device.type == "cuda":
+                    torch.cuda.synchronize()
+                if i:  # pair 0 is warm-up
+                    times[k].append(time.perf_counter() - t0)
+        row.step_ratios = [r / b for r, b in zip(times["rule"], times["bp"])]
+        row.step_ms = statistics.median(times["rule"]) / block * 1e3
+        row.bp_step_ms = statistics.median(times["bp"]) / block * 1e3
+        log(
+            f"  steps {row.method:14s} {row.short:22s} {row.step_ms:8.2f} ms/step, bp {row.bp_step_ms:6.2f}: "
+            f"{row.step_ratio:.2f} (median of {pairs} block pairs of {block} steps)",
+            flush=True,
+        )
+
+
 def format_table(rows: list[Row]) -> str:
+    """The table: per row the epoch times and their ratio, the step ratio (``step_table``; '-' when not measured),
+    the model's ratio, and below it the rows whose measured ratio (the step ratio where there is one) is more than
+    1.2x off the model's, with the model's note."""
+    compiled = any(r.compiled_s for r in rows)
     lines = [
         f"{'method':14s} {'arch':22s} {'bp arch':22s} {'opt':5s} {'s/epoch':>8s} {'bp s/ep':>8s} "
-        f"{'rule/bp':>7s} {'model':>6s}{'  compiled/eager' if any(r.compiled_s for r in rows) else ''}  "
-        f"rounds (rule/bp)"
+        f"{'rule/bp':>7s} {'step':>5s} {'model':>6s}{'  compiled/eager' if compiled else ''}  rounds (rule/bp)"
     ]
     for row in rows:
         model = "-" if row.model is None else f"{row.model:.2f}"
+        step = "-" if row.step_ratio is None else f"{row.step_ratio:.2f}"
         lines.append(
             f"{row.method:14s} {row.short:22s} {row.bp_short:22s} {row.optimizer:5s} "
-            f"{statistics.median(row.rule_s):8.3f} {statistics.median(row.bp_s):8.3f} {row.ratio:7.2f} "
+            f"{statistics.median(row.rule_s):8.3f} {statistics.median(row.bp_s):8.3f} {row.ratio:7.2f} {step:>5s} "
             f"{model:>6s}{'' if row.compile_gain is None else f'{row.compile_gain:16.2f}'}  "
             f"{', '.join(f'{q:.2f}' for q in row.ratios)}"
         )
-    off = [row for row in rows if row.model is None or not 1 / 1.2 <= row.ratio / row.model <= 1.2]
+
+    def measured(row: Row) -> float:
+        return row.step_ratio if row.step_ratio is not None else row.ratio
+
+    off = [row for row in rows if row.model is None or not 1 / 1.2 <= measured(row) / row.model <= 1.2]
     if off:
         lines.append("\nrows off the model by more than 1.2x (or without one):")
     for row in off:
@@ -248,7 +337,7 @@ def format_table(rows: list[Row]) -> str:
             lines.append(f"  {row.method} {row.short}: no model ({row.note})")
         else:
             lines.append(
-                f"  {row.method} {row.short}: {row.ratio / row.model:.2f}x the model's ratio; the model: "
+                f"  {row.method} {row.short}: {measured(row) / row.model:.2f}x the model's ratio; the model: "
                 f"{row.note}; elementwise work, random draws and the optimiser step are not counted"
             )
     return "\n".join(lines)
@@ -283,6 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating BP/rule rounds (the table shows the median)")
     ap.add_argument("--limit-train", type=int, default=None, help="train on only this many samples (quicker)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument(
+        "--step-pairs",
+        type=int,
+        default=20,
+        help="pairs of alternating BP/rule blocks of update steps timed per row (0: no step column)",
+    )
+    ap.add_argument("--step-block", type=int, default=10, help="update steps per block of the step column")
     ap.add_argument("--no-plain", action="store_true", help="skip the harness-vs-plain-loop line")
     ap.add_argument(
         "--plain-epochs",
@@ -302,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
             raise BenchError(f"--epochs must be >= 2 (the first epoch is warm-up), got {args.epochs}")
         if args.plain_epochs < 2:
             raise BenchError(f"--plain-epochs must be >= 2 (the first epoch is warm-up), got {args.plain_epochs}")
+        if args.step_pairs < 0 or args.step_block < 1:
+            raise BenchError(
+                f"--step-pairs must be >= 0 and --step-block >= 1, got {args.step_pairs} and {args.step_block}"
+            )
         if args.rounds < 1:
             raise BenchError(f"--rounds must be >= 1, got {args.rounds}")
         info = get_dataset_info(args.dataset)
@@ -346,9 +446,12 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     if rows:
+        if args.step_pairs:
+            step_table(rows, x, y, dm.num_classes, args.batch_size, args.step_pairs, args.step_block)
         rule_table(rows, base, args.rounds, compiled=args.compile)
         print(
-            "\nseconds per training epoch, median over rounds; rule/bp: median of the per-round ratios; model: "
+            "\nseconds per training epoch, median over rounds; rule/bp: median of the per-round ratios; step: median "
+            f"rule/bp of {args.step_pairs} alternating blocks of {args.step_block} update steps; model: "
             "bench/efficiency.py's multiply-adds per update, rule/bp\n" + format_table(rows),
             flush=True,
         )

@@ -197,6 +197,13 @@ class LearningRule(L.LightningModule):
         opt = build_optimizer(self.param_groups(), self.config)
         return {"optimizer": opt, "lr_scheduler": build_scheduler(opt, self.config, self.epochs)}
 
+    def standalone(self) -> LearningRule:
+        """Ready the rule to run ``training_step`` without a Trainer (``make perf``'s step timing): the optimiser of
+        ``configure_optimizers`` (its schedule is not stepped) and a fresh epoch tally. Returns the rule."""
+        self._opt = self.configure_optimizers()["optimizer"]
+        self.on_train_epoch_start()
+        return self
+
     def on_train_start(self) -> None:
         # the raw torch optimiser: Lightning's wrapper adds a closure and profiler records to every step
         self._opt = self.optimizers(use_pl_optimizer=False)
