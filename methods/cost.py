@@ -24,6 +24,9 @@ class CostModel:
     """Numbers kept at once for the update (activations, guesses)."""
     extra_macs: int = 0
     """Small products outside the weight-sized ones (C-sized feedback projections)."""
+    draws: int = 0
+    """Random numbers drawn per sample for one update (per-sample guesses); not multiply-adds, so ``macs`` leaves them
+    out, but drawing them can cost more than the products (``make perf`` says so where it does)."""
     note: str = ""
 
     def macs(self, dims: list[int]) -> int:

@@ -206,6 +206,8 @@ class ForwardGradient(LearningRule):
             0,
             [1 + t + 1 for t in tangents],
             max(dims[i] * dims[i + 1] for i in range(L - 1)) + 2 * widest_input,
+            # a guess per sample for every parameter of blocks 1..L-1 (weights and biases)
+            draws=sum((dims[i] + 1) * dims[i + 1] for i in range(L - 1)),
             note="per-sample weight guess of one block + primal and tangent activations",
         )
 

@@ -146,3 +146,19 @@ def test_a_standalone_rule_trains_with_its_own_optimiser():
     g = torch.Generator().manual_seed(1)
     rule.training_step((torch.randn(4, *SHAPE, generator=g), torch.randint(0, C, (4,), generator=g)), 0)
     assert rule._steps == 1 and all(not torch.equal(a, b) for a, b in zip(before, rule.parameters()))
+
+
+def test_rows_off_their_model_say_why():
+    rows = {(r.method, r.short): r for r in perf.plan(["fg_gaussian", "dfa", "ff", "spela"], "mlp:1024-C", SHAPE, C)}
+    fg = rows[("fg_gaussian", "mlp:1024-C")]
+    assert fg.draws == (784 + 1) * 1024  # a guess per sample for every weight and bias below the top layer
+    assert "0.80 M random numbers per sample (51 M per step)" in perf.why_off(fg, 50 * fg.model, batch_size=64)
+    dfa = rows[("dfa", "mlp:1024-C")]
+    assert dfa.optimizer == "sgd" and dfa.bp_optimizer == "adam"
+    assert "its sgd step is cheaper than BP's adam" in perf.why_off(dfa, 0.8 * dfa.model)
+    ff = rows[("ff", "mlp:1024-C")]
+    assert ff.model > 1 and "towards 1" in perf.why_off(ff, 0.8 * ff.model)
+    spela = rows[("spela", "mlp:1000-34")]
+    assert spela.layerwise and "layer-wise" in perf.why_off(spela, 1.3 * spela.model)
+    slower = perf.why_off(dfa, 1.5 * dfa.model)  # slower than its model, no draws, not layer-wise
+    assert slower.startswith("work outside the weight-sized products") and "optimiser" not in slower.split("(model")[0]
