@@ -296,6 +296,7 @@ def step_table(
     block each. Per pair of blocks the ratio rule/BP; adjacent blocks see the same machine state, so the median over
     ``pairs`` is steadier than whole runs'. Layer-wise rules (SPELA, SPELA CNN) are left out: their step changes with
     the epoch's phase, which only a whole run goes through."""
+    from bench.run import steady_process
     from methods.registry import get_rule
 
     for row in rows:
@@ -305,6 +306,7 @@ def step_table(
             "bp": _stepper("bp", row.bp_arch, x, y, batch_size, num_classes, 0),
             "rule": _stepper(row.method, row.arch, x, y, batch_size, num_classes, 0),
         }
+        steady_process()  # a first import of Lightning while building the rules sets its NVML check again
         times: dict[str, list[float]] = {"bp": [], "rule": []}
         for i in range(pairs + 1):
             for k in ("bp", "rule") if i % 2 == 0 else ("rule", "bp"):
