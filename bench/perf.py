@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):  # the table, not a Trainer banner per run
         logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*(LeafSpec|srun).*")
+    warnings.filterwarnings("ignore", message=".*(LeafSpec|srun|torch.jit.script).*")  # library chatter, not the table
     torch.set_flush_denormal(True)
     from bench.run import steady_process
 
