@@ -81,7 +81,7 @@ efficiency: $(STAMP) ## memory, FLOPs and samples/s of one training step per rul
 	$(PY) -m bench efficiency $(if $(filter-out all,$(METHODS)),--methods $(METHODS)) $(if $(ARCH),--arch '$(ARCH)') \
 	  $(if $(DATASETS_GIVEN),--dataset $(DATASET)) $(ARGS)
 
-perf: $(STAMP) data ## seconds per epoch of every rule of METHODS beside BP (ARCH: the shared shape), and of the harness beside a plain loop
+perf: $(STAMP) data ## seconds per epoch and per step of every rule of METHODS beside BP (ARCH: the shared shape), and of the harness beside a plain loop
 	$(PY) -m bench perf --methods $(METHODS) $(if $(ARCH),--arch '$(ARCH)') $(if $(DATASETS_GIVEN),--dataset $(DATASET)) $(ARGS)
 
 perf-grid: $(STAMP) data ## wall time of a small grid (8 short BP/FA runs) inline vs EXECUTOR=local vs slurm, WORKERS=2
