@@ -426,8 +426,8 @@ def _run(cfg: RunConfig, res: Resolved) -> RunResult:
             log_every_n_steps=50,
         )
         # deterministic mode also fills every new tensor with NaN before a kernel writes it (a debugging aid against
-        # kernels that read uninitialised memory, which no rule uses): a memory write per allocation, ~2% of a CPU
-        # step, a kernel launch per allocation on a GPU. Off during the run; the updates do not change.
+        # kernels that read uninitialised memory, which no rule uses): a memory write per allocation on a CPU, a
+        # kernel launch per allocation on a GPU. Off during the run; the updates do not change.
         torch.utils.deterministic.fill_uninitialized_memory = False
         device_type = trainer.strategy.root_device.type
         peak = _PeakMemory(device_type)
