@@ -124,10 +124,14 @@ class Row:
     ratios: list[float] = field(default_factory=list)
     compiled_s: list[float] = field(default_factory=list)
     """--compile: the rule's seconds per epoch with its step compiled, run right after its eager run."""
+    bp_compiled_s: list[float] = field(default_factory=list)
+    """--compile: BP's seconds per epoch with its network compiled, the partner of ``compiled_s``."""
     step_ratios: list[float] = field(default_factory=list)
     """Per pair of step blocks (``step_table``): the rule's seconds over BP's."""
     step_ms: float | None = None
     bp_step_ms: float | None = None
+    compiled_step_ratios: list[float] = field(default_factory=list)
+    """--compile: ``step_ratios`` with both rules' steps compiled (``LearningRule.compile_step``)."""
 
     @property
     def ratio(self) -> float:
@@ -143,6 +147,17 @@ class Row:
         if not self.compiled_s:
             return None
         return statistics.median(c / e for c, e in zip(self.compiled_s, self.rule_s))
+
+    @property
+    def compiled_ratio(self) -> float | None:
+        """Median over rounds of the compiled rule's seconds per epoch over compiled BP's (None without --compile)."""
+        if not self.compiled_s:
+            return None
+        return statistics.median(c / b for c, b in zip(self.compiled_s, self.bp_compiled_s))
+
+    @property
+    def compiled_step_ratio(self) -> float | None:
+        return statistics.median(self.compiled_step_ratios) if self.compiled_step_ratios else None
 
 
 def bp_arch_for(arch: str, num_classes: int) -> str:
@@ -228,29 +243,32 @@ def _epoch_seconds(cfg, beside: list | None = None) -> list[float]:
 
 def rule_table(rows: list[Row], base: dict, rounds: int, log=print, compiled: bool = False) -> None:
     """Fill every row's times: BP and the rule one after the other within each round (rounds outermost; BP first in
-    even rounds, the rule first in odd ones, so that an effect of the order cancels); ``compiled``: the rule once more
-    with ``--compile`` after its eager run."""
+    even rounds, the rule first in odd ones, so that an effect of the order cancels); ``compiled``: both once more
+    with ``--compile`` (the rule's step, BP's network), in the same order, after their eager runs."""
     from bench.run import RunConfig
 
     for r in range(rounds):
         for row in rows:
-            runs = {
-                "bp": RunConfig(method="bp", arch=row.bp_arch, seed=r, **base),
-                "rule": RunConfig(method=row.method, arch=row.arch, seed=r, **base),
-            }
             order = ("bp", "rule") if r % 2 == 0 else ("rule", "bp")
-            secs = {k: statistics.mean(_epoch_seconds(runs[k])) for k in order}
-            bp, rule = secs["bp"], secs["rule"]
+            modes = (False, True) if compiled else (False,)
+            secs = {}
+            for comp in modes:
+                runs = {
+                    "bp": RunConfig(method="bp", arch=row.bp_arch, seed=r, compile=comp, **base),
+                    "rule": RunConfig(method=row.method, arch=row.arch, seed=r, compile=comp, **base),
+                }
+                for k in order:
+                    secs[k, comp] = statistics.mean(_epoch_seconds(runs[k]))
+            bp, rule = secs["bp", False], secs["rule", False]
             row.bp_s.append(bp)
             row.rule_s.append(rule)
             row.ratios.append(rule / bp)
             extra = ""
             if compiled:
-                comp = statistics.mean(
-                    _epoch_seconds(RunConfig(method=row.method, arch=row.arch, seed=r, compile=True, **base))
-                )
+                comp, bp_comp = secs["rule", True], secs["bp", True]
                 row.compiled_s.append(comp)
-                extra = f"; compiled {comp:7.3f}: {comp / rule:.2f} of eager"
+                row.bp_compiled_s.append(bp_comp)
+                extra = f"; compiled {comp:7.3f}, bp {bp_comp:7.3f}: {comp / bp_comp:.2f} ({comp / rule:.2f} of eager)"
             log(
                 f"  round {r + 1}/{rounds} {row.method:14s} {row.short:22s} {rule:7.3f} s/epoch, bp {bp:7.3f}: "
                 f"{rule / bp:.2f}{extra}",
@@ -258,26 +276,55 @@ def rule_table(rows: list[Row], base: dict, rounds: int, log=print, compiled: bo
             )
 
 
-def _stepper(method: str, arch: str, x: torch.Tensor, y: torch.Tensor, batch_size: int, num_classes: int, seed: int):
-    """A function running one ``training_step`` of ``method`` (its defaults) on the next shuffled batch of (x, y),
-    outside a Trainer (``LearningRule.standalone``)."""
+def _stepper(
+    method: str,
+    arch: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    num_classes: int,
+    seed: int,
+    compiled: bool = False,
+):
+    """A function running one ``training_step`` of ``method`` (its defaults; ``compiled``: its step compiled) on the
+    next full shuffled batch of (x, y), outside a Trainer (``LearningRule.standalone``). A short last batch is skipped:
+    its shape would make a compiled step compile again inside a timed block."""
     from bench.data import TensorBatches
     from methods.registry import get_rule
 
     torch.manual_seed(seed)
     rule = get_rule(method).create({}, arch, tuple(x.shape[1:]), num_classes, epochs=3).to(x.device).standalone()
+    if compiled:
+        rule.compile_step()
     batches = TensorBatches(x, y, batch_size, shuffle=True, seed=seed)
     it = iter(batches)
 
     def step() -> None:
         nonlocal it
         batch = next(it, None)
-        if batch is None:
+        if batch is None or len(batch[1]) < batch_size:
             it = iter(batches)
             batch = next(it)
         rule.training_step(batch, 0)
 
     return step
+
+
+def _alternate(fns: dict, pairs: int, block: int, device: torch.device) -> list[float]:
+    """Time ``fns['bp']`` and ``fns['rule']`` in blocks of ``block`` calls, alternating B R R B B R ...; the first pair
+    is warm-up (and holds any compilation). Per timed pair of blocks the ratio rule/BP, and both median ms per call."""
+    times: dict[str, list[float]] = {"bp": [], "rule": []}
+    for i in range(pairs + 1):
+        for k in ("bp", "rule") if i % 2 == 0 else ("rule", "bp"):
+            t0 = time.perf_counter()
+            for _ in range(block):
+                fns[k]()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i:  # pair 0 is warm-up
+                times[k].append(time.perf_counter() - t0)
+    ms = {k: statistics.median(v) / block * 1e3 for k, v in times.items()}
+    return [r / b for r, b in zip(times["rule"], times["bp"])], ms["rule"], ms["bp"]
 
 
 def step_table(
@@ -289,42 +336,38 @@ def step_table(
     pairs: int,
     block: int,
     log=print,
+    compiled: bool = False,
 ) -> None:
     """Every row's update step against BP's: both rules' ``training_step`` (the harness's per-step code: the rule's
     update and the optimiser step; Lightning's loop around it is the same for every rule) on their own shuffled
     batches of (x, y), in blocks of ``block`` steps alternating B R R B B R ... in this process, after one warm-up
     block each. Per pair of blocks the ratio rule/BP; adjacent blocks see the same machine state, so the median over
-    ``pairs`` is steadier than whole runs'. Layer-wise rules (SPELA, SPELA CNN) are left out: their step changes with
-    the epoch's phase, which only a whole run goes through."""
+    ``pairs`` is steadier than whole runs'. ``compiled``: the same again with both steps compiled
+    (``compile_step``: the rule's written-out step, BP's network). Layer-wise rules (SPELA, SPELA CNN) are left out:
+    their step changes with the epoch's phase, which only a whole run goes through."""
     from bench.run import steady_process
     from methods.registry import get_rule
 
     for row in rows:
         if get_rule(row.method).layerwise:
             continue
-        fns = {
-            "bp": _stepper("bp", row.bp_arch, x, y, batch_size, num_classes, 0),
-            "rule": _stepper(row.method, row.arch, x, y, batch_size, num_classes, 0),
-        }
-        steady_process()  # a first import of Lightning while building the rules sets its NVML check again
-        times: dict[str, list[float]] = {"bp": [], "rule": []}
-        for i in range(pairs + 1):
-            for k in ("bp", "rule") if i % 2 == 0 else ("rule", "bp"):
-                t0 = time.perf_counter()
-                for _ in range(block):
-                    fns[k]()
-                if x.device.type == "cuda":
-                    torch.cuda.synchronize()
-                if i:  # pair 0 is warm-up
-                    times[k].append(time.perf_counter() - t0)
-        row.step_ratios = [r / b for r, b in zip(times["rule"], times["bp"])]
-        row.step_ms = statistics.median(times["rule"]) / block * 1e3
-        row.bp_step_ms = statistics.median(times["bp"]) / block * 1e3
-        log(
-            f"  steps {row.method:14s} {row.short:22s} {row.step_ms:8.2f} ms/step, bp {row.bp_step_ms:6.2f}: "
-            f"{row.step_ratio:.2f} (median of {pairs} block pairs of {block} steps)",
-            flush=True,
-        )
+        for comp in (False, True) if compiled else (False,):
+            fns = {
+                "bp": _stepper("bp", row.bp_arch, x, y, batch_size, num_classes, 0, comp),
+                "rule": _stepper(row.method, row.arch, x, y, batch_size, num_classes, 0, comp),
+            }
+            steady_process()  # a first import of Lightning while building the rules sets its NVML check again
+            ratios, ms, bp_ms = _alternate(fns, pairs, block, x.device)
+            if comp:
+                row.compiled_step_ratios = ratios
+            else:
+                row.step_ratios, row.step_ms, row.bp_step_ms = ratios, ms, bp_ms
+            log(
+                f"  steps {row.method:14s} {row.short:22s} {ms:8.2f} ms/step, bp {bp_ms:6.2f}: "
+                f"{statistics.median(ratios):.2f} (median of {pairs} block pairs of {block} steps"
+                f"{', both compiled' if comp else ''})",
+                flush=True,
+            )
 
 
 def why_off(row: Row, measured: float, batch_size: int | None = None) -> str:
@@ -354,18 +397,24 @@ def format_table(rows: list[Row], batch_size: int | None = None) -> str:
     """The table: per row the epoch times and their ratio, the step ratio (``step_table``; '-' when not measured),
     the model's ratio, and below it the rows whose measured ratio (the step ratio where there is one) is more than
     1.2x off the model's, with the model's note."""
-    compiled = any(r.compiled_s for r in rows)
+    compiled = any(r.compiled_s or r.compiled_step_ratios for r in rows)
+
+    def fmt(q: float | None, width: int) -> str:
+        return f"{'-' if q is None else f'{q:.2f}':>{width}s}"
+
     lines = [
         f"{'method':14s} {'arch':22s} {'bp arch':22s} {'opt':5s} {'s/epoch':>8s} {'bp s/ep':>8s} "
-        f"{'rule/bp':>7s} {'step':>5s} {'model':>6s}{'  compiled/eager' if compiled else ''}  rounds (rule/bp)"
+        f"{'rule/bp':>7s} {'step':>5s} {'model':>6s}"
+        f"{'  compiled: rule/bp step c/eager' if compiled else ''}  rounds (rule/bp)"
     ]
     for row in rows:
-        model = "-" if row.model is None else f"{row.model:.2f}"
-        step = "-" if row.step_ratio is None else f"{row.step_ratio:.2f}"
+        comp = ""
+        if compiled:
+            comp = f"{fmt(row.compiled_ratio, 18)} {fmt(row.compiled_step_ratio, 5)} {fmt(row.compile_gain, 7)}"
         lines.append(
             f"{row.method:14s} {row.short:22s} {row.bp_short:22s} {row.optimizer:5s} "
-            f"{statistics.median(row.rule_s):8.3f} {statistics.median(row.bp_s):8.3f} {row.ratio:7.2f} {step:>5s} "
-            f"{model:>6s}{'' if row.compile_gain is None else f'{row.compile_gain:16.2f}'}  "
+            f"{statistics.median(row.rule_s):8.3f} {statistics.median(row.bp_s):8.3f} {row.ratio:7.2f} "
+            f"{fmt(row.step_ratio, 5)} {fmt(row.model, 6)}{comp}  "
             f"{', '.join(f'{q:.2f}' for q in row.ratios)}"
         )
 
@@ -432,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--compile",
         action="store_true",
-        help="also time every rule with --compile (torch.compile of its step), beside its eager run",
+        help="also time every rule and BP with --compile (torch.compile of the rule's step, BP's network), beside "
+        "their eager runs and steps",
     )
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args(argv)
@@ -490,12 +540,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     if rows:
         if args.step_pairs:
-            step_table(rows, x, y, dm.num_classes, args.batch_size, args.step_pairs, args.step_block)
+            step_table(
+                rows, x, y, dm.num_classes, args.batch_size, args.step_pairs, args.step_block, compiled=args.compile
+            )
         rule_table(rows, base, args.rounds, compiled=args.compile)
         print(
             "\nseconds per training epoch, median over rounds; rule/bp: median of the per-round ratios; step: median "
             f"rule/bp of {args.step_pairs} alternating blocks of {args.step_block} update steps; model: "
-            "bench/efficiency.py's multiply-adds per update, rule/bp\n" + format_table(rows, args.batch_size),
+            "bench/efficiency.py's multiply-adds per update, rule/bp"
+            + (
+                "; compiled (--compile): rule/bp and step with both compiled, c/eager the rule's compiled epoch over "
+                "its eager one"
+                if args.compile
+                else ""
+            )
+            + "\n"
+            + format_table(rows, args.batch_size),
             flush=True,
         )
     if not args.no_plain:
