@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 import torch
@@ -43,7 +44,12 @@ def test_plan_puts_every_rule_on_the_shared_shape_and_class_vector_rules_also_on
     assert [(r.arch, r.short, r.bp_arch, r.bp_short) for r in cnn] == [("cnn:32", "cnn:32/nohead", "cnn:32", "cnn:32")]
 
 
-def test_rule_table_times_rule_and_bp_alternately(tmp_path):
+@pytest.mark.parametrize("compiled", [False, True])
+def test_rule_table_times_rule_and_bp_alternately(tmp_path, monkeypatch, compiled):
+    from methods.base import LearningRule
+
+    calls = []
+    monkeypatch.setattr(LearningRule, "compile_step", lambda self: calls.append(self.name))  # no inductor here
     make_idx_dataset(tmp_path, "MNIST", n_train=300, n_test=100)
     rows = perf.plan(["spela_o"], "mlp:16-C", SHAPE, C)[:1]
     base = dict(
@@ -59,11 +65,15 @@ def test_rule_table_times_rule_and_bp_alternately(tmp_path):
         evaluate_test=False,
     )
     lines = []
-    perf.rule_table(rows, base, rounds=2, log=lambda *a, **k: lines.append(a[0]))
+    perf.rule_table(rows, base, rounds=2, log=lambda *a, **k: lines.append(a[0]), compiled=compiled)
     row = rows[0]
     assert len(row.rule_s) == len(row.bp_s) == len(row.ratios) == 2 and len(lines) == 2
     assert all(t > 0 and math.isfinite(t) for t in row.rule_s + row.bp_s)
     assert row.ratios == [a / b for a, b in zip(row.rule_s, row.bp_s)]
+    # --compile: one compiled run of each per round, beside the eager ones
+    assert calls == (["bp", "spela_o", "spela_o", "bp"] if compiled else [])
+    assert len(row.compiled_s) == len(row.bp_compiled_s) == (2 if compiled else 0)
+    assert (row.compiled_ratio is not None) == compiled and ("compiled" in lines[0]) == compiled
     table = perf.format_table(rows)
     assert "spela_o" in table.splitlines()[1] and f"{row.ratio:.2f}" in table
 
@@ -162,3 +172,25 @@ def test_rows_off_their_model_say_why():
     assert spela.layerwise and "layer-wise" in perf.why_off(spela, 1.3 * spela.model)
     slower = perf.why_off(dfa, 1.5 * dfa.model)  # slower than its model, no draws, not layer-wise
     assert slower.startswith("work outside the weight-sized products") and "optimiser" not in slower.split("(model")[0]
+
+
+def test_compiled_columns_compile_both_steps_and_compare_compiled_with_compiled(monkeypatch):
+    from methods.base import LearningRule
+
+    calls = []
+    monkeypatch.setattr(LearningRule, "compile_step", lambda self: calls.append(self.name))  # no inductor here
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(80, *SHAPE, generator=g), torch.randint(0, C, (80,), generator=g)
+    rows = perf.plan(["spela_o"], "mlp:16-C", SHAPE, C)[:1]
+    lines = []
+    perf.step_table(rows, x, y, C, 16, pairs=2, block=2, log=lambda *a, **k: lines.append(a[0]), compiled=True)
+    row = rows[0]
+    assert sorted(calls) == ["bp", "spela_o"]  # compiled steppers for both, eager ones for neither
+    assert len(row.step_ratios) == len(row.compiled_step_ratios) == 2 and "both compiled" in lines[1]
+    row.rule_s, row.bp_s, row.ratios = [2.0, 5.0], [1.0, 2.0], [2.0, 2.5]
+    row.compiled_s, row.bp_compiled_s = [1.0, 3.0], [2.0, 2.0]
+    assert row.compiled_ratio == statistics.median([0.5, 1.5])  # compiled rule over compiled BP, per round
+    assert row.compile_gain == statistics.median([0.5, 0.6])  # compiled rule over the eager rule
+    cols = perf.format_table(rows).splitlines()[1].split()
+    # method, arch, bp arch, opt, s/epoch, bp s/ep, rule/bp, step, model, compiled rule/bp, compiled step, c/eager
+    assert cols[9:12] == ["1.00", f"{row.compiled_step_ratio:.2f}", "0.55"]
