@@ -132,6 +132,8 @@ class Row:
     bp_step_ms: float | None = None
     compiled_step_ratios: list[float] = field(default_factory=list)
     """--compile: ``step_ratios`` with both rules' steps compiled (``LearningRule.compile_step``)."""
+    compiled_eager_bp_ratios: list[float] = field(default_factory=list)
+    """--compile: the compiled rule's step over eager BP's, in the same rotation."""
 
     @property
     def ratio(self) -> float:
@@ -158,6 +160,10 @@ class Row:
     @property
     def compiled_step_ratio(self) -> float | None:
         return statistics.median(self.compiled_step_ratios) if self.compiled_step_ratios else None
+
+    @property
+    def compiled_eager_bp_ratio(self) -> float | None:
+        return statistics.median(self.compiled_eager_bp_ratios) if self.compiled_eager_bp_ratios else None
 
 
 def bp_arch_for(arch: str, num_classes: int) -> str:
@@ -310,21 +316,26 @@ def _stepper(
     return step
 
 
-def _alternate(fns: dict, pairs: int, block: int, device: torch.device) -> list[float]:
-    """Time ``fns['bp']`` and ``fns['rule']`` in blocks of ``block`` calls, alternating B R R B B R ...; the first pair
-    is warm-up (and holds any compilation). Per timed pair of blocks the ratio rule/BP, and both median ms per call."""
-    times: dict[str, list[float]] = {"bp": [], "rule": []}
+def _alternate(fns: dict, pairs: int, block: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per block of ``block`` calls of every function of ``fns``, round after round, in the dict's order in
+    even rounds and reversed in odd ones (B R R B ... for two), so an effect of the order cancels; round 0 is warm-up
+    (and holds any compilation). Per key the list of timed blocks, round by round."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    keys = list(fns)
     for i in range(pairs + 1):
-        for k in ("bp", "rule") if i % 2 == 0 else ("rule", "bp"):
+        for k in keys if i % 2 == 0 else keys[::-1]:
             t0 = time.perf_counter()
             for _ in range(block):
                 fns[k]()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            if i:  # pair 0 is warm-up
+            if i:  # round 0 is warm-up
                 times[k].append(time.perf_counter() - t0)
-    ms = {k: statistics.median(v) / block * 1e3 for k, v in times.items()}
-    return [r / b for r, b in zip(times["rule"], times["bp"])], ms["rule"], ms["bp"]
+    return times
+
+
+def _ratios(times: dict[str, list[float]], a: str, b: str) -> list[float]:
+    return [p / q for p, q in zip(times[a], times[b])]
 
 
 def step_table(
@@ -342,32 +353,41 @@ def step_table(
     update and the optimiser step; Lightning's loop around it is the same for every rule) on their own shuffled
     batches of (x, y), in blocks of ``block`` steps alternating B R R B B R ... in this process, after one warm-up
     block each. Per pair of blocks the ratio rule/BP; adjacent blocks see the same machine state, so the median over
-    ``pairs`` is steadier than whole runs'. ``compiled``: the same again with both steps compiled
-    (``compile_step``: the rule's written-out step, BP's network). Layer-wise rules (SPELA, SPELA CNN) are left out:
-    their step changes with the epoch's phase, which only a whole run goes through."""
+    ``pairs`` is steadier than whole runs'. ``compiled``: BP and the rule each also with its step compiled
+    (``compile_step``: the rule's written-out step, BP's network), the four in one rotation; the compiled rule is
+    compared with compiled BP and with eager BP (the faster of BP's two on a CPU may be the eager one). Layer-wise
+    rules (SPELA, SPELA CNN) are left out: their step changes with the epoch's phase, which only a whole run goes
+    through."""
     from bench.run import steady_process
     from methods.registry import get_rule
 
     for row in rows:
         if get_rule(row.method).layerwise:
             continue
-        for comp in (False, True) if compiled else (False,):
-            fns = {
-                "bp": _stepper("bp", row.bp_arch, x, y, batch_size, num_classes, 0, comp),
-                "rule": _stepper(row.method, row.arch, x, y, batch_size, num_classes, 0, comp),
-            }
-            steady_process()  # a first import of Lightning while building the rules sets its NVML check again
-            ratios, ms, bp_ms = _alternate(fns, pairs, block, x.device)
-            if comp:
-                row.compiled_step_ratios = ratios
-            else:
-                row.step_ratios, row.step_ms, row.bp_step_ms = ratios, ms, bp_ms
-            log(
-                f"  steps {row.method:14s} {row.short:22s} {ms:8.2f} ms/step, bp {bp_ms:6.2f}: "
-                f"{statistics.median(ratios):.2f} (median of {pairs} block pairs of {block} steps"
-                f"{', both compiled' if comp else ''})",
-                flush=True,
+        fns = {
+            "bp": _stepper("bp", row.bp_arch, x, y, batch_size, num_classes, 0),
+            "rule": _stepper(row.method, row.arch, x, y, batch_size, num_classes, 0),
+        }
+        if compiled:
+            fns["bp/c"] = _stepper("bp", row.bp_arch, x, y, batch_size, num_classes, 0, compiled=True)
+            fns["rule/c"] = _stepper(row.method, row.arch, x, y, batch_size, num_classes, 0, compiled=True)
+        steady_process()  # a first import of Lightning while building the rules sets its NVML check again
+        times = _alternate(fns, pairs, block, x.device)
+        ms = {k: statistics.median(v) / block * 1e3 for k, v in times.items()}
+        row.step_ratios, row.step_ms, row.bp_step_ms = _ratios(times, "rule", "bp"), ms["rule"], ms["bp"]
+        extra = ""
+        if compiled:
+            row.compiled_step_ratios = _ratios(times, "rule/c", "bp/c")
+            row.compiled_eager_bp_ratios = _ratios(times, "rule/c", "bp")
+            extra = (
+                f"; compiled {ms['rule/c']:.2f}, bp {ms['bp/c']:.2f}: {row.compiled_step_ratio:.2f}, "
+                f"over eager bp {statistics.median(row.compiled_eager_bp_ratios):.2f}"
             )
+        log(
+            f"  steps {row.method:14s} {row.short:22s} {ms['rule']:8.2f} ms/step, bp {ms['bp']:6.2f}: "
+            f"{row.step_ratio:.2f}{extra} (median of {pairs} rounds of {block}-step blocks)",
+            flush=True,
+        )
 
 
 def why_off(row: Row, measured: float, batch_size: int | None = None) -> str:
@@ -405,12 +425,15 @@ def format_table(rows: list[Row], batch_size: int | None = None) -> str:
     lines = [
         f"{'method':14s} {'arch':22s} {'bp arch':22s} {'opt':5s} {'s/epoch':>8s} {'bp s/ep':>8s} "
         f"{'rule/bp':>7s} {'step':>5s} {'model':>6s}"
-        f"{'  compiled: rule/bp step c/eager' if compiled else ''}  rounds (rule/bp)"
+        f"{'  compiled: rule/bp  step  /e.bp c/eager' if compiled else ''}  rounds (rule/bp)"
     ]
     for row in rows:
         comp = ""
         if compiled:
-            comp = f"{fmt(row.compiled_ratio, 18)} {fmt(row.compiled_step_ratio, 5)} {fmt(row.compile_gain, 7)}"
+            comp = (
+                f"{fmt(row.compiled_ratio, 19)} {fmt(row.compiled_step_ratio, 5)} "
+                f"{fmt(row.compiled_eager_bp_ratio, 5)} {fmt(row.compile_gain, 7)}"
+            )
         lines.append(
             f"{row.method:14s} {row.short:22s} {row.bp_short:22s} {row.optimizer:5s} "
             f"{statistics.median(row.rule_s):8.3f} {statistics.median(row.bp_s):8.3f} {row.ratio:7.2f} "
@@ -549,8 +572,8 @@ def main(argv: list[str] | None = None) -> int:
             f"rule/bp of {args.step_pairs} alternating blocks of {args.step_block} update steps; model: "
             "bench/efficiency.py's multiply-adds per update, rule/bp"
             + (
-                "; compiled (--compile): rule/bp and step with both compiled, c/eager the rule's compiled epoch over "
-                "its eager one"
+                "; compiled (--compile): rule/bp and step with both compiled, /e.bp the compiled rule's step over "
+                "eager BP's, c/eager the rule's compiled epoch over its eager one"
                 if args.compile
                 else ""
             )

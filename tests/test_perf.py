@@ -185,12 +185,20 @@ def test_compiled_columns_compile_both_steps_and_compare_compiled_with_compiled(
     lines = []
     perf.step_table(rows, x, y, C, 16, pairs=2, block=2, log=lambda *a, **k: lines.append(a[0]), compiled=True)
     row = rows[0]
-    assert sorted(calls) == ["bp", "spela_o"]  # compiled steppers for both, eager ones for neither
-    assert len(row.step_ratios) == len(row.compiled_step_ratios) == 2 and "both compiled" in lines[1]
+    assert sorted(calls) == ["bp", "spela_o"]  # a compiled stepper for each, beside the eager ones
+    assert len(row.step_ratios) == len(row.compiled_step_ratios) == len(row.compiled_eager_bp_ratios) == 2
+    assert len(lines) == 1 and "compiled" in lines[0]
     row.rule_s, row.bp_s, row.ratios = [2.0, 5.0], [1.0, 2.0], [2.0, 2.5]
     row.compiled_s, row.bp_compiled_s = [1.0, 3.0], [2.0, 2.0]
     assert row.compiled_ratio == statistics.median([0.5, 1.5])  # compiled rule over compiled BP, per round
     assert row.compile_gain == statistics.median([0.5, 0.6])  # compiled rule over the eager rule
     cols = perf.format_table(rows).splitlines()[1].split()
-    # method, arch, bp arch, opt, s/epoch, bp s/ep, rule/bp, step, model, compiled rule/bp, compiled step, c/eager
-    assert cols[9:12] == ["1.00", f"{row.compiled_step_ratio:.2f}", "0.55"]
+    # method, arch, bp arch, opt, s/epoch, bp s/ep, rule/bp, step, model, compiled: rule/bp, step, /e.bp, c/eager
+    assert cols[9:13] == ["1.00", f"{row.compiled_step_ratio:.2f}", f"{row.compiled_eager_bp_ratio:.2f}", "0.55"]
+
+
+def test_alternate_reverses_the_order_every_round_and_leaves_round_0_out():
+    seen = []
+    fns = {k: (lambda k=k: seen.append(k)) for k in ("a", "b", "c")}
+    times = perf._alternate(fns, pairs=2, block=1, device=torch.device("cpu"))
+    assert "".join(seen) == "abc" + "cba" + "abc" and all(len(v) == 2 for v in times.values())
