@@ -151,11 +151,11 @@ class LearningRule(L.LightningModule):
         (in place: parameter names do not change). Same math; kernels fused, launches fewer; the first batches of a
         run pay the compilation.
 
-        Dynamo's compiled code of earlier rules in this process is dropped first (``torch._dynamo.reset``; a rule
+        Dynamo's compiled code of earlier rules in this process is dropped first (``torch.compiler.reset``; a rule
         compiled before recompiles at its next call): dynamo counts the graphs of one function across all instances,
         every rule's compiled step and network forward share its wrapper, and past ``recompile_limit`` (8) it runs
         the step eagerly with only a warning, so an inline grid's later runs would silently not be compiled."""
-        torch._dynamo.reset()
+        torch.compiler.reset()
         if self.compiled_step:
             setattr(self, self.compiled_step, torch.compile(getattr(self, self.compiled_step)))
         else:
