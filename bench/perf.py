@@ -136,8 +136,9 @@ class Row:
     """--compile: the compiled rule's step over eager BP's, in the same rotation."""
 
     @property
-    def ratio(self) -> float:
-        return statistics.median(self.ratios)
+    def ratio(self) -> float | None:
+        """Median over rounds of rule/BP seconds per epoch (None with ``--rounds 0``: steps only)."""
+        return statistics.median(self.ratios) if self.ratios else None
 
     @property
     def step_ratio(self) -> float | None:
@@ -427,6 +428,10 @@ def format_table(rows: list[Row], batch_size: int | None = None) -> str:
         f"{'rule/bp':>7s} {'step':>5s} {'model':>6s}"
         f"{'  compiled: rule/bp  step  /e.bp c/eager' if compiled else ''}  rounds (rule/bp)"
     ]
+
+    def secs(times: list[float]) -> str:
+        return f"{statistics.median(times):8.3f}" if times else f"{'-':>8s}"
+
     for row in rows:
         comp = ""
         if compiled:
@@ -436,15 +441,19 @@ def format_table(rows: list[Row], batch_size: int | None = None) -> str:
             )
         lines.append(
             f"{row.method:14s} {row.short:22s} {row.bp_short:22s} {row.optimizer:5s} "
-            f"{statistics.median(row.rule_s):8.3f} {statistics.median(row.bp_s):8.3f} {row.ratio:7.2f} "
+            f"{secs(row.rule_s)} {secs(row.bp_s)} {fmt(row.ratio, 7)} "
             f"{fmt(row.step_ratio, 5)} {fmt(row.model, 6)}{comp}  "
             f"{', '.join(f'{q:.2f}' for q in row.ratios)}"
         )
 
-    def measured(row: Row) -> float:
+    def measured(row: Row) -> float | None:
         return row.step_ratio if row.step_ratio is not None else row.ratio
 
-    off = [row for row in rows if row.model is None or not 1 / 1.2 <= measured(row) / row.model <= 1.2]
+    off = [
+        row
+        for row in rows
+        if measured(row) is not None and (row.model is None or not 1 / 1.2 <= measured(row) / row.model <= 1.2)
+    ]
     if off:
         lines.append("\nrows off the model by more than 1.2x (or without one), and why:")
     for row in off:
@@ -484,7 +493,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arch", default="mlp:1024-C", help="the shared shape (default mlp:1024-C)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=3, help="epochs per run (>= 2; the first is warm-up)")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating BP/rule rounds (the table shows the median)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternating BP/rule rounds of whole runs (the table shows the median); 0: the step column only",
+    )
     ap.add_argument("--limit-train", type=int, default=None, help="train on only this many samples (quicker)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument(
@@ -518,8 +532,11 @@ def main(argv: list[str] | None = None) -> int:
             raise BenchError(
                 f"--step-pairs must be >= 0 and --step-block >= 1, got {args.step_pairs} and {args.step_block}"
             )
-        if args.rounds < 1:
-            raise BenchError(f"--rounds must be >= 1, got {args.rounds}")
+        if args.rounds < 0 or (args.rounds == 0 and not args.step_pairs):
+            raise BenchError(
+                f"--rounds must be >= 1, or 0 (no whole runs: the step column only) with --step-pairs > 0, got "
+                f"{args.rounds} and {args.step_pairs}"
+            )
         info = get_dataset_info(args.dataset)
         methods = [] if args.methods == "none" else _methods(args.methods)
         rows = plan(methods, args.arch, info.shape, info.num_classes)
@@ -566,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
             step_table(
                 rows, x, y, dm.num_classes, args.batch_size, args.step_pairs, args.step_block, compiled=args.compile
             )
-        rule_table(rows, base, args.rounds, compiled=args.compile)
+        rule_table(rows, base, args.rounds, compiled=args.compile)  # --rounds 0: no whole runs
         print(
             "\nseconds per training epoch, median over rounds; rule/bp: median of the per-round ratios; step: median "
             f"rule/bp of {args.step_pairs} alternating blocks of {args.step_block} update steps; model: "
@@ -581,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
             + format_table(rows, args.batch_size),
             flush=True,
         )
-    if not args.no_plain:
+    if not args.no_plain and args.rounds:
         from bench.run import RunConfig
 
         harness, plain = [], []

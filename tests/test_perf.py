@@ -94,6 +94,8 @@ def test_plain_loop_trains(tmp_path):
         (["--epochs", "1"], "--epochs must be >= 2"),
         (["--plain-epochs", "1"], "--plain-epochs must be >= 2"),
         (["--methods", "nope"], "unknown method 'nope'"),
+        (["--rounds", "0", "--step-pairs", "0"], "--rounds must be >= 1, or 0"),
+        (["--rounds", "-1"], "--rounds must be >= 1, or 0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, match, capsys):
@@ -127,6 +129,18 @@ def test_make_perf_prints_the_table_on_tiny_settings(fmnist_root, capsys):
     assert "rule/bp" in out and "ratio harness/plain" in out
     rows = [line.split() for line in out.splitlines() if line.startswith("spela_o ")]
     assert [r[1] for r in rows] == ["mlp:32-C", "mlp:1000-34"]
+
+
+def test_rounds_0_times_only_the_steps(fmnist_root, capsys):
+    argv = ["--methods", "spela_o,spela", "--arch", "mlp:32-C", "--limit-train", "128", "--rounds", "0"]
+    argv += ["--step-pairs", "2", "--step-block", "2", "--data-dir", str(fmnist_root)]
+    assert perf.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "round 1/" not in out and "ratio harness/plain" not in out  # no whole runs, no plain-loop line
+    rows = {(r[0], r[1]): r for r in (line.split() for line in out.splitlines()) if r and r[0] in ("spela_o", "spela")}
+    # method, arch, bp arch, opt, s/epoch, bp s/ep, rule/bp, step, model
+    assert rows["spela_o", "mlp:32-C"][4:7] == ["-", "-", "-"] and rows["spela_o", "mlp:32-C"][7] != "-"
+    assert rows["spela", "mlp:32-C"][4:8] == ["-", "-", "-", "-"]  # layer-wise: no step column either
 
 
 def test_step_table_times_alternating_blocks_and_leaves_layerwise_rules_out():
