@@ -6,6 +6,9 @@
   alternating with it round by round, BP trains the same network (plus a C-way output layer where the rule's network
   has none), so machine noise hits both alike. The table gives the median over rounds of rule/BP, beside the ratio
   bench/efficiency.py's model predicts (weight-sized multiply-adds per update, the optimiser not counted).
+* **Step column.** Each rule's ``training_step`` against BP's in alternating blocks of steps in this process
+  (``step_table``), steadier than whole runs; ``--rounds 0`` times only this. ``--compile`` adds BP and the rule with
+  their steps compiled, to both the whole runs and the step rotation.
 * **Harness vs plain loop.** BP through the harness beside a textbook loop on the same in-memory tensors (same arch,
   batch size, optimiser builder, shuffling by index), alternating epoch by epoch inside one run (the plain epoch runs
   after each harness epoch); the median of the epoch pairs' ratios is the harness's overhead (Lightning hooks,
