@@ -103,6 +103,11 @@ class TrainClock(Callback):
         self.epochs.append(self._last - self._t0)
 
 
+def _median(values: list[float]) -> float | None:
+    """The median, None for no values (a column that was not measured)."""
+    return statistics.median(values) if values else None
+
+
 @dataclass
 class Row:
     """One line of the per-rule table: a rule on one arch, BP beside it."""
@@ -141,11 +146,11 @@ class Row:
     @property
     def ratio(self) -> float | None:
         """Median over rounds of rule/BP seconds per epoch (None with ``--rounds 0``: steps only)."""
-        return statistics.median(self.ratios) if self.ratios else None
+        return _median(self.ratios)
 
     @property
     def step_ratio(self) -> float | None:
-        return statistics.median(self.step_ratios) if self.step_ratios else None
+        return _median(self.step_ratios)
 
     @property
     def compile_gain(self) -> float | None:
@@ -163,11 +168,11 @@ class Row:
 
     @property
     def compiled_step_ratio(self) -> float | None:
-        return statistics.median(self.compiled_step_ratios) if self.compiled_step_ratios else None
+        return _median(self.compiled_step_ratios)
 
     @property
     def compiled_eager_bp_ratio(self) -> float | None:
-        return statistics.median(self.compiled_eager_bp_ratios) if self.compiled_eager_bp_ratios else None
+        return _median(self.compiled_eager_bp_ratios)
 
 
 def bp_arch_for(arch: str, num_classes: int) -> str:
@@ -385,7 +390,7 @@ def step_table(
             row.compiled_eager_bp_ratios = _ratios(times, "rule/c", "bp")
             extra = (
                 f"; compiled {ms['rule/c']:.2f}, bp {ms['bp/c']:.2f}: {row.compiled_step_ratio:.2f}, "
-                f"over eager bp {statistics.median(row.compiled_eager_bp_ratios):.2f}"
+                f"over eager bp {row.compiled_eager_bp_ratio:.2f}"
             )
         log(
             f"  steps {row.method:14s} {row.short:22s} {ms['rule']:8.2f} ms/step, bp {ms['bp']:6.2f}: "
