@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--method", default="bp")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--no-tuned",
+        action="store_true",
+        help="ignore the tuned options exported by sweeps (sweeps/best/); rule defaults + --set only",
+    )
     _add_run_options(p)
 
     p = sub.add_parser("grid", help="the dataset x method x seed grid (make bench)")
@@ -66,13 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="first sweep (equal budget, validation accuracy) every rule without tuned settings for its "
         "dataset and arch, then run the grid, then write the report; a second call sweeps nothing",
     )
-    p.add_argument("--tune-trials", type=int, default=None, help="trials per sweep of --tune (default 8)")
-    p.add_argument("--tune-epochs", type=int, default=None, help="epochs per trial of --tune (default 2)")
+    p.add_argument(
+        "--tune-trials", type=int, default=None, help="trials per sweep of --tune (default: the protocol's; else custom)"
+    )
+    p.add_argument(
+        "--tune-epochs", type=int, default=None, help="epochs per trial of --tune (default: the protocol's budget)"
+    )
     p.add_argument(
         "--tune-limit-train",
         type=int,
         default=None,
-        help="training samples per trial of --tune (default 10000; 0: all)",
+        help="training samples per trial of --tune (default: the protocol's budget; 0: all)",
     )
     p.add_argument(
         "--tune-workers", type=int, default=1, help="worker processes per sweep of --tune (1: in this process)"
@@ -199,11 +208,10 @@ def cmd_list(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from bench.grid import split_overrides
+    from bench.grid import run_config
     from bench.paths import check_writable, runs_root
-    from bench.run import RunConfig, resolve, run
+    from bench.run import resolve, run
 
-    fields = _run_fields(a)
     pairs = _pairs(a.set)
     for key in pairs:  # --set pepita.lr=0.01 scopes lr to pepita: it is this run's option only when it runs pepita
         scope, dot, _ = key.partition(".")
@@ -212,22 +220,24 @@ def cmd_run(a: argparse.Namespace) -> int:
                 f"option {key!r} is scoped to rule {scope!r}, but this run trains {a.method!r}; "
                 f"use --method {scope} or --set {key.partition('.')[2]}=..."
             )
-    rule = split_overrides(pairs, a.method, (a.method,))
-    cfg = RunConfig(
-        dataset=a.dataset,
-        method=a.method,
-        arch=a.arch,
-        seed=a.seed,
-        rule=rule,
-        **fields,
-        **({"epochs": a.epochs} if a.epochs is not None else {}),
+    # the grid's own cell: the same tuned settings (--no-tuned refuses them), sources and UNTUNED flag
+    cfg = run_config(
+        a.dataset, a.method, a.arch, a.seed, a.epochs, overrides=pairs, run=_run_fields(a), tuned=not a.no_tuned
     )
     res = resolve(cfg)
     if not a.dry_run:
         check_writable(runs_root(cfg.runs_dir))
     if a.dry_run:
-        print(f"would run {res.name}: epochs={cfg.epochs} arch={res.arch.text} rule={res.canonical['rule']}")
+        from bench.grid import untuned_note
+
+        print(
+            f"would run {res.name}: epochs={cfg.epochs} arch={res.arch.text} rule={res.canonical['rule']}"
+            + untuned_note(cfg)
+            + (f"  [tuned {cfg.protocol}: {cfg.rule_sources.get('lr', '')}]" if cfg.tuned else "")
+        )
         return 0
+    if cfg.tuned is False:
+        print(untuned_note(cfg).strip(), file=sys.stderr)
     result = run(cfg, res)
     acc = f"{100 * result.test_acc:.2f}%" if result.test_acc is not None else "-"
     print(f"{result.status}: {result.name} test acc {acc}; record {result.record_path}")

@@ -109,7 +109,7 @@ def expand(spec: GridSpec, notes: list[str] | None = None) -> list[RunConfig]:
     import methods as _methods  # noqa: F401 - registers the rules
     from bench.data import get_dataset_info
     from bench.errors import ArchError
-    from bench.tuned import stated_lr, tuned_params
+    from bench.tuned import Tuned, lookup, stated_lr
     from methods.registry import get_rule, list_rules
 
     prof = get_profile(spec.profile)
@@ -150,7 +150,10 @@ def expand(spec: GridSpec, notes: list[str] | None = None) -> list[RunConfig]:
                     or prof.epochs
                     or rule_cls.paper_epochs
                 )
-                tuned, where = tuned_params(dataset, method, arch) if spec.tuned and not prof.exact else ({}, None)
+                found = lookup(dataset, method, arch) if spec.tuned and not prof.exact else Tuned({}, None, None)
+                tuned, where = found.params, found.where
+                if found.note and notes is not None:
+                    notes.append(f"{dataset} / {method} / {arch or rule_cls.default_arch}: {found.note}")
                 proto = dict(variant.get("rule", {}))
                 origin = f"claim {variant['claim']}" if "claim" in variant else f"profile {prof.name}"
                 sources = {
@@ -172,11 +175,39 @@ def expand(spec: GridSpec, notes: list[str] | None = None) -> list[RunConfig]:
                             rule_sources=dict(sources),
                             # None: the profile, claim or --set states the lr (neither tuned nor the defaults)
                             tuned=True if tuned else (None if stated_lr(sources) else False),
+                            protocol=found.protocol if tuned else None,
                             group=fields.pop("group", None) or f"{prof.name}",
                             **fields,
                         )
                     )
     return configs
+
+
+def run_config(
+    dataset: str,
+    method: str,
+    arch: str | None,
+    seed: int,
+    epochs: int | None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    run: dict[str, Any] | None = None,
+    tuned: bool = True,
+) -> RunConfig:
+    """The config of one cell exactly as the grid builds it (``bench run`` uses it): the same tuned settings, option
+    sources and UNTUNED flag. ``epochs`` None: RunConfig's default; no profile (``group`` None)."""
+    spec = GridSpec(
+        datasets=(dataset,),
+        methods=(method,),
+        arch=arch,
+        seeds=(seed,),
+        epochs=epochs if epochs is not None else RunConfig().epochs,
+        overrides=dict(overrides or {}),
+        run=dict(run or {}),
+        tuned=tuned,
+    )
+    (cfg,) = expand(spec)
+    return dataclasses.replace(cfg, group=(run or {}).get("group"))
 
 
 def untuned_note(cfg: RunConfig) -> str:
@@ -187,6 +218,30 @@ def untuned_note(cfg: RunConfig) -> str:
         f"  [UNTUNED: no tuned settings for {cfg.dataset} / {cfg.method} / this arch: rule defaults; "
         "ARGS=--tune sweeps first]"
     )
+
+
+def protocol_line(configs: list[RunConfig]) -> str:
+    """How the grid's runs stand to the protocol: tuned under it, without tuned settings (UNTUNED), with stated
+    options, and how many tuned runs train at another epoch budget than the protocol evaluates at."""
+    from bench.protocol import get_protocol
+
+    p = get_protocol()
+    tuned = [c for c in configs if c.tuned]
+    untuned = sum(c.tuned is False for c in configs)
+    stated = sum(c.tuned is None for c in configs)
+    off = sum(c.epochs != p.evaluation_epochs(c.method) for c in tuned)
+    parts = [f"{len(tuned)} tuned under protocol {p.name}", f"{untuned} without tuned settings"]
+    if untuned:
+        parts[-1] += " (rule defaults, marked UNTUNED)"
+    if stated:
+        parts.append(f"{stated} at stated options")
+    line = ", ".join(parts)
+    if off:
+        line += (
+            f"; {off} tuned run(s) train at another epoch budget than {p.name} evaluates at (its settings were "
+            "chosen at the protocol's budget)"
+        )
+    return line
 
 
 def validate(configs: list[RunConfig]):
@@ -246,6 +301,8 @@ def _finished_line(rec: dict[str, Any]) -> str:
     mins = (rec.get("train_time_s") or 0) / 60
     err = f"  ({rec['error']})" if rec.get("status") not in DONE and rec.get("error") else ""
     untuned = "  [UNTUNED: rule defaults, no tuned settings]" if rec.get("tuned") is False else ""
+    if rec.get("tuned") and rec.get("protocol"):
+        untuned = f"  [tuned {rec['protocol']}]"
     return f"  {rec.get('status', '?'):11s} {acc:>8s} {mins:6.2f} min  {rec.get('name')}{err}{untuned}"
 
 
@@ -268,11 +325,10 @@ def run_grid(
     runs_dir = spec.run.get("runs_dir")
     st = states(cells, runs_dir)
     todo = [cell for cell, s in zip(cells, st) if s in ("failed", "pending") or (force and s in DONE)]
-    untuned = sum(c.tuned is False for c, _ in cells)
     print(
         f"grid: {state_line(st)}; {len(todo)} to run"
         + (f" ({launch.executor}, {launch.workers} worker(s))" if todo and not (dry_run or status) else "")
-        + (f"; {untuned} without tuned settings (rule defaults, marked UNTUNED)" if untuned else ""),
+        + f"; {protocol_line([c for c, _ in cells])}",
         file=out,
     )
     if dry_run or status:

@@ -48,6 +48,9 @@ RUN_META = (
     "host",
     "labels",
     "tuned",
+    "protocol",
+    "setting",
+    "job_type",
 )
 """Record fields a run carries beside its config (W&B config ``meta``), in W&B and in the report's record runs."""
 RUN_SUMMARY = ("status", "train_time_s", "peak_mem_bytes", "peak_mem_kind", "epochs_done")

@@ -81,7 +81,14 @@ class RunConfig:
     )
     wandb_entity: str | None = field(default_factory=lambda: os.environ.get("WANDB_ENTITY"), metadata=NOT_IDENTITY)
     group: str | None = field(default=None, metadata=NOT_IDENTITY)
-    """Protocol or grid name, stored with the run."""
+    """The grid profile (or a sweep's study) the run belongs to, stored with the run (record ``group``/``profile``)."""
+    job_type: str = field(default="train", metadata=NOT_IDENTITY)
+    """What the run is: ``train`` (a grid or ``bench run``), ``sweep`` (a tuning trial or transfer check) or ``perf``;
+    W&B's job type, and ``SOURCE=wandb:`` reads only ``train`` runs."""
+    sweep: dict[str, Any] | None = field(default=None, metadata=NOT_IDENTITY)
+    """A sweep trial's study name, trial number and objective (stored in the record and the W&B config)."""
+    protocol: str | None = field(default=None, metadata=NOT_IDENTITY)
+    """The protocol (bench.protocol) whose tuned settings the run applied, or None (defaults or stated options)."""
     accelerator: str = field(default="auto", metadata=NOT_IDENTITY)
     devices: int | str = field(default=1, metadata=NOT_IDENTITY)
     strategy: str = field(default="auto", metadata=NOT_IDENTITY)
@@ -172,6 +179,17 @@ def resolve(cfg: RunConfig) -> Resolved:
     digest = config_hash(canonical)
     name = f"{cfg.dataset}__{cfg.method}__{slug(arch.short)}__s{cfg.seed}__{digest}"
     return Resolved(cfg, rule_cls, rule_config, arch, canonical, digest, name)
+
+
+def setting_of(canonical: dict[str, Any]) -> str:
+    """A run's setting: the hash of its identity without the seed. Runs sharing it are seeds of one setting (a table
+    cell, a W&B group)."""
+    return config_hash({k: v for k, v in canonical.items() if k not in ("seed", "meta")})
+
+
+def wandb_group(res: Resolved) -> str:
+    """W&B group of a run: ``<dataset>/<rule>/<arch>/<setting>``, so the W&B UI averages the seeds of one setting."""
+    return f"{res.cfg.dataset}/{res.cfg.method}/{res.arch.short}/{setting_of(res.canonical)}"
 
 
 def _git_commit() -> str | None:
@@ -345,6 +363,11 @@ def _run(cfg: RunConfig, res: Resolved) -> RunResult:
         "seed": cfg.seed,
         "epochs": cfg.epochs,
         "group": cfg.group,
+        "profile": cfg.group,
+        "job_type": cfg.job_type,
+        "protocol": cfg.protocol,
+        "setting": setting_of(res.canonical),
+        "sweep": cfg.sweep,
         "config": res.canonical,
         "rule_sources": cfg.rule_sources,
         "tuned": cfg.tuned,
@@ -599,11 +622,19 @@ def _make_logger(cfg: RunConfig, res: Resolved, record: dict[str, Any]):
         name=res.name,
         save_dir=str(runs),
         offline=cfg.wandb == "offline",
-        group=cfg.group,
-        job_type=cfg.method,
+        group=wandb_group(res),
+        job_type=cfg.job_type,
         tags=[cfg.dataset, cfg.method, res.arch.short],
         id=record["id"],
-        config={**res.canonical, "meta": meta},
+        config={
+            **res.canonical,
+            "meta": meta,
+            "profile": cfg.group,
+            "protocol": cfg.protocol,
+            "setting": record["setting"],
+            "job_type": cfg.job_type,
+            **({"sweep": cfg.sweep} if cfg.sweep else {}),
+        },
         log_model=False,
         settings=wandb.Settings(console="off", x_disable_stats=True),
     )

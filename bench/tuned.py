@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ def ran_untuned(tuned: bool | None, rule_sources: dict[str, str] | None) -> bool
     return tuned is False and not stated_lr(rule_sources)
 
 
-def read_entries(dataset: str, method: str) -> dict[str, Any]:
+def read_entries(dataset: str, method: str, section: str = "by_arch") -> dict[str, Any]:
+    """One section of the rule's tuned file: ``by_arch`` (entries under a protocol) or ``custom``."""
     path = best_file(dataset, method)
     try:
         data = json.loads(path.read_text())
@@ -55,21 +57,60 @@ def read_entries(dataset: str, method: str) -> dict[str, Any]:
         return {}
     except (OSError, json.JSONDecodeError) as e:
         raise BenchError(f"tuned-parameter file {path} is unreadable ({e}); fix or delete it") from None
-    return data.get("by_arch", {}) if isinstance(data, dict) else {}
+    entries = data.get(section, {}) if isinstance(data, dict) else {}
+    return entries if isinstance(entries, dict) else {}
 
 
-def tuned_params(dataset: str, method: str, arch: str | None) -> tuple[dict[str, Any], str | None]:
-    """The tuned rule options for (dataset, rule, arch) and where they came from; ({}, None) when there are none
-    (or when the arch does not parse for the rule: the grid's validation reports that)."""
+@dataclass(frozen=True)
+class Tuned:
+    """What the tuned files hold for one (dataset, rule, arch) under the active protocol."""
+
+    params: dict[str, Any]
+    """The options to apply (empty: none usable)."""
+    where: str | None
+    """The file and study they came from."""
+    protocol: str | None
+    """The protocol of the applied entry (None: nothing applied)."""
+    note: str = ""
+    """Why an entry there was not applied (another budget), or that a shorter budget did not transfer."""
+    transferred: bool | None = None
+    """The transfer check of a shorter tuning budget: True passed, False failed, None not needed or not run."""
+
+
+def lookup(dataset: str, method: str, arch: str | None, protocol: str | None = None) -> Tuned:
+    """The tuned entry for (dataset, rule, arch) made under ``protocol`` (default: the active one, v1). An entry made
+    under another budget (an older file without a protocol, a custom sweep) is not used, and ``note`` says so."""
     import methods  # noqa: F401 - registers the rules
     from bench.data import get_dataset_info
+    from bench.protocol import get_protocol
     from methods.registry import get_rule
 
+    name = get_protocol(protocol).name
     try:
         arch_text = get_rule(method).parse_arch(arch, get_dataset_info(dataset).num_classes).text
     except BenchError:
-        return {}, None
+        return Tuned({}, None, None)
     entry = read_entries(dataset, method).get(arch_text)
-    if not entry:
-        return {}, None
-    return dict(entry["params"]), f"{shown(best_file(dataset, method))}, study {entry.get('study', '?')}"
+    custom = read_entries(dataset, method, section="custom").get(arch_text)
+    if not entry or entry.get("protocol") != name:
+        other = entry or custom
+        if not other:
+            return Tuned({}, None, None)
+        made = other.get("protocol") or f"an unversioned budget ({other.get('epochs', '?')} epochs)"
+        return Tuned({}, None, None, f"the tuned entry there was made under {made}, not protocol {name}: not used")
+    where = f"{shown(best_file(dataset, method))}, study {entry.get('study', '?')}"
+    check = entry.get("transfer")
+    ok = None if not isinstance(check, dict) else bool(check.get("ok"))
+    note = (
+        f"tuned at a shorter budget and did not transfer: {check.get('summary', '')}".rstrip(": ")
+        if ok is False
+        else ""
+    )
+    return Tuned(dict(entry["params"]), where, name, note, ok)
+
+
+def tuned_params(dataset: str, method: str, arch: str | None) -> tuple[dict[str, Any], str | None]:
+    """The tuned rule options for (dataset, rule, arch) under the active protocol and where they came from; ({}, None)
+    when there are none (or when the arch does not parse for the rule: the grid's validation reports that)."""
+    t = lookup(dataset, method, arch)
+    return t.params, t.where

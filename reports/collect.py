@@ -41,6 +41,7 @@ BASE_COLUMNS = [
     "rule",
     "source",
     "tuned",
+    "protocol",
 ]
 
 
@@ -50,8 +51,18 @@ RUN_OPTIONS = {"batch_size": 64, "limit_train": None, "norm": "standard", "augme
 
 def _setting(config: dict) -> str:
     """Hash of everything but the seed: runs sharing it are repeats of one setting (a table cell)."""
-    ident = {k: v for k, v in config.items() if k not in ("seed", "meta")}
+    ident = {k: v for k, v in config.items() if k not in ("seed", "meta", *W_AND_B_KEYS)}
     return config_hash(ident)
+
+
+W_AND_B_KEYS = ("profile", "protocol", "setting", "job_type", "sweep")
+"""Top-level keys a run's W&B config carries beside its identity (bench.run._make_logger): not part of its setting."""
+
+
+def is_training_run(run: WandbRun) -> bool:
+    """A grid or ``bench run`` run, not a sweep trial, transfer check or perf run (W&B job type / record field)."""
+    job = run.config.get("job_type") or (run.config.get("meta") or {}).get("job_type")
+    return job in (None, "train")
 
 
 def _status(run: WandbRun) -> str:
@@ -95,6 +106,7 @@ def run_row(run: WandbRun) -> dict:
         "arch_full": cfg.get("arch"),
         "rule": json.dumps(cfg.get("rule") or {}, sort_keys=True),
         "tuned": meta.get("tuned"),
+        "protocol": meta.get("protocol"),
         "run_options": json.dumps({k: cfg[k] for k in RUN_OPTIONS if k in cfg and cfg[k] != RUN_OPTIONS[k]}),
     }
     for key, value in summ.items():  # early-exit read-outs: test/acc/<exit>
@@ -149,14 +161,16 @@ def load_runs(source: str | Path | None = None) -> list[WandbRun]:
     from bench.paths import runs_root
 
     source = str(source) if source else str(runs_root())
-    if source.startswith("wandb:"):
-        return list(iter_api_runs(source.removeprefix("wandb:")))
+    if source.startswith("wandb:"):  # sweep trials and perf runs live in the same project: only training runs
+        return [r for r in iter_api_runs(source.removeprefix("wandb:")) if is_training_run(r)]
     if not Path(source).is_dir():
         raise BenchError(f"no runs folder at {source}; run `make bench` first or pass SOURCE=")
     records = list(iter_record_runs(source))
     done = {_hash(r) for r in records if r.summary.get("status") in DONE}
     stand_ins = {}
     for r in iter_offline_runs(source):
+        if not is_training_run(r):
+            continue
         h = _hash(r)
         if h and h not in done and r.finished and r.summary.get("status") in DONE:
             stand_ins[h] = r

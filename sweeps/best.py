@@ -1,9 +1,11 @@
 """Tuned parameters, exported by sweeps and picked up by ``make bench``.
 
-One small JSON file per (dataset, rule): ``sweeps/best/<dataset>/<rule>.json``, keyed by the full
-architecture string the parameters were tuned on, so an lr tuned for ``mlp:1024-C`` is never applied to
-another network. Each entry keeps the study's budget and protocol beside the parameters (provenance).
-An option given explicitly (``--set``) always wins over a tuned one.
+One small JSON file per (dataset, rule): ``sweeps/best/<dataset>/<rule>.json``. ``by_arch`` holds the entries tuned
+under the protocol (``protocol: "v1"``), keyed by the full architecture string the parameters were tuned on, so an lr
+tuned for ``mlp:1024-C`` is never applied to another network; ``custom`` holds, per arch, the latest export of a sweep
+with another budget (never used as v1 settings). Each entry keeps the study's budget, protocol, the defaults' trial
+and (for a shorter tuning budget) the transfer check beside the parameters. An explicit option (``--set``) always
+wins over a tuned one.
 """
 
 from __future__ import annotations
@@ -80,21 +82,48 @@ def keep_reason(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     return None
 
 
-def export_best(study, spec, *, storage: str, force: bool = False) -> Export:
-    """Write the study's best parameters (searched + held fixed) into the rule's file, unless the entry already there
-    for this architecture was tuned with a larger budget or under a different protocol (``keep_reason``); ``force``
-    replaces it anyway."""
+def best_trial(study):
+    """The completed trial with the highest validation accuracy; on a tie the earlier one (the defaults' trial, trial
+    0, wins ties)."""
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return max(done, key=lambda t: (t.value, -t.number)) if done else None
+
+
+def defaults_of(study) -> dict[str, Any] | None:
+    """The defaults' trial of a study (enqueued as trial 0 under the protocol): its number, state and value."""
+    from sweeps.study import DEFAULTS_ATTR
+
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get(DEFAULTS_ATTR):
+            return {"trial": t.number, "state": t.state.name.lower(), "val_acc": t.value, "params": dict(t.params)}
+    return None
+
+
+def export_best(
+    study, spec, *, storage: str, force: bool = False, budget: int | None = None, transfer: dict | None = None
+) -> Export:
+    """Write the study's best parameters (searched + held fixed) into the rule's file: a v1 study (``spec.protocol``,
+    with at least the protocol's trials finished) into ``by_arch``, any other into ``custom``. A custom entry already
+    there with a larger budget or under other run settings is kept (``keep_reason``); ``force`` replaces it anyway.
+    ``transfer``: the transfer check of a shorter tuning budget, stored with the entry."""
     from filelock import FileLock
     from optuna.trial import TrialState
 
+    from bench.protocol import CUSTOM, get_protocol
     from sweeps.storage import redact
 
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not done:
+    best = best_trial(study)
+    if best is None:
         return Export(None, False, "no completed trial: nothing exported")
-    best = max(done, key=lambda t: t.value)
     states = [t.state for t in study.get_trials(deepcopy=False)]
+    finished = states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED)
+    protocol = get_protocol()
+    name = spec.protocol if spec.protocol == protocol.name and finished >= (budget or protocol.trials) else CUSTOM
+    defaults = defaults_of(study)
     entry = {
+        "protocol": name,
         "params": {**spec.fixed, **best.params},
         "searched": sorted(best.params),
         "val_acc": best.value,
@@ -111,8 +140,16 @@ def export_best(study, spec, *, storage: str, force: bool = False) -> Export:
             "pruned": states.count(TrialState.PRUNED),
             "failed": states.count(TrialState.FAIL),
         },
+        "defaults": defaults,
+        "defaults_won": bool(defaults and defaults["trial"] == best.number),
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    entry["budget"]["limit_train"] = (spec.run or {}).get("limit_train")
+    if name == protocol.name:
+        entry["tuning"] = "short" if protocol.is_short(spec.method) else "evaluation budget"
+        entry["evaluation_epochs"] = protocol.evaluation_epochs(spec.method)
+    if transfer is not None:
+        entry["transfer"] = transfer
     path = best_file(spec.dataset, spec.method)
     path.parent.mkdir(parents=True, exist_ok=True)
     # exports come from launchers (one per study); the lock only orders two launchers on one machine
@@ -121,8 +158,10 @@ def export_best(study, spec, *, storage: str, force: bool = False) -> Export:
     )
     with FileLock(str(lock)):
         entries = read_entries(spec.dataset, spec.method)
-        old = entries.get(spec.arch)
-        why = keep_reason(old, entry) if old and not force else None
+        custom = read_entries(spec.dataset, spec.method, section="custom")
+        section = entries if name == protocol.name else custom
+        old = section.get(spec.arch)
+        why = keep_reason(old, entry) if old and not force and name == CUSTOM else None
         if why:
             return Export(
                 path,
@@ -130,8 +169,16 @@ def export_best(study, spec, *, storage: str, force: bool = False) -> Export:
                 f"kept {shown(path)} for {spec.arch}: {_describe(old)}, not this study's "
                 f"{_describe(entry)}: {why}; --export-force replaces it",
             )
-        entries[spec.arch] = entry
+        section[spec.arch] = entry
         data = {"dataset": spec.dataset, "method": spec.method, "by_arch": dict(sorted(entries.items()))}
+        if custom:
+            data["custom"] = dict(sorted(custom.items()))
         atomic_write_text(path, json.dumps(data, indent=1) + "\n")
     replaced = f" (replaced {_describe(old)}{', forced' if force and keep_reason(old, entry) else ''})" if old else ""
-    return Export(path, True, f"best parameters -> {shown(path)}: {_describe(entry)}{replaced}")
+    where = (
+        f"protocol {name}"
+        if name == protocol.name
+        else f"custom budget, not protocol {protocol.name}: stored under 'custom', not used by the grid"
+    )
+    won = "; the defaults won (exported as the tuned setting)" if entry["defaults_won"] else ""
+    return Export(path, True, f"best parameters -> {shown(path)} ({where}): {_describe(entry)}{won}{replaced}")

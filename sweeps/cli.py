@@ -1,6 +1,8 @@
 """``python -m bench sweep`` (``make sweep`` / ``make sweep-all``): tune rules with Optuna on validation accuracy.
 
-Every rule gets the same budget: the same number of trials, epochs, data subset, pruner and sampler.
+By default every cell is tuned under the protocol (``bench.protocol``, v1): its trials, tuning budget per rule,
+pruner and sampler. A sweep given another budget (``--trials``, ``--epochs``, ``--limit-train``, ``--pruner`` ...)
+says so and is stored as ``custom``, never as v1.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from typing import Any
 
 from bench.errors import BenchError, ConfigError, exit_status
 
-DEFAULT_EPOCHS = 5
-DEFAULT_TRIALS = 20
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="rule name, comma-separated names, or all (every registered rule, one study each)",
     )
-    ap.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help="finished trials per rule (the equal budget)")
+    ap.add_argument(
+        "--trials", type=int, default=None, help="finished trials per rule (default: the protocol's, the equal budget)"
+    )
     ap.add_argument("--workers", type=int, default=1, help="parallel workers sharing each study")
     ap.add_argument(
         "--storage",
@@ -48,11 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--study-name", default=None, help="default: <dataset>__<rule>__<arch>__e<epochs>__<protocol hash>")
     ap.add_argument("--space", default=None, help="search-space TOML file (default sweeps/spaces/<rule>.toml)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of every trial's run (data order, init)")
-    ap.add_argument("--sampler-seed", type=int, default=0)
-    ap.add_argument("--pruner", choices=("median", "none"), default="median")
-    ap.add_argument("--prune-startup", type=int, default=3, help="trials finished before the pruner acts")
-    ap.add_argument("--prune-warmup", type=int, default=0, help="epochs of a trial before it can be pruned")
+    ap.add_argument(
+        "--seed", type=int, default=None, help="seed of every trial's run (default: the protocol's first seed)"
+    )
+    ap.add_argument(
+        "--sampler-seed", type=int, default=None, help="the study's sampler seed (default: derived from the cell)"
+    )
+    ap.add_argument("--pruner", choices=("median", "none"), default=None, help="default: the protocol's (median)")
+    ap.add_argument("--prune-startup", type=int, default=None, help="trials completed before the pruner acts")
+    ap.add_argument("--prune-warmup", type=int, default=None, help="epochs of a trial before it can be pruned")
+    ap.add_argument(
+        "--prune-margin", type=float, default=None, help="prune only this far (accuracy) below the median (0.01)"
+    )
     ap.add_argument(
         "--heartbeat",
         type=int,
@@ -85,7 +94,8 @@ def build_specs(a: argparse.Namespace, out=None) -> list:
     from bench.run import resolve
     from methods.registry import get_rule, list_rules
     from sweeps.space import load_space
-    from sweeps.study import RUN_FIELDS, StudySpec
+    from bench.protocol import get_protocol
+    from sweeps.study import RUN_FIELDS, StudySpec, classify, startup_trials
 
     names = [m.strip() for m in a.method.split(",") if m.strip()]
     if not names:
@@ -109,6 +119,19 @@ def build_specs(a: argparse.Namespace, out=None) -> list:
         )
     run = {k: v for k, v in fields.items() if k in RUN_FIELDS}
     overrides = parse_pairs(a.set)
+    protocol = get_protocol()
+    pruner = dict(protocol.pruner)
+    if a.pruner is not None:
+        pruner["name"] = a.pruner
+    for key, value in (("startup", a.prune_startup), ("warmup", a.prune_warmup), ("margin", a.prune_margin)):
+        if value is not None:
+            pruner[key] = value
+    trials = a.trials if a.trials is not None else protocol.trials
+    if trials < 1:
+        raise ConfigError(f"--trials must be >= 1, got {trials}")
+    if a.epochs is not None and a.epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {a.epochs}")
+    a.trials = trials
     specs = []
     for m in names:
         rule_cls = get_rule(m)
@@ -121,23 +144,44 @@ def build_specs(a: argparse.Namespace, out=None) -> list:
             print(f"note: {m} cannot train {a.arch} ({e}); tuning it on its default arch {arch.short}", file=out)
         fixed = split_overrides(overrides, m, names)
         space = load_space(m, a.space, fixed)
+        budget = protocol.tuning_budget(m)
+        cell_run = dict(run)
+        if "limit_train" not in cell_run and budget.limit_train is not None:
+            cell_run["limit_train"] = budget.limit_train
+        if cell_run.get("limit_train") == 0:  # --limit-train 0: the whole split, also for a rule tuned on a subset
+            cell_run.pop("limit_train")
         spec = StudySpec(
             dataset=a.dataset,
             method=m,
             arch=arch.text,
-            epochs=a.epochs or DEFAULT_EPOCHS,
-            seed=a.seed,
-            run=run,
+            epochs=a.epochs if a.epochs is not None else budget.epochs,
+            seed=a.seed if a.seed is not None else protocol.seeds[0],
+            run=cell_run,
             fixed=fixed,
             space=space.to_dict(),
             space_source=space.source,
-            pruner={"name": a.pruner, "startup": a.prune_startup, "warmup": a.prune_warmup},
+            pruner=pruner,
+            sampler={"startup": protocol.startup if a.trials is None else startup_trials(trials)}
+            | ({"seed": a.sampler_seed} if a.sampler_seed is not None else {}),
         )
+        spec.protocol = classify(spec, trials)
         if spec.run.get("val_fraction", 0.1) <= 0:
             raise ConfigError("a sweep scores validation accuracy: --val-fraction must be > 0")
         resolve(spec.run_config({}))  # dataset, arch and fixed options are valid before any worker starts
         specs.append((spec, space))
     return specs
+
+
+def budget_line(spec, trials: int, data_dir: str | None = None) -> str:
+    """``protocol v1: 10 trials x 5 epoch(s) x 54,000 training samples`` (the real training-set size where the data
+    is here), or ``custom budget (not protocol v1): ...``."""
+    from bench.protocol import Budget, get_protocol, training_samples
+
+    n = training_samples(spec.dataset, spec.run, data_dir)
+    what = Budget(spec.epochs, spec.run.get("limit_train")).describe(n)
+    name = get_protocol().name
+    head = f"protocol {name}" if spec.protocol == name else f"custom budget (not protocol {name})"
+    return f"{head}: {trials} trials x {what}"
 
 
 def _env(a: argparse.Namespace) -> dict[str, Any]:
@@ -200,7 +244,7 @@ def _main(a: argparse.Namespace) -> int:
         for spec, space in specs:
             print(
                 f"would sweep {a.study_name or spec.study_name()}: {spec.dataset} / {spec.method} / {spec.arch}, "
-                f"{a.trials} trials x {spec.epochs} epochs on {a.workers} {a.executor} worker(s); storage "
+                f"{budget_line(spec, a.trials, a.data_dir)} on {a.workers} {a.executor} worker(s); storage "
                 f"{redact(storage)}\n  space ({space.source}): {space.describe()}"
                 + (f"\n  fixed: {spec.fixed}" if spec.fixed else "")
                 + (f"\n  run: {spec.run}" if spec.run else "")
@@ -228,7 +272,7 @@ def _main(a: argparse.Namespace) -> int:
                 heartbeat=a.heartbeat or None,
                 grace=a.grace,
                 threads=a.threads,
-                sampler_seed=a.sampler_seed,
+                sampler_seed=0,  # the study seed is in the spec (sampler.seed); this offsets top-ups only
                 wait=not a.no_wait,
                 export=not a.no_export,
                 figures=not a.no_figures,

@@ -25,7 +25,16 @@ from bench.errors import ConfigError, Interrupted
 from bench.executors import EXECUTORS, cancel, job_done, job_error, submit
 from bench.records import process_alive
 from sweeps.storage import STUDIES_DIR, kind, open_storage, redact
-from sweeps.study import BUDGET_ATTR, PRUNE_REASON, SPEC_ATTR, StudySpec, read_spec, show_params, startup_trials
+from sweeps.study import (
+    BUDGET_ATTR,
+    DEFAULTS_ATTR,
+    PRUNE_REASON,
+    SPEC_ATTR,
+    StudySpec,
+    defaults_trial,
+    read_spec,
+    show_params,
+)
 
 
 @dataclass
@@ -75,6 +84,9 @@ def create_study(
     old = study.user_attrs.get(SPEC_ATTR)
     if old is None:
         study.set_user_attr(SPEC_ATTR, spec.to_dict())
+        with warnings.catch_warnings():  # a default outside the searched range is tried as it is
+            warnings.simplefilter("ignore")
+            study.enqueue_trial(defaults_trial(spec), user_attrs={DEFAULTS_ATTR: True})
     elif StudySpec.from_dict(old).digest() != spec.digest():
         raise ConfigError(
             f"study {name!r} in {redact(url)} was created with a different protocol; "
@@ -187,8 +199,12 @@ def run_sweep(
     c = counts(study)
     remaining = budget - c["COMPLETE"] - c["PRUNED"] - c["RUNNING"]
     plan = shares(remaining, workers)
+    from sweeps.cli import budget_line
+
     print(
-        f"sweep {name}\n  storage {redact(storage)}; budget {budget} finished trials; {c['COMPLETE'] + c['PRUNED']} "
+        f"sweep {name}\n  {budget_line(spec, budget, (env or {}).get('data_dir'))}; sampler seed "
+        f"{spec.seed_of_sampler()}; trial 0 = the rule's defaults"
+        f"\n  storage {redact(storage)}; budget {budget} finished trials; {c['COMPLETE'] + c['PRUNED']} "
         f"finished, {c['RUNNING']} running, {c['FAIL']} failed so far; starting {sum(plan)} trial(s) on "
         f"{len(plan)} {executor} worker(s) {plan}",
         file=out,
@@ -199,7 +215,7 @@ def run_sweep(
             "heartbeat": heartbeat,
             "grace": grace,
             "env": dict(env or {}),
-            "startup": startup_trials(budget),
+            # a top-up draws TPE points the earlier launch did not (the Sobol sequence continues in the storage)
             "sampler_seed": sampler_seed + 1000 * (c["COMPLETE"] + c["PRUNED"] + c["FAIL"]),
             "threads": threads or (max(1, (os.cpu_count() or 1) // len(plan)) if executor != "slurm" else None),
         }
@@ -241,8 +257,13 @@ def run_sweep(
             "command again to top the study up",
             file=out,
         )
+    transfer = None
+    if export and finished >= budget:
+        transfer = transfer_check(study, read_spec(study), env, out)
     if export:
-        exported = export_best(study, read_spec(study), storage=storage, force=export_force)
+        exported = export_best(
+            study, read_spec(study), storage=storage, force=export_force, budget=budget, transfer=transfer
+        )
         result.exported = exported.path if exported.written else None
         print(f"  {exported.message}", file=out)
     if figures:
@@ -252,6 +273,65 @@ def run_sweep(
         for s in skipped:
             print(f"  (figure skipped: {s})", file=out)
     return result
+
+
+def transfer_check(study, spec: StudySpec, env: dict[str, Any] | None, out) -> dict[str, Any] | None:
+    """A study of the protocol tuned at a shorter budget (``Protocol.short``): train its best setting once at the
+    evaluation budget (the protocol's first evaluation seed, its epochs, the whole training split) and compare the
+    last epoch's validation accuracy with the best trial's. It passes unless the run diverges or falls more than
+    ``transfer_tolerance`` below; None where no check is needed (tuned at the evaluation budget, or a custom study)."""
+    from bench.paths import runs_root
+    from bench.protocol import get_protocol
+    from bench.run import run
+    from sweeps.best import best_trial
+
+    p = get_protocol()
+    best = best_trial(study)
+    if spec.protocol != p.name or not p.is_short(spec.method) or best is None:
+        return None
+    epochs = p.evaluation_epochs(spec.method)
+    env = dict(env or {})
+    env["runs_dir"] = str(runs_root(env.get("runs_dir")) / "sweeps" / study.study_name / "transfer")
+    run_settings = {k: v for k, v in spec.run.items() if k != "limit_train"}
+    from bench.run import RunConfig
+
+    cfg = RunConfig(
+        dataset=spec.dataset,
+        method=spec.method,
+        arch=spec.arch,
+        seed=p.seeds[0],
+        epochs=epochs,
+        rule={**spec.fixed, **best.params},
+        **run_settings,
+        **env,
+        progress=False,
+        evaluate_test=False,
+        group=f"transfer/{study.study_name}",
+        job_type="sweep",
+    )
+    print(f"  transfer check: trial {best.number}'s setting at {epochs} epoch(s) on the whole training split", file=out)
+    result = run(cfg)
+    history = result.record.get("history") or []
+    val = history[-1].get("val/acc") if history else None
+    ok = result.status == "completed" and val is not None and val >= best.value - p.transfer_tolerance
+    summary = (
+        f"val/acc {val:.4f} at {epochs} epoch(s) vs the best trial's {best.value:.4f} at "
+        f"{spec.epochs} epoch(s) x {spec.run.get('limit_train') or 'all'} samples"
+        if val is not None
+        else f"the evaluation run {result.status}"
+    )
+    print(f"  transfer check {'passed' if ok else 'FAILED (did not transfer)'}: {summary}", file=out)
+    return {
+        "ok": bool(ok),
+        "val_acc": val,
+        "best_trial_val_acc": best.value,
+        "epochs": epochs,
+        "seed": p.seeds[0],
+        "status": result.status,
+        "tolerance": p.transfer_tolerance,
+        "run": result.name,
+        "summary": summary,
+    }
 
 
 def _submit(

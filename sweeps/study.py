@@ -21,12 +21,15 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from bench.errors import BenchError, ConfigError
 from bench.ids import config_hash, slug
+from bench.protocol import CUSTOM, get_protocol
 from bench.run import RUN_SETTINGS
 
 METRIC = "val/acc"
 SPEC_ATTR = "bench_spec"
 BUDGET_ATTR = "bench_budget"
 PRUNE_REASON = "pruned_reason"
+DEFAULTS_ATTR = "defaults"
+"""User attribute of the study's first trial: the rule's defaults, enqueued (``defaults_trial``)."""
 RUN_FIELDS = RUN_SETTINGS
 """RunConfig fields that change what a trial measures (part of the study's identity): the run settings of a run's
 identity (bench.run.RUN_SETTINGS)."""
@@ -49,14 +52,27 @@ class StudySpec:
     """Rule options held fixed in every trial (``--set``)."""
     space: dict[str, Any] = field(default_factory=dict)
     space_source: str = ""
-    pruner: dict[str, Any] = field(default_factory=lambda: {"name": "median", "startup": 3, "warmup": 0})
+    pruner: dict[str, Any] = field(default_factory=lambda: dict(get_protocol().pruner))
+    sampler: dict[str, Any] = field(default_factory=dict)
+    """``seed`` (the study's sampler seed; by default derived from the cell, ``Protocol.study_seed``) and ``startup``
+    (Sobol trials after the defaults' trial before TPE)."""
+    protocol: str = CUSTOM
+    """The protocol this study follows (``v1``) or ``custom`` when its budget differs (``classify``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StudySpec:
-        return cls(**d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def seed_of_sampler(self) -> int:
+        seed = self.sampler.get("seed")
+        return int(seed) if seed is not None else get_protocol().study_seed(self.dataset, self.method, self.arch)
+
+    def startup(self) -> int:
+        return int(self.sampler.get("startup", get_protocol().startup))
 
     def digest(self) -> str:
         d = self.to_dict()
@@ -95,23 +111,140 @@ def make_pruner(cfg: dict[str, Any]):
 
     name = cfg.get("name", "median")
     if name == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=int(cfg.get("startup", 3)), n_warmup_steps=int(cfg.get("warmup", 0))
+        return MarginMedianPruner(
+            startup=int(cfg.get("startup", 3)), warmup=int(cfg.get("warmup", 0)), margin=float(cfg.get("margin", 0.0))
         )
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ConfigError(f"pruner {name!r}; choose median or none")
 
 
-def make_sampler(seed: int, startup: int):
-    """TPE; ``constant_liar`` keeps parallel workers from proposing the same point while trials are running."""
+def _base_pruner():
     import optuna
 
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, constant_liar=True)
+    return optuna.pruners.BasePruner
+
+
+class MarginMedianPruner(_base_pruner()):
+    """Median pruner that decides only on differences the validation split can resolve: a trial is pruned at epoch
+    ``step >= warmup`` when its validation accuracy is more than ``margin`` below the median of the completed trials
+    at that epoch, once ``startup`` trials have completed. A NaN value is pruned."""
+
+    def __init__(self, startup: int = 3, warmup: int = 0, margin: float = 0.0):
+        self.startup, self.warmup, self.margin = startup, warmup, margin
+
+    def prune(self, study, trial) -> bool:
+        import math
+        import statistics
+
+        from optuna.trial import TrialState
+
+        step = trial.last_step
+        if step is None or step < self.warmup:
+            return False
+        value = trial.intermediate_values[step]
+        if value is None or math.isnan(value):
+            return True
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(done) < self.startup:
+            return False
+        others = [t.intermediate_values[step] for t in done if step in t.intermediate_values]
+        others = [v for v in others if v is not None and not math.isnan(v)]
+        if not others:
+            return False
+        return value < statistics.median(others) - self.margin
+
+
+def make_sampler(seed: int, startup: int):
+    """The protocol's sampler: trial 0 is the enqueued defaults, trials 1..``startup`` scrambled Sobol points
+    (``QMCSampler``), the rest multivariate TPE (``constant_liar`` keeps parallel workers from proposing the same
+    point while trials are running). ``seed`` is the study's (derived from the cell), so studies of different cells
+    draw different points."""
+    import optuna
+
+    class StagedSampler(optuna.samplers.BaseSampler):
+        def __init__(self):
+            self.qmc = optuna.samplers.QMCSampler(
+                qmc_type="sobol",
+                scramble=True,
+                seed=seed,
+                warn_independent_sampling=False,
+                independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+            )
+            self.tpe = optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=startup + 1, multivariate=True, constant_liar=True, warn_independent_sampling=False
+            )
+
+        def _stage(self, trial):
+            return self.qmc if trial.number <= startup else self.tpe
+
+        def infer_relative_search_space(self, study, trial):
+            return self._stage(trial).infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self._stage(trial).sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self._stage(trial).sample_independent(study, trial, param_name, param_distribution)
+
+        def before_trial(self, study, trial):
+            self._stage(trial).before_trial(study, trial)
+
+        def after_trial(self, study, trial, state, values):
+            self._stage(trial).after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            self.qmc.reseed_rng()
+            self.tpe.reseed_rng()
+
+    return StagedSampler()
+
+
+def defaults_trial(spec: StudySpec) -> dict[str, Any]:
+    """The rule's default value of every searched option (with the spec's fixed options applied): the study's first,
+    enqueued trial, so the exported setting is never worse than the defaults at the sweep's own budget."""
+    import methods  # noqa: F401 - registers the rules
+    from methods.config import build_config
+    from methods.registry import get_rule
+
+    cfg = build_config(get_rule(spec.method).Config, dict(spec.fixed), owner=f"rule {spec.method!r}")
+    return {name: getattr(cfg, name) for name in spec.space}
+
+
+def classify(spec: StudySpec, trials: int) -> str:
+    """``v1`` (the default protocol's name) when the study follows that protocol's budget for its cell, else
+    ``custom``: the same trials, tuning budget, seed, pruner, sampler startup, search-space file, run settings and no
+    fixed options."""
+    from bench.run import RunConfig
+    from sweeps.space import load_space
+
+    p = get_protocol()
+    budget = p.tuning_budget(spec.method)
+    defaults = RunConfig()
+    run_ok = all(
+        spec.run.get(k, getattr(defaults, k)) == (budget.limit_train if k == "limit_train" else getattr(defaults, k))
+        for k in set(RUN_FIELDS)
+    ) and spec.run.get("val_fraction", defaults.val_fraction) == p.val_fraction
+    try:
+        space = load_space(spec.method).to_dict()
+    except BenchError:
+        space = None
+    same = (
+        trials == p.trials
+        and spec.epochs == budget.epochs
+        and spec.seed == p.seeds[0]
+        and run_ok
+        and not spec.fixed
+        and spec.space == space
+        and spec.pruner == p.pruner
+        and spec.startup() == p.startup
+        and spec.sampler.get("seed") in (None, p.study_seed(spec.dataset, spec.method, spec.arch))
+    )
+    return p.name if same else CUSTOM
 
 
 def startup_trials(budget: int) -> int:
-    """Random trials before TPE models the space: a third of the budget, between 3 and 10."""
+    """Sobol trials before TPE models the space for a custom budget: a third of the budget, between 3 and 10."""
     return max(3, min(10, budget // 3))
 
 
@@ -187,12 +320,13 @@ class Objective:
         pruning = PruneOnValAcc(trial)
         runs = str(runs_root(self.env.get("runs_dir")) / "sweeps" / self.study_name)
         env = {**self.env, "runs_dir": runs}
-        env.setdefault("wandb", "disabled")
         cfg = self.spec.run_config(
             params,
             env,
             callbacks=[pruning],
             group=f"sweep/{self.study_name}",
+            job_type="sweep",
+            sweep={"study": self.study_name, "trial": trial.number, "objective": f"{METRIC} (last epoch), maximised"},
             progress=False,
             evaluate_test=False,
             rule_sources={k: f"trial {trial.number}" for k in params},
@@ -249,7 +383,7 @@ def work(storage: str, study_name: str, n_trials: int, worker: int, options: dic
     st = open_storage(storage, heartbeat=options.get("heartbeat"), grace=options.get("grace"))
     probe = optuna.load_study(study_name=study_name, storage=st)
     spec = read_spec(probe)
-    sampler = make_sampler(int(options.get("sampler_seed", 0)) + worker, int(options.get("startup", 3)))
+    sampler = make_sampler(spec.seed_of_sampler() + int(options.get("sampler_seed", 0)) + worker, spec.startup())
     study = optuna.load_study(study_name=study_name, storage=st, sampler=sampler, pruner=make_pruner(spec.pruner))
     mine: list[int] = []
 

@@ -1,10 +1,12 @@
 """``--tune``: from a new dataset to a fair table in one command.
 
-Before the grid runs, every (dataset, rule, arch) cell of the grid without tuned settings (``sweeps/best/``) gets the
-equal-budget sweep every tuned rule got: the same trials, epochs, training subset, pruner and sampler (``TUNE_BUDGET``,
-the budget of the committed Fashion-MNIST files), scored on validation accuracy only. The sweep exports its best
-options; the grid then applies them like any tuned settings, and the report follows. Cells that already have tuned
-settings are not swept again, so a second call runs no sweep.
+Before the grid runs, every (dataset, rule, arch) cell of the grid without tuned settings under the protocol
+(``sweeps/best/``, ``bench.protocol``: v1) gets the protocol's sweep: its trials, its tuning budget for the rule (the
+evaluation budget on the whole training split, or the rule's stated shorter one with the transfer check), its
+pruner and sampler, scored on validation accuracy only. The sweep exports its best options; the grid then applies
+them like any tuned settings, and the report follows. Cells that already have tuned settings are not swept again, so
+a second call runs no sweep. ``--tune-trials``/``--tune-epochs``/``--tune-limit-train`` make the sweeps custom: they
+are stored as such and the grid does not apply them as v1 settings (it says so).
 """
 
 from __future__ import annotations
@@ -12,10 +14,6 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from typing import Any
-
-TUNE_BUDGET = {"trials": 8, "epochs": 2, "limit_train": 10000}
-"""The budget behind the committed tuned files (sweeps/best/fashion_mnist/*.json: 8 trials x 2 epochs on 10k training
-samples); every rule swept by --tune gets the same one."""
 
 
 @dataclass(frozen=True)
@@ -51,64 +49,78 @@ def untuned_cells(spec) -> list[Cell]:
 def tune_missing(
     spec,
     *,
-    trials: int = TUNE_BUDGET["trials"],
-    epochs: int = TUNE_BUDGET["epochs"],
-    limit_train: int | None = TUNE_BUDGET["limit_train"],
+    trials: int | None = None,
+    epochs: int | None = None,
+    limit_train: int | None = None,
     workers: int = 1,
     storage: str | None = None,
     dry_run: bool = False,
     out=None,
 ) -> list[Cell]:
-    """Sweep every untuned cell of the grid ``spec`` with the same budget; returns the cells swept (or, with
-    ``dry_run``, that would be). Runs in this process with one worker (``workers`` > 1: local worker processes, which
-    see the datasets of $BENCH_MODULES but not ones registered only in this process)."""
+    """Sweep every untuned cell of the grid ``spec`` under the protocol (``trials``/``epochs``/``limit_train``: a
+    custom budget instead; ``limit_train`` 0 is the whole split); returns the cells swept (or, with ``dry_run``, that
+    would be). Runs in this process with one worker (``workers`` > 1: local worker processes, which see the datasets
+    of $BENCH_MODULES but not ones registered only in this process)."""
+    from bench.paths import data_root, runs_root
+    from bench.protocol import get_protocol
+    from sweeps.cli import budget_line
+    from sweeps.space import load_space
+    from sweeps.study import StudySpec, classify, startup_trials
+
     out = out or sys.stdout
+    protocol = get_protocol()
     cells = untuned_cells(spec)
     if not cells:
-        print("tune: every cell of the grid has tuned settings; no sweep", file=out)
+        print(f"tune: every cell of the grid has tuned settings under protocol {protocol.name}; no sweep", file=out)
         return []
-    print(
-        f"tune: {len(cells)} cell(s) without tuned settings; each gets {trials} trials x {epochs} epochs"
-        + (f" on {limit_train} training samples" if limit_train else "")
-        + " (validation accuracy)",
-        file=out,
-    )
-    for c in cells:
-        print(f"  sweep {c.dataset} / {c.method} / {c.arch}" + (f" fixed {dict(c.fixed)}" if c.fixed else ""), file=out)
-    if dry_run:
-        return cells
-    from bench.paths import data_root, runs_root
-    from sweeps.launch import run_sweep
-    from sweeps.space import load_space
-    from sweeps.storage import normalise
-    from sweeps.study import StudySpec
-
-    url = normalise(storage)
-    # trials write their records under <runs>/sweeps/<study>/ (W&B off): the report of the grid never reads them
-    env = {k: v for k, v in spec.run.items() if k in ("data_dir", "download", "verify_data", "accelerator")}
-    env["data_dir"] = str(data_root(env.get("data_dir")).resolve())
-    env["runs_dir"] = str(runs_root(spec.run.get("runs_dir")).resolve())
+    n_trials = trials if trials is not None else protocol.trials
     run = {k: v for k, v in spec.run.items() if k in ("batch_size", "norm", "val_fraction")}
-    if limit_train:
-        run["limit_train"] = limit_train
-    failed = []
+    data_dir = spec.run.get("data_dir")
+    studies = []
     for c in cells:
         fixed = dict(c.fixed)
         space = load_space(c.method, None, fixed)
+        budget = protocol.tuning_budget(c.method)
+        cell_run = dict(run)
+        limit = budget.limit_train if limit_train is None else (limit_train or None)
+        if limit:
+            cell_run["limit_train"] = limit
         study = StudySpec(
             dataset=c.dataset,
             method=c.method,
             arch=c.arch,
-            epochs=epochs,
-            seed=0,
-            run=run,
+            epochs=epochs if epochs is not None else budget.epochs,
+            seed=protocol.seeds[0],
+            run=cell_run,
             fixed=fixed,
             space=space.to_dict(),
             space_source=space.source,
+            sampler={"startup": protocol.startup if trials is None else startup_trials(n_trials)},
         )
+        study.protocol = classify(study, n_trials)
+        studies.append((c, study))
+    print(f"tune: {len(cells)} cell(s) without tuned settings under protocol {protocol.name}", file=out)
+    for c, study in studies:
+        print(
+            f"  sweep {c.dataset} / {c.method} / {c.arch}: {budget_line(study, n_trials, data_dir)}"
+            + (f" fixed {dict(c.fixed)}" if c.fixed else ""),
+            file=out,
+        )
+    if dry_run:
+        return cells
+    from sweeps.launch import run_sweep
+    from sweeps.storage import normalise
+
+    url = normalise(storage)
+    # trials write their records under <runs>/sweeps/<study>/: the report of the grid never reads them
+    env = {k: v for k, v in spec.run.items() if k in ("data_dir", "download", "verify_data", "accelerator", "wandb")}
+    env["data_dir"] = str(data_root(env.get("data_dir")).resolve())
+    env["runs_dir"] = str(runs_root(spec.run.get("runs_dir")).resolve())
+    failed = []
+    for c, study in studies:
         result = run_sweep(
             study,
-            budget=trials,
+            budget=n_trials,
             workers=workers,
             storage=url,
             executor="inline" if workers == 1 else "local",
@@ -153,9 +165,9 @@ def grid_hook(spec, a, launch) -> int:
     from bench.grid import run_grid
 
     options = {
-        "trials": a.tune_trials or TUNE_BUDGET["trials"],
-        "epochs": a.tune_epochs or TUNE_BUDGET["epochs"],
-        "limit_train": TUNE_BUDGET["limit_train"] if a.tune_limit_train is None else (a.tune_limit_train or None),
+        "trials": a.tune_trials,
+        "epochs": a.tune_epochs,
+        "limit_train": a.tune_limit_train,
         "workers": a.tune_workers,
     }
     if a.dry_run:
