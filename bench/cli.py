@@ -72,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
         "dataset and arch, then run the grid, then write the report; a second call sweeps nothing",
     )
     p.add_argument(
-        "--tune-trials", type=int, default=None, help="trials per sweep of --tune (default: the protocol's; else custom)"
+        "--tune-trials",
+        type=int,
+        default=None,
+        help="trials per sweep of --tune (default: the protocol's; else custom)",
     )
     p.add_argument(
         "--tune-epochs", type=int, default=None, help="epochs per trial of --tune (default: the protocol's budget)"

@@ -39,6 +39,9 @@ class GridSpec:
     tuned: bool = True
     """Use the tuned rule options exported by sweeps (sweeps/best/<dataset>/<rule>.json) for the run's arch;
     an explicit option (``overrides``) wins."""
+    protocol: str | None = None
+    """Whose tuned settings to apply: None (the default protocol, v1) or ``custom`` (the latest custom-budget sweeps,
+    e.g. ``--tune --tune-epochs 3``); recorded with every run."""
     only: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     """Keep only the profile's variants whose field ``key`` is one of the values (e.g. test_fraction: 0.95, 0.99)."""
 
@@ -150,7 +153,11 @@ def expand(spec: GridSpec, notes: list[str] | None = None) -> list[RunConfig]:
                     or prof.epochs
                     or rule_cls.paper_epochs
                 )
-                found = lookup(dataset, method, arch) if spec.tuned and not prof.exact else Tuned({}, None, None)
+                found = (
+                    lookup(dataset, method, arch, spec.protocol)
+                    if spec.tuned and not prof.exact
+                    else Tuned({}, None, None)
+                )
                 tuned, where = found.params, found.where
                 if found.note and notes is not None:
                     notes.append(f"{dataset} / {method} / {arch or rule_cls.default_arch}: {found.note}")
@@ -220,7 +227,7 @@ def untuned_note(cfg: RunConfig) -> str:
     )
 
 
-def protocol_line(configs: list[RunConfig]) -> str:
+def protocol_line(configs: list[RunConfig], protocol: str | None = None) -> str:
     """How the grid's runs stand to the protocol: tuned under it, without tuned settings (UNTUNED), with stated
     options, and how many tuned runs train at another epoch budget than the protocol evaluates at."""
     from bench.protocol import get_protocol
@@ -229,8 +236,12 @@ def protocol_line(configs: list[RunConfig]) -> str:
     tuned = [c for c in configs if c.tuned]
     untuned = sum(c.tuned is False for c in configs)
     stated = sum(c.tuned is None for c in configs)
-    off = sum(c.epochs != p.evaluation_epochs(c.method) for c in tuned)
-    parts = [f"{len(tuned)} tuned under protocol {p.name}", f"{untuned} without tuned settings"]
+    if protocol == "custom":
+        off = 0
+        parts = [f"{len(tuned)} tuned under a custom budget (not protocol {p.name})", f"{untuned} without"]
+    else:
+        off = sum(c.epochs != p.evaluation_epochs(c.method) for c in tuned)
+        parts = [f"{len(tuned)} tuned under protocol {p.name}", f"{untuned} without tuned settings"]
     if untuned:
         parts[-1] += " (rule defaults, marked UNTUNED)"
     if stated:
@@ -328,7 +339,7 @@ def run_grid(
     print(
         f"grid: {state_line(st)}; {len(todo)} to run"
         + (f" ({launch.executor}, {launch.workers} worker(s))" if todo and not (dry_run or status) else "")
-        + f"; {protocol_line([c for c, _ in cells])}",
+        + f"; {protocol_line([c for c, _ in cells], spec.protocol)}",
         file=out,
     )
     if dry_run or status:

@@ -63,7 +63,9 @@ class Protocol:
     one ranking with another budget)."""
     short: dict[str, Budget] = field(default_factory=dict)
     """Rules tuned at a stated shorter budget (then the transfer check)."""
-    pruner: dict[str, Any] = field(default_factory=lambda: {"name": "median", "startup": 3, "warmup": 2, "margin": 0.01})
+    pruner: dict[str, Any] = field(
+        default_factory=lambda: {"name": "median", "startup": 3, "warmup": 2, "margin": 0.01}
+    )
     transfer_tolerance: float = 0.01
     """The tuned setting's evaluation run may fall at most this far (validation accuracy) below its best trial."""
     val_fraction: float = 0.1

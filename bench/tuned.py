@@ -78,26 +78,30 @@ class Tuned:
 
 
 def lookup(dataset: str, method: str, arch: str | None, protocol: str | None = None) -> Tuned:
-    """The tuned entry for (dataset, rule, arch) made under ``protocol`` (default: the active one, v1). An entry made
-    under another budget (an older file without a protocol, a custom sweep) is not used, and ``note`` says so."""
+    """The tuned entry for (dataset, rule, arch) made under ``protocol`` (default: the active one, v1; ``custom``: the
+    latest custom-budget export). An entry made under another budget (an older file without a protocol, a custom
+    sweep when v1 is asked for) is not used, and ``note`` says so."""
     import methods  # noqa: F401 - registers the rules
     from bench.data import get_dataset_info
-    from bench.protocol import get_protocol
+    from bench.protocol import CUSTOM, get_protocol
     from methods.registry import get_rule
 
-    name = get_protocol(protocol).name
+    name = CUSTOM if protocol == CUSTOM else get_protocol(protocol).name
     try:
         arch_text = get_rule(method).parse_arch(arch, get_dataset_info(dataset).num_classes).text
     except BenchError:
         return Tuned({}, None, None)
     entry = read_entries(dataset, method).get(arch_text)
     custom = read_entries(dataset, method, section="custom").get(arch_text)
+    if name == CUSTOM:
+        entry, custom = custom, entry
     if not entry or entry.get("protocol") != name:
         other = entry or custom
         if not other:
             return Tuned({}, None, None)
         made = other.get("protocol") or f"an unversioned budget ({other.get('epochs', '?')} epochs)"
-        return Tuned({}, None, None, f"the tuned entry there was made under {made}, not protocol {name}: not used")
+        wanted = "a custom budget" if name == CUSTOM else f"protocol {name}"
+        return Tuned({}, None, None, f"the tuned entry there was made under {made}, not {wanted}: not used")
     where = f"{shown(best_file(dataset, method))}, study {entry.get('study', '?')}"
     check = entry.get("transfer")
     ok = None if not isinstance(check, dict) else bool(check.get("ok"))

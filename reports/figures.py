@@ -252,9 +252,17 @@ def _history_panels(
     return paths
 
 
+def choose_on_validation(per: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per ``keys`` group: the setting with the highest mean validation accuracy (``val``), ties broken by the
+    setting hash. Test accuracy plays no part in the choice."""
+    ordered = per.assign(_val=per["val"].astype(float).fillna(-1.0)).sort_values(["_val", "setting"])
+    return ordered.groupby(keys).tail(1).drop(columns="_val")
+
+
 def accuracy_vs_memory(runs: pd.DataFrame, eff: list[dict], out: Path, batch: int = 64) -> list[Path]:
     """Test accuracy against the measured peak step memory (bench/efficiency.py at ``batch``, same dataset and
-    arch), per dataset: one point per rule and arch, its best setting (mean ± std over seeds); rules without a
+    arch), per dataset: one point per rule and arch, its setting of highest mean *validation* accuracy (chosen
+    without looking at test data; the point shows that setting's test mean ± std over seeds); rules without a
     measurement are left out."""
     plt, sns = _plt()
     if not eff:
@@ -272,13 +280,15 @@ def accuracy_vs_memory(runs: pd.DataFrame, eff: list[dict], out: Path, batch: in
             .agg(
                 acc=("test_acc", "mean"),
                 sd=("test_acc", "std"),
+                val=("val_acc", "mean"),
                 mem=("peak_bytes", "first"),
                 b=("batch", "first"),
                 label=("label", "first"),
             )
             .reset_index()
         )
-        best = per.sort_values("acc").groupby(["method", "arch"]).tail(1)  # each rule's best setting on that arch
+        # each rule's setting on that arch chosen on validation accuracy (ties: the setting hash, never test data)
+        best = choose_on_validation(per, ["method", "arch"])
         best = best.assign(
             acc=best["acc"] * 100,
             sd=best["sd"].fillna(0) * 100,

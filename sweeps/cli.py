@@ -14,7 +14,6 @@ from typing import Any
 from bench.errors import BenchError, ConfigError, exit_status
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     from bench.options import add_run_options
 
@@ -91,10 +90,10 @@ def build_specs(a: argparse.Namespace, out=None) -> list:
     from bench.data import get_dataset_info
     from bench.grid import split_overrides
     from bench.options import parse_pairs, run_fields
+    from bench.protocol import get_protocol
     from bench.run import resolve
     from methods.registry import get_rule, list_rules
     from sweeps.space import load_space
-    from bench.protocol import get_protocol
     from sweeps.study import RUN_FIELDS, StudySpec, classify, startup_trials
 
     names = [m.strip() for m in a.method.split(",") if m.strip()]
@@ -177,7 +176,7 @@ def budget_line(spec, trials: int, data_dir: str | None = None) -> str:
     is here), or ``custom budget (not protocol v1): ...``."""
     from bench.protocol import Budget, get_protocol, training_samples
 
-    n = training_samples(spec.dataset, spec.run, data_dir)
+    n = training_samples(spec.dataset, {k: v for k, v in spec.run.items() if k != "limit_train"}, data_dir)
     what = Budget(spec.epochs, spec.run.get("limit_train")).describe(n)
     name = get_protocol().name
     head = f"protocol {name}" if spec.protocol == name else f"custom budget (not protocol {name})"

@@ -86,7 +86,8 @@ def create_study(
         study.set_user_attr(SPEC_ATTR, spec.to_dict())
         with warnings.catch_warnings():  # a default outside the searched range is tried as it is
             warnings.simplefilter("ignore")
-            study.enqueue_trial(defaults_trial(spec), user_attrs={DEFAULTS_ATTR: True})
+            defaults = defaults_trial(spec)
+            study.enqueue_trial(defaults, user_attrs={DEFAULTS_ATTR: sorted(defaults)})
     elif StudySpec.from_dict(old).digest() != spec.digest():
         raise ConfigError(
             f"study {name!r} in {redact(url)} was created with a different protocol; "

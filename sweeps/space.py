@@ -79,8 +79,9 @@ class Space:
     source: str
     """The space file, or ``default (lr around the rule's default)``."""
 
-    def suggest(self, trial) -> dict[str, Any]:
-        return {p.name: p.suggest(trial) for p in self.params}
+    def suggest(self, trial, only: set[str] | None = None) -> dict[str, Any]:
+        """Sample every searched option (``only``: just these)."""
+        return {p.name: p.suggest(trial) for p in self.params if only is None or p.name in only}
 
     def describe(self) -> str:
         return "; ".join(p.describe() for p in self.params)

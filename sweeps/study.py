@@ -29,7 +29,8 @@ SPEC_ATTR = "bench_spec"
 BUDGET_ATTR = "bench_budget"
 PRUNE_REASON = "pruned_reason"
 DEFAULTS_ATTR = "defaults"
-"""User attribute of the study's first trial: the rule's defaults, enqueued (``defaults_trial``)."""
+"""User attribute of the study's first trial, the rule's defaults (``defaults_trial``): the names of the options it
+was enqueued with."""
 RUN_FIELDS = RUN_SETTINGS
 """RunConfig fields that change what a trial measures (part of the study's identity): the run settings of a run's
 identity (bench.run.RUN_SETTINGS)."""
@@ -164,6 +165,11 @@ def make_sampler(seed: int, startup: int):
 
     class StagedSampler(optuna.samplers.BaseSampler):
         def __init__(self):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self._build()
+
+        def _build(self):
             self.qmc = optuna.samplers.QMCSampler(
                 qmc_type="sobol",
                 scramble=True,
@@ -172,7 +178,7 @@ def make_sampler(seed: int, startup: int):
                 independent_sampler=optuna.samplers.RandomSampler(seed=seed),
             )
             self.tpe = optuna.samplers.TPESampler(
-                seed=seed, n_startup_trials=startup + 1, multivariate=True, constant_liar=True, warn_independent_sampling=False
+                seed=seed, n_startup_trials=startup + 1, multivariate=True, constant_liar=True
             )
 
         def _stage(self, trial):
@@ -208,7 +214,9 @@ def defaults_trial(spec: StudySpec) -> dict[str, Any]:
     from methods.registry import get_rule
 
     cfg = build_config(get_rule(spec.method).Config, dict(spec.fixed), owner=f"rule {spec.method!r}")
-    return {name: getattr(cfg, name) for name in spec.space}
+    # an option whose default is unset (None: the rule derives it, e.g. FF's threshold from the layer width) is left
+    # out: the defaults' trial does not set it, so the rule derives it as it does by default
+    return {name: getattr(cfg, name) for name in spec.space if getattr(cfg, name) is not None}
 
 
 def classify(spec: StudySpec, trials: int) -> str:
@@ -221,10 +229,14 @@ def classify(spec: StudySpec, trials: int) -> str:
     p = get_protocol()
     budget = p.tuning_budget(spec.method)
     defaults = RunConfig()
-    run_ok = all(
-        spec.run.get(k, getattr(defaults, k)) == (budget.limit_train if k == "limit_train" else getattr(defaults, k))
-        for k in set(RUN_FIELDS)
-    ) and spec.run.get("val_fraction", defaults.val_fraction) == p.val_fraction
+    run_ok = (
+        all(
+            spec.run.get(k, getattr(defaults, k))
+            == (budget.limit_train if k == "limit_train" else getattr(defaults, k))
+            for k in set(RUN_FIELDS)
+        )
+        and spec.run.get("val_fraction", defaults.val_fraction) == p.val_fraction
+    )
     try:
         space = load_space(spec.method).to_dict()
     except BenchError:
@@ -316,7 +328,9 @@ class Objective:
         started = process_start(os.getpid())
         if started is not None:
             trial.set_user_attr("worker_started", started)
-        params = self.space.suggest(trial)
+        # the defaults' trial sets only the options it was enqueued with (an unset default stays the rule's own)
+        enqueued = trial.user_attrs.get(DEFAULTS_ATTR)
+        params = self.space.suggest(trial, only=set(enqueued) if isinstance(enqueued, list) else None)
         pruning = PruneOnValAcc(trial)
         runs = str(runs_root(self.env.get("runs_dir")) / "sweeps" / self.study_name)
         env = {**self.env, "runs_dir": runs}

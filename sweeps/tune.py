@@ -69,9 +69,14 @@ def tune_missing(
 
     out = out or sys.stdout
     protocol = get_protocol()
+    if any(v is not None for v in (trials, epochs, limit_train)) and spec.protocol != "custom":
+        import dataclasses
+
+        spec = dataclasses.replace(spec, protocol="custom")  # a custom budget: its cells are looked up as custom
     cells = untuned_cells(spec)
+    under = "a custom budget" if spec.protocol == "custom" else f"protocol {protocol.name}"
     if not cells:
-        print(f"tune: every cell of the grid has tuned settings under protocol {protocol.name}; no sweep", file=out)
+        print(f"tune: every cell of the grid has tuned settings under {under}; no sweep", file=out)
         return []
     n_trials = trials if trials is not None else protocol.trials
     run = {k: v for k, v in spec.run.items() if k in ("batch_size", "norm", "val_fraction")}
@@ -99,7 +104,7 @@ def tune_missing(
         )
         study.protocol = classify(study, n_trials)
         studies.append((c, study))
-    print(f"tune: {len(cells)} cell(s) without tuned settings under protocol {protocol.name}", file=out)
+    print(f"tune: {len(cells)} cell(s) without tuned settings under {under}", file=out)
     for c, study in studies:
         print(
             f"  sweep {c.dataset} / {c.method} / {c.arch}: {budget_line(study, n_trials, data_dir)}"
@@ -164,6 +169,16 @@ def grid_hook(spec, a, launch) -> int:
     the grid, the report; with --dry-run, what would be swept and the grid as it stands."""
     from bench.grid import run_grid
 
+    if any(v is not None for v in (a.tune_trials, a.tune_epochs, a.tune_limit_train)):
+        import dataclasses
+
+        from bench.protocol import get_protocol
+
+        print(
+            f"tune: --tune-trials/--tune-epochs/--tune-limit-train set a custom budget (not protocol "
+            f"{get_protocol().name}): the sweeps are stored as custom and the grid applies custom settings"
+        )
+        spec = dataclasses.replace(spec, protocol="custom")
     options = {
         "trials": a.tune_trials,
         "epochs": a.tune_epochs,

@@ -3,6 +3,7 @@ records and the report; --tune sweeps only the cells without tuned settings; eve
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -90,14 +91,14 @@ def test_a_stated_learning_rate_is_not_marked_untuned(digits, tmp_path):
     assert not ran_untuned(False, {"lr": "--set"}) and not ran_untuned(True, {"lr": "tuned: x.json"})
 
 
-def _write_tuned(dataset: str, method: str, arch: str, params: dict) -> None:
+def _write_tuned(dataset: str, method: str, arch: str, params: dict, protocol: str = "v1") -> None:
     from sweeps.best import best_file
 
     path = best_file(dataset, method)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        json.dumps({"dataset": dataset, "method": method, "by_arch": {arch: {"params": params, "study": "by hand"}}})
-    )
+    entry = {arch: {"params": params, "study": "by hand", "protocol": protocol}}
+    section = "by_arch" if protocol == "v1" else "custom"
+    path.write_text(json.dumps({"dataset": dataset, "method": method, section: entry}))
 
 
 def test_tune_sweeps_only_cells_without_tuned_settings(digits, tmp_path):
@@ -105,13 +106,17 @@ def test_tune_sweeps_only_cells_without_tuned_settings(digits, tmp_path):
     from sweeps.tune import tune_missing
 
     bp_arch = get_rule("bp").parse_arch(None, 10).text
-    _write_tuned(digits, "bp", bp_arch, {"lr": 0.002})
-    spec = _spec(tmp_path, digits, ("bp", "fa"))
+    _write_tuned(digits, "bp", bp_arch, {"lr": 0.002}, protocol="custom")
+    # a custom budget (1 trial x 1 epoch): the cells are looked up, swept and applied as custom, never as v1
+    spec = dataclasses.replace(_spec(tmp_path, digits, ("bp", "fa")), protocol="custom")
     assert [c.tuned for c in expand(spec)] == [True, False]
     out = io.StringIO()
     swept = tune_missing(spec, trials=1, epochs=1, limit_train=300, out=out)
     assert [(c.dataset, c.method) for c in swept] == [(digits, "fa")]
+    assert "custom budget (not protocol v1): 1 trials x 1 epoch(s) x 300 of " in out.getvalue()  # the real size
     assert [c.tuned for c in expand(spec)] == [True, True]  # fa's sweep exported its best lr
+    assert [c.protocol for c in expand(spec)] == ["custom", "custom"]
+    assert [c.tuned for c in expand(dataclasses.replace(spec, protocol=None))] == [False, False]  # not v1
     again = io.StringIO()
     assert tune_missing(spec, trials=1, epochs=1, limit_train=300, out=again) == []
     assert "no sweep" in again.getvalue()

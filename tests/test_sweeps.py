@@ -172,7 +172,9 @@ def test_two_local_workers_share_a_sqlite_study(fmnist_root, tmp_path, tuned_dir
         json.loads(p.read_text()) for p in (tmp_path / "runs" / "sweeps" / res.study_name / "records").glob("*.json")
     ]
     assert len(records) == 4 and all(r["test"] == {} and r["test_acc"] is None for r in records)  # never test
-    best = json.loads((tuned_dir / "fashion_mnist" / "bp.json").read_text())["by_arch"][ARCH]
+    # a study with its own budget (not protocol v1's): stored under "custom", never as v1 settings
+    best = json.loads((tuned_dir / "fashion_mnist" / "bp.json").read_text())["custom"][ARCH]
+    assert best["protocol"] == "custom"
     assert best["params"]["lr"] == res.best_params["lr"] and best["val_acc"] == res.best_value == study.best_value
     assert {f.name for f in res.figures} >= {"optimization_history.png", "trials.csv"}
 
@@ -328,22 +330,24 @@ def test_hopeless_trial_is_pruned_and_a_nan_trial_is_recorded(fmnist_root, tmp_p
         startup=2,
         space={"lr": {"type": "float", "low": 1e-9, "high": 1e13, "log": True}},
     )
+    spec.protocol = "v1"  # as if this budget were the protocol's: its export is applied by the grid
     name = spec.study_name()
-    c = _fork(_create, spec, url, 4)
+    c = _fork(_create, spec, url, 5)
     c.join()
     study = _load(url, name)
-    for lr in (0.1, 0.05, 1e-8, 1e12):  # two good ones, a hopeless one, one that blows up
+    for lr in (0.1, 0.05, 1e-8, 1e12):  # two good ones, a hopeless one, one that blows up (after the defaults)
         study.enqueue_trial({"lr": lr})
     work(
         url,
         name,
-        4,
+        5,
         0,
         _options(
             fmnist_root, env={"data_dir": str(fmnist_root), "wandb": "disabled", "runs_dir": str(tmp_path / "runs")}
         ),
     )
     trials = {t.params["lr"]: t for t in _load(url, name).get_trials(deepcopy=False)}
+    assert trials[1e-3].user_attrs["defaults"] == ["lr"]  # trial 0: the rule's defaults
     assert trials[0.1].state.name == trials[0.05].state.name == "COMPLETE"
     hopeless, nan = trials[1e-8], trials[1e12]
     assert hopeless.state.name == "PRUNED" and hopeless.user_attrs["epochs_done"] == 1  # stopped after epoch 1
@@ -353,7 +357,7 @@ def test_hopeless_trial_is_pruned_and_a_nan_trial_is_recorded(fmnist_root, tmp_p
     # best parameters round-trip into `make bench` (python -m bench grid); an explicit option wins
     study = _load(url, name)
     best_lr = study.best_params["lr"]
-    exported = export_best(study, read_spec(study), storage=url)
+    exported = export_best(study, read_spec(study), storage=url, budget=5)
     assert exported.written and exported.path == tuned_dir / "fashion_mnist" / "bp.json"
 
     def grid(*args: str) -> str:
