@@ -7,6 +7,7 @@ from typing import Any
 
 import methods.forward_gradient as fg
 from bench.errors import ConfigError
+from bench.protocol import V1
 
 
 @dataclass(frozen=True)
@@ -63,17 +64,9 @@ SPELA_CODE_RUN = {"batch_size": 50, "norm": "unit"}
 """The SPELA authors' published MLP training recipe (see methods/spela.py): unit options, rule options, run options."""
 
 
-CPU_EPOCHS = {
-    "ff": 3,
-    "spela_cnn": 3,
-    "local_learning": 3,
-    "fg_local": 3,
-    "fg_ntk": 3,
-    "fg_fixed_ntk": 3,
-    "fg_gaussian": 1,
-    "fg_rademacher": 1,
-}
-"""Epochs per rule of the CPU results set where 5 is too many for two cores (per-epoch cost several times BP's)."""
+CPU_EPOCHS = dict(V1.eval_epochs)
+"""Epochs per rule of the CPU results set where 5 is too many for two cores (per-epoch cost several times BP's): the
+evaluation epochs of protocol v1 (bench/protocol.py)."""
 RESULTS_OWN_ARCH = ("ff", "spela_cnn", "fg_gaussian", "fg_rademacher")
 """Rules the results set trains on their own default architecture (FF's 3 x 1000, SPELA CNN's conv layer; random-guess
 forward gradient on 128-128, where one epoch fits a CPU); every other rule of METHODS=all runs on mlp:1024-C."""
@@ -130,7 +123,8 @@ def _fg_split() -> tuple[dict[str, Any], ...]:
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
         "quick",
-        "every registered rule, 1 seed, 2 epochs: a smoke run that finishes in minutes on a CPU",
+        "every registered rule, 1 seed, 2 epochs, tuned settings of protocol v1 (chosen at v1's budget): a smoke "
+        "run that finishes in minutes on a CPU",
         seeds=(0,),
         epochs=2,
     ),
@@ -221,12 +215,13 @@ PROFILES: dict[str, Profile] = {
     ),
     "results": Profile(
         "results",
-        "the published CPU results set (results/<dataset>/): every rule of METHODS=all, 3 seeds, on the "
+        "the published CPU results set (results/<dataset>/) at protocol v1's evaluation budget: every rule of "
+        "METHODS=all, 3 seeds, on the "
         "shared mlp:1024-C where its tuned settings are (FF, SPELA CNN and random-guess forward gradient on their own "
         "archs), a CPU-sized budget: 5 epochs; 3 for FF, SPELA CNN, local learning and forward gradient with "
         "local/NTK guesses; 1 for random-guess forward gradient",
-        seeds=(0, 1, 2),
-        epochs=5,
+        seeds=V1.seeds,
+        epochs=V1.epochs,
         method_epochs=CPU_EPOCHS,
         variants=({"arch": "mlp:1024-C", "methods": RESULTS_SHARED}, {"methods": RESULTS_OWN_ARCH}),
     ),

@@ -179,9 +179,12 @@ def wide_comparison(df: pd.DataFrame, caption: str | None = None) -> tuple[str, 
                     *(stat(g[g["dataset"] == ds][col]) for ds in datasets),
                 ]
             )
+    from reports.tables import protocol_note, tex_escape
+
     caption = caption or (
         "Test accuracy (\\%) on the standard split: mean $\\pm$ std over seeds (n completed seeds in "
-        "brackets); early exits are the rule's per-layer read-outs (SPELA Table 3 layout)."
+        "brackets); early exits are the rule's per-layer read-outs (SPELA Table 3 layout). "
+        + tex_escape(protocol_note(d))
     )
     return render(
         ["Model", "Architecture", "Epochs", *datasets],

@@ -27,6 +27,25 @@ def tex_escape(s: object) -> str:
     return out.replace("†", r"$^\dagger$")
 
 
+def protocol_note(df: pd.DataFrame) -> str:
+    """The caption's statement of the tuning protocol of the tuned rows in ``df`` (bench.protocol; the record's
+    ``protocol`` field): e.g. "Tuned rows: protocol v1 (10 trials ...)"; rows tuned before the protocol existed are
+    said to be so."""
+    from bench.protocol import PROTOCOLS
+
+    if df.empty or "tuned" not in df:
+        return ""
+    tuned = df[df["tuned"].fillna(False).astype(bool)]
+    if tuned.empty:
+        return ""
+    names = sorted({str(p) for p in tuned.get("protocol", pd.Series(dtype=object)).dropna()})
+    legacy = int(tuned.get("protocol", pd.Series([None] * len(tuned))).isna().sum())
+    parts = [PROTOCOLS[n].describe() if n in PROTOCOLS else f"protocol {n} (a custom tuning budget)" for n in names]
+    if legacy:
+        parts.append(f"{legacy} tuned run(s) from before the protocol (an unversioned 8-trial x 2-epoch budget)")
+    return "Tuned rows: " + "; ".join(parts) + "."
+
+
 def mean_std(values: pd.Series, scale: float = 100.0) -> tuple[float, float, int]:
     v = pd.to_numeric(values, errors="coerce").dropna() * scale
     n = len(v)
@@ -85,7 +104,8 @@ def comparison_tables(df: pd.DataFrame, dataset: str, caption: str | None = None
     s = summarise(df[df["dataset"] == dataset])
     best = s["mean"].max() if len(s) else math.nan
     caption = caption or (
-        f"Test accuracy (\\%) on {tex_escape(dataset)}: mean $\\pm$ std over seeds; n = completed seeds; best in bold."
+        f"Test accuracy (\\%) on {tex_escape(dataset)}: mean $\\pm$ std over seeds; n = completed seeds; best in bold. "
+        + tex_escape(protocol_note(df[df["dataset"] == dataset]))
     )
     tex = [
         r"\begin{table}[ht]",
