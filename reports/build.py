@@ -36,7 +36,7 @@ def previous_dataset_tables(out: Path) -> list[Path]:
                 head = f.readline()
         except (OSError, UnicodeDecodeError):
             continue
-        if head.startswith(f"### {md.stem}: test accuracy (%)"):
+        if head.startswith((f"### {md.stem}: test accuracy (%)", f"## {md.stem}: one table per budget")):
             found += [md, md.with_suffix(".tex")]
     return list(dict.fromkeys(found))
 
@@ -74,7 +74,8 @@ def build_report(
     from bench.paths import runs_root
     from reports import figures as figs
     from reports import paper_tables as pt
-    from reports.ledger import claims_tables, ledger, load_records
+    from reports.compute import time_to_target_tables
+    from reports.ledger import claims_summary, claims_tables, ledger, load_records
 
     out = Path(out) if out else OUT
     out.mkdir(parents=True, exist_ok=True)
@@ -94,7 +95,9 @@ def build_report(
         "",
         f"Source: `{source or 'runs'}`; {len(raw)} runs read, "
         f"{len(df)} distinct configurations. Rows of every run: [runs.csv](runs.csv); every table and figure in "
-        "one LaTeX document: [report.tex](report.tex).",
+        "one LaTeX document: [report.tex](report.tex); this page as HTML: [index.html](index.html). Every "
+        "comparison table holds one budget (dataset, epochs, tuning protocol); accuracies are mean ± std over "
+        "seeds with a 95% Student-t interval and n; vs BP: Welch's test, Holm-corrected per table.",
         "",
     ]
     written: list[tuple[str, str]] = []  # (section, tex path) for report.tex
@@ -113,7 +116,7 @@ def build_report(
     def figures_of(section: str, paths: list[Path]) -> None:
         for path in paths:
             rel = path.relative_to(out)
-            index.extend([f"![{path.stem}]({rel.as_posix()})", ""])
+            index.extend([f"![{figure_caption(path.stem)}]({rel.as_posix()})", ""])
             fig_paths.append((section, rel))
 
     standard = df[df["test_fraction"].isna()] if "test_fraction" in df else df
@@ -121,20 +124,36 @@ def build_report(
     built: list[str] = []
     index += ["## Standard split", ""]
     for dataset in datasets:
-        tex, md = comparison_tables(standard, dataset)
-        tex = pt.PREAMBLE + tex
-        (out / f"{dataset}.tex").write_text(tex)
-        (out / f"{dataset}.md").write_text(md)
+        parts = comparison_tables(standard, dataset)
+        (out / f"{dataset}.tex").write_text(pt.PREAMBLE + "\n".join(tex for _, _, tex, _ in parts))
+        (out / f"{dataset}.md").write_text(
+            f"## {dataset}: one table per budget (each its own ranking)\n\n" + "\n".join(md for *_, md in parts)
+        )
         built.append(dataset)
-        index += [md, f"LaTeX: [{dataset}.tex]({dataset}.tex)", ""]
+        for _key, _title, _tex, md in parts:
+            index += [md, ""]
+        index += [f"LaTeX: [{dataset}.tex]({dataset}.tex)", ""]
         written.append(("Standard split", f"{dataset}.tex"))
     if len(df):
-        table("Standard split", "comparison", pt.wide_comparison(df))
+        for name, tm in pt.wide_comparisons(df).items():
+            table("Standard split", name, tm)
     fig_dir = out / "figures"
     if figures and len(df):
         figures_of("Standard split", figs.learning_curves(hist, df, fig_dir))
     if len(df):
         sections = [
+            (
+                "Accuracy against compute",
+                time_to_target_tables(hist, standard, eff),
+                lambda: (
+                    figs.accuracy_vs_compute(hist, standard, eff, fig_dir) + figs.pareto_fronts(standard, eff, fig_dir)
+                ),
+            ),
+            (
+                "Learning-rate sensitivity (sweep trials)",
+                {},
+                lambda: figs.lr_sensitivity(tuned_entries(datasets), fig_dir),
+            ),
             ("Few-shot / data fraction", pt.fewshot_tables(df), lambda: figs.fewshot_curves(df, fig_dir)),
             (
                 "Layer-wise accuracy / early exit",
@@ -168,8 +187,9 @@ def build_report(
         for name, tm in tables.items():
             table(section, name, tm)
         figures_of(section, paths)
-    claims = load_claims(claims_dir)
-    if claims:  # every claim is listed, run or not
+    # the claims of the report's datasets (a report on a dataset no paper reports has no claims section)
+    claims = [c for c in load_claims(claims_dir) if c.dataset in set(df["dataset"].dropna())] if len(df) else []
+    if claims:  # every claim is listed in tables/claims.md, run or not; index.md summarises
         wandb = source is not None and str(source).startswith("wandb:")
         records = [] if wandb else load_records(source or runs_root())
         entries = ledger(
@@ -179,18 +199,77 @@ def build_report(
             source=f"{source or 'runs'}" + (" (W&B runs carry no run records)" if wandb else ""),
         )
         index += ["## Paper claims", ""]
-        table("Paper claims", "claims", claims_tables(entries))
+        tm = claims_tables(entries)
+        if tm is not None:
+            (out / "tables").mkdir(exist_ok=True)
+            (out / "tables" / "claims.tex").write_text(tm[0])
+            (out / "tables" / "claims.md").write_text(tm[1])
+            written.append(("Paper claims", "tables/claims.tex"))
+        index += [claims_summary(entries), "LaTeX: [tables/claims.tex](tables/claims.tex)", ""]
     issues = problems(df) if len(df) else []
     index += ["## Missing or partial runs", ""] + (issues or ["None."]) + [""]
     (out / "index.md").write_text("\n".join(index))
+    from reports.html import page
+
+    (out / "index.html").write_text(page("\n".join(index).replace("(index.md)", "(index.html)")))
     (out / BUILT).write_text("".join(f"{d}.tex\n{d}.md\n" for d in built))
     (out / "report.tex").write_text(report_tex(written, fig_paths))
     print(
         f"report: {len(df)} runs -> {out}/: runs.csv, {len(written)} tables, {len(fig_paths)} figures, "
-        "index.md, report.tex"
+        "index.md, index.html, report.tex"
     )
     if issues:
         print("missing or partial runs:", *issues, sep="\n")
+    return out
+
+
+CAPTIONS = (
+    ("learning_", "Validation accuracy per epoch (mean ± std over seeds), one panel per rule family with BP in each"),
+    (
+        "acc_vs_compute_",
+        "Validation accuracy against cumulative training time and training FLOPs (mean ± std over seeds)",
+    ),
+    (
+        "pareto_",
+        "Test accuracy against peak step memory and seconds per epoch, Pareto front joined (settings chosen on "
+        "validation accuracy)",
+    ),
+    ("lr_sensitivity_", "Validation accuracy of every sweep trial against its learning rate (protocol v1)"),
+    ("fewshot_", "Few-shot: test accuracy against the held-out test fraction (SPELA Fig. 5)"),
+    ("layerwise_", "Validation accuracy of every layer's read-out per epoch (SPELA Fig. 3a)"),
+    ("alignment_", "Alignment of each block's update with the BP gradient"),
+    ("transfer", "Transfer learning: top-1 and top-5 against the test fraction (SPELA Fig. 6)"),
+    ("efficiency_", "Measured peak step memory and FLOPs of one update beside the theoretical model"),
+    ("acc_vs_memory_", "Test accuracy against peak step memory (setting chosen on validation accuracy)"),
+)
+
+
+def figure_caption(stem: str) -> str:
+    """A figure's caption from its file name: what it shows, then the dataset / budget the name carries."""
+    for prefix, text in CAPTIONS:
+        if stem.startswith(prefix):
+            rest = stem[len(prefix) :].replace("_", ", ").replace("-", " ")
+            return f"{text}: {rest}." if rest else f"{text}."
+    return stem
+
+
+def tuned_entries(datasets: list[str]) -> list[dict]:
+    """The v1 tuned entries (with their sweep trials) of ``datasets``, for the learning-rate sensitivity figure."""
+    import json
+
+    from bench.tuned import best_dir
+
+    out = []
+    for ds in datasets:
+        for f in sorted((best_dir() / ds).glob("*.json")):
+            try:
+                data = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            for arch, e in (data.get("by_arch") or {}).items():
+                if isinstance(e, dict) and e.get("protocol") == "v1" and e.get("trials"):
+                    short = arch.split(",", 1)[0]
+                    out.append({**e, "dataset": ds, "method": data.get("method", f.stem), "arch_short": short})
     return out
 
 
@@ -216,7 +295,7 @@ def report_tex(tables: list[tuple[str, str]], figures: list[tuple[str, Path]]) -
                     r"\begin{figure}[H]",
                     r"\centering",
                     f"\\includegraphics[width=\\linewidth,height=0.4\\textheight,keepaspectratio]{{{path.as_posix()}}}",
-                    f"\\caption{{{tex_escape(path.stem)}}}",
+                    f"\\caption{{{tex_escape(figure_caption(path.stem))}}}",
                     r"\end{figure}",
                 ]
         doc.append(r"\clearpage")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.records import DONE
+from reports.compute import compute_frame
 from reports.labels import method_name
 from reports.paper_tables import _labelled, _order, standard
 
@@ -141,34 +142,274 @@ def transfer_curves(df: pd.DataFrame, out: Path) -> list[Path]:
     return [_save(fig, out, "transfer")]
 
 
+FAMILIES = (
+    ("feedback alignment", ("fa", "dfa", "drtp", "sign_symmetry")),
+    ("forward-only", ("pepita", "ff", "spela", "spela_o", "spela_cnn")),
+    ("forward gradient and local learning", ("fg", "local_learning")),
+)
+"""Panels of the per-rule figures: rule families (a rule not listed goes to "other"); BP is drawn in every panel as
+the reference."""
+MAX_LINES = 10
+"""At most this many lines per panel (BP's included); beyond it, the settings of highest final validation
+accuracy are kept and the panel title says how many were left out."""
+
+
+def family(method: str) -> str:
+    for name, members in FAMILIES:
+        if method in members or any(method.startswith(m + "_") for m in members if m == "fg"):
+            return name
+    return "BP" if method == "bp" else "other"
+
+
+def _log_ticks(ax, axis: str = "x") -> None:
+    """Plain numbers on a log axis (1, 2, 5, 10, ... instead of 2x10^0)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    fmt = FuncFormatter(lambda v, _: f"{v:g}")
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(fmt)
+    target.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
+def _panels_by_family(g: pd.DataFrame, key: str = "curve", score: str = "final") -> list[tuple[str, pd.DataFrame, int]]:
+    """(family title, rows, settings left out) per family present in ``g``, BP's rows added to each; at most
+    ``MAX_LINES`` curves, the others dropped by lowest ``score`` (a validation quantity)."""
+    bp = g[g["method"] == "bp"]
+    out = []
+    names = [n for n, _ in FAMILIES] + ["other"]
+    for name in names:
+        fam = g[[family(m) == name for m in g["method"]]]
+        if fam.empty:
+            continue
+        curves = fam.groupby(key)[score].mean().sort_values(ascending=False)
+        room = MAX_LINES - bp[key].nunique()
+        kept = list(curves.index[:room])
+        out.append((name, pd.concat([bp, fam[fam[key].isin(kept)]]), max(0, len(curves) - len(kept))))
+    if not out and not bp.empty:
+        out.append(("BP", bp, 0))
+    return out
+
+
 def learning_curves(hist: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[Path]:
-    """Validation accuracy per epoch on the standard split (one curve per rule setting), per dataset. (Training
+    """Validation accuracy per epoch on the standard split, mean ± std over seeds, per dataset and epoch budget: one
+    panel per rule family (BP in each, at most ``MAX_LINES`` lines), each panel's x axis its runs' epochs. (Training
     losses are left out: every rule has its own loss, on its own scale.)"""
     plt, sns = _plt()
     if hist.empty or "val/acc" not in hist:
         return []
+    from reports.tables import is_comparison_row
+
     keep = _labelled(standard(runs[runs["status"].isin(DONE)]))
+    keep = keep[[is_comparison_row(m, a, t) for m, a, t in zip(keep["method"], keep["arch_full"], keep["tuned"])]]
     h = hist.merge(keep[["run_id", "label", "epochs"]], on="run_id")
     paths = []
-    for ds, g in h.groupby("dataset"):
+    for (ds, budget), g in h.groupby(["dataset", "epochs"]):
         g = g[g["val/acc"].notna()]
-        if g.empty:
-            continue
-        g = g.assign(
-            curve=g["label"] + " (" + g["arch"].astype(str) + ", " + g["epochs"].astype(int).astype(str) + " ep)",
-            acc=g["val/acc"] * 100,
+        if g.empty or g["epoch"].nunique() < 2:
+            continue  # one epoch: no curve (the tables hold the numbers)
+        g = g.assign(curve=g["label"] + " (" + g["arch"].astype(str) + ")", acc=g["val/acc"] * 100)
+        last = g[g["epoch"] == g.groupby("run_id")["epoch"].transform("max")]
+        g = g.merge(last.groupby("curve")["acc"].mean().rename("final"), left_on="curve", right_index=True)
+        panels = _panels_by_family(g)
+        fig, axes = _grid(len(panels), w=5.6, h=4.2, cols=3)
+        for ax, (name, p, dropped) in zip(axes, panels):
+            pal = dict(zip(sorted(p["curve"].unique()), sns.color_palette("tab10", p["curve"].nunique())))
+            sns.lineplot(data=p, x="epoch", y="acc", hue="curve", palette=pal, errorbar="sd", marker="o", ax=ax)
+            ax.set(
+                title=name + (f" ({dropped} more settings not drawn)" if dropped else ""),
+                xlabel="epoch",
+                ylabel="validation accuracy (%)",
+                xlim=(0.8, int(budget) + 0.2),
+            )
+            _below(ax)
+            _epochs_axis(ax)
+        fig.suptitle(f"{ds}, {int(budget)} epochs: validation accuracy during training (mean ± std over seeds)")
+        fig.tight_layout(rect=(0, 0, 1, 0.97))
+        paths.append(_save(fig, out, _slug("learning", ds, f"e{int(budget)}")))
+    return paths
+
+
+def _below(ax) -> None:
+    """The legend under the panel, where it hides no line."""
+    ax.legend(fontsize=6.5, title=None, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
+
+
+def accuracy_vs_compute(hist: pd.DataFrame, runs: pd.DataFrame, eff: list[dict], out: Path) -> list[Path]:
+    """Validation accuracy against cumulative training time and against cumulative training FLOPs, per dataset: one
+    row of panels per x quantity, one panel per rule family (BP in each; a line per setting with its epoch budget:
+    per epoch, the seeds' mean compute against their mean accuracy, a ± std band)."""
+    plt, sns = _plt()
+    h = compute_frame(hist, runs, eff)
+    if h.empty:
+        return []
+    h = h.assign(tflop=h["flops"] / 1e12)
+    paths = []
+    for ds, g in h.groupby("dataset"):
+        last = g[g["epoch"] == g.groupby("run_id")["epoch"].transform("max")]
+        g = g.merge(last.groupby("curve")["acc"].mean().rename("final"), left_on="curve", right_index=True)
+        panels = _panels_by_family(g)
+        xs = [("time_s", "cumulative training time, s (log)")]
+        if g["tflop"].notna().any():
+            xs.append(("tflop", "cumulative training TFLOP (log; make efficiency's per-step count)"))
+        fig, axes = plt.subplots(
+            len(xs), len(panels), figsize=(5.6 * len(panels), 5.2 * len(xs)), squeeze=False, sharey=True
         )
-        pal = _palette(g["curve"])
-        fig, ax = plt.subplots(figsize=(8.5, 4.6))
-        sns.lineplot(data=g, x="epoch", y="acc", hue="curve", palette=pal, errorbar="sd", marker="o", ax=ax)
-        ax.set(
-            title=f"{ds}: validation accuracy during training (mean ± std over seeds)",
-            xlabel="epoch",
-            ylabel="validation accuracy (%)",
+        from matplotlib.lines import Line2D
+
+        pals = [
+            dict(zip(sorted(p["curve"].unique()), sns.color_palette("tab10", p["curve"].nunique())))
+            for _, p, _ in panels
+        ]
+        for i, (x, xlabel) in enumerate(xs):
+            for j, (name, p, dropped) in enumerate(panels):
+                ax = axes[i][j]
+                pal = pals[j]  # one colour per setting in both rows of a column
+                if i == len(xs) - 1:
+                    handles = [Line2D([], [], color=col, marker="o", ms=4, label=c) for c, col in pal.items()]
+                    ax.legend(
+                        handles=handles,
+                        fontsize=6.5,
+                        loc="upper center",
+                        bbox_to_anchor=(0.5, -0.2),
+                        frameon=False,
+                    )
+                p = p[p[x].notna() & (p[x] > 0)]
+                if p.empty:
+                    ax.text(0.5, 0.5, "not measured (make efficiency)", ha="center", transform=ax.transAxes)
+                    ax.set(xticks=[], title=name, xlabel=xlabel)
+                    continue
+                curves = sorted(p["curve"].unique())
+                for c in curves:
+                    q = p[p["curve"] == c].groupby("epoch").agg(x=(x, "mean"), m=("acc", "mean"), sd=("acc", "std"))
+                    ax.plot(q["x"], q["m"], marker="o", ms=4, lw=1.4, color=pal[c], label=c)
+                    ax.fill_between(
+                        q["x"], q["m"] - q["sd"].fillna(0), q["m"] + q["sd"].fillna(0), color=pal[c], alpha=0.2
+                    )
+                ax.set_xscale("log")
+                _log_ticks(ax)
+                ax.set(
+                    title=name + (f" ({dropped} more not drawn)" if dropped else ""),
+                    xlabel=xlabel,
+                    ylabel="validation accuracy (%)",
+                )
+        fig.suptitle(f"{ds}: validation accuracy against the compute spent (mean ± std over seeds)")
+        fig.tight_layout(rect=(0, 0, 1, 0.97))
+        paths.append(_save(fig, out, _slug("acc_vs_compute", ds)))
+    return paths
+
+
+def pareto_fronts(runs: pd.DataFrame, eff: list[dict], out: Path) -> list[Path]:
+    """Final test accuracy of each rule's setting (chosen on validation accuracy) against its peak step memory
+    (``make efficiency``) and against its seconds per training epoch, per dataset; the Pareto front (no other point
+    both more accurate and cheaper) joined by a line, points labelled with their epoch budget."""
+    from reports.tables import is_comparison_row
+
+    plt, _ = _plt()
+    d = _labelled(standard(runs[runs["status"] == "completed"]))
+    d = d[[is_comparison_row(m, a, t) for m, a, t in zip(d["method"], d["arch_full"], d["tuned"])]]
+    if d.empty:
+        return []
+    d = d.assign(
+        spe=pd.to_numeric(d["train_time_s"], errors="coerce") / pd.to_numeric(d["epochs_done"], errors="coerce")
+    )
+    mem = {}
+    for e in eff or []:
+        mem.setdefault((e["dataset"], e["method"], e["arch"]), e.get("peak_bytes"))
+    paths = []
+    for ds, g in d.groupby("dataset"):
+        per = (
+            g.groupby(["method", "arch", "epochs", "setting"])
+            .agg(acc=("test_acc", "mean"), val=("val_acc", "mean"), spe=("spe", "mean"), label=("label", "first"))
+            .reset_index()
         )
-        ax.legend(fontsize=7, title=None, bbox_to_anchor=(1.02, 1), loc="upper left")
-        _epochs_axis(ax)
-        paths.append(_save(fig, out, _slug("learning", ds)))
+        best = choose_on_validation(per, ["method", "arch", "epochs"])
+        best = best.assign(
+            acc=best["acc"] * 100,
+            mem=[(mem.get((ds, m, a)) or float("nan")) / 2**20 for m, a in zip(best["method"], best["arch"])],
+        )
+        xs = [("spe", "seconds per training epoch (log)")]
+        if best["mem"].notna().any():
+            xs.insert(0, ("mem", "peak step memory, MB (batch 64; log)"))
+        best = best.assign(
+            point=[
+                f"{method_name(m)} ({a}, {int(e)} ep)" for m, a, e in zip(best["method"], best["arch"], best["epochs"])
+            ]
+        )
+        pal = dict(zip(sorted(best["point"]), _plt()[1].color_palette("tab20", best["point"].nunique())))
+        fig, axes = plt.subplots(1, len(xs), figsize=(6.4 * len(xs) + 3.2, 5.0), squeeze=False)
+        for ax, (x, xlabel) in zip(axes[0], xs):
+            p = best[best[x].notna() & (best[x] > 0)].sort_values(x)
+            for _, r in p.iterrows():
+                ax.scatter(r[x], r["acc"], s=36, color=pal[r["point"]], zorder=3, label=r["point"])
+            front, top = [], -1.0
+            for _, r in p.iterrows():  # cheapest first: a point is on the front when it beats every cheaper one
+                if r["acc"] > top:
+                    front.append(r)
+                    top = r["acc"]
+            if front:
+                f = pd.DataFrame(front)
+                ax.plot(f[x], f["acc"], color="0.3", lw=1.2, ls="--", zorder=2)
+                for k, (_, r) in enumerate(f.iterrows()):  # only the front is labelled in the panel
+                    ax.annotate(
+                        method_name(r["method"]),
+                        (r[x], r["acc"]),
+                        fontsize=7,
+                        xytext=(5, -10 if k % 2 else 4),
+                        textcoords="offset points",
+                    )
+            ax.set_xscale("log")
+            _log_ticks(ax)
+            ax.set(xlabel=xlabel, ylabel="test accuracy (%)", title="dashed: Pareto front (cheaper and more accurate)")
+        handles, labels = axes[0][-1].get_legend_handles_labels()
+        axes[0][-1].legend(handles, labels, fontsize=6.5, bbox_to_anchor=(1.02, 1), loc="upper left", frameon=False)
+        fig.suptitle(f"{ds}: accuracy against cost per rule (setting chosen on validation accuracy)")
+        fig.tight_layout(rect=(0, 0, 1, 0.96))
+        paths.append(_save(fig, out, _slug("pareto", ds)))
+    return paths
+
+
+def lr_sensitivity(entries: list[dict], out: Path) -> list[Path]:
+    """Validation accuracy of every sweep trial against its learning rate, one panel per rule family, a line per
+    (rule, arch) cell, per dataset (from the tuned entries' ``trials``; protocol v1 only): a rule that trains only
+    in a narrow band shows it."""
+    plt, sns = _plt()
+    rows = []
+    for e in entries:
+        for t in e.get("trials") or []:
+            if t.get("value") is not None and "lr" in (t.get("params") or {}):
+                rows.append(
+                    {
+                        "dataset": e["dataset"],
+                        "method": e["method"],
+                        "curve": f"{method_name(e['method'])} ({e['arch_short']})",
+                        "lr": t["params"]["lr"],
+                        "acc": 100 * t["value"],
+                        "final": 100 * (e.get("val_acc") or 0),
+                    }
+                )
+    if not rows:
+        return []
+    d = pd.DataFrame(rows)
+    paths = []
+    for ds, g in d.groupby("dataset"):
+        panels = _panels_by_family(g.assign(method=g["method"]))
+        fig, axes = _grid(len(panels), w=5.4, h=4.0, cols=3)
+        for ax, (name, p, dropped) in zip(axes, panels):
+            pal = dict(zip(sorted(p["curve"].unique()), sns.color_palette("tab10", p["curve"].nunique())))
+            for c, q in p.sort_values("lr").groupby("curve"):
+                ax.plot(q["lr"], q["acc"], marker="o", lw=1, ms=4, color=pal[c], label=c)
+            ax.set_xscale("log")
+            _log_ticks(ax)
+            ax.set(
+                title=name + (f" ({dropped} more not drawn)" if dropped else ""),
+                xlabel="learning rate (log)",
+                ylabel="validation accuracy (%)",
+            )
+            ax.legend(fontsize=6.5, title=None)
+        fig.suptitle(f"{ds}: learning-rate sensitivity (every sweep trial's validation accuracy, protocol v1)")
+        fig.tight_layout(rect=(0, 0, 1, 0.96))
+        paths.append(_save(fig, out, _slug("lr_sensitivity", ds)))
     return paths
 
 
@@ -237,10 +478,15 @@ def _history_panels(
     h = hist.merge(keep[["run_id", "label"]], on="run_id")
     paths = []
     for ds, g in h.groupby("dataset"):
-        panels = [(k, p) for k, p in g.groupby(["label", "arch"]) if p[columns].notna().any().any()]
+        # a panel needs a curve: at least two epochs (single-epoch runs are in the tables)
+        panels = [
+            (k, p)
+            for k, p in g.groupby(["label", "arch"])
+            if p[columns].notna().any().any() and p["epoch"].nunique() > 1
+        ]
         if not panels:
             continue
-        fig, axes = _grid(len(panels))
+        fig, axes = _grid(len(panels), w=4.2, h=3.3, cols=4)
         for ax, ((label, arch), p) in zip(axes, panels):
             cols = [c for c in columns if p[c].notna().any()]
             long = p.melt(id_vars=["epoch", "seed"], value_vars=cols, var_name=var_name, value_name="value").dropna()
@@ -333,7 +579,9 @@ def efficiency_bars(eff: list[dict], out: Path) -> list[Path]:
         )
         batches = sorted(g["batch"].unique())
         order = [method_name(m) for m in sorted(g["method"].unique(), key=_order)]
-        fig, axes = plt.subplots(2, len(batches), figsize=(5.5 * len(batches), 6.5), squeeze=False)
+        fig, axes = plt.subplots(
+            2, len(batches), figsize=(max(7.5, 0.55 * len(order)) * len(batches), 8.0), squeeze=False
+        )
         for j, b in enumerate(batches):
             for i, (kind, unit) in enumerate((("memory", "peak step memory, MB (log)"), ("GFLOP", "GFLOP per step"))):
                 sub = long[(long["batch"] == b) & long["what"].str.startswith(kind)]
@@ -349,7 +597,10 @@ def efficiency_bars(eff: list[dict], out: Path) -> list[Path]:
                 axes[i][j].set(title=f"{arch}, batch {b}", xlabel="", ylabel=unit)
                 if i == 0:
                     axes[i][j].set_yscale("log")
-                axes[i][j].tick_params(axis="x", rotation=30)
+                    _log_ticks(axes[i][j], "y")
+                axes[i][j].tick_params(axis="x", rotation=45)
+                for lab in axes[i][j].get_xticklabels():
+                    lab.set_horizontalalignment("right")
                 axes[i][j].legend(fontsize=7, title=None)
         fig.suptitle(f"One training step on {ds} inputs ({device}): measured vs SPELA Table 2's model", y=1.01)
         fig.tight_layout()

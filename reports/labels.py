@@ -123,8 +123,8 @@ def run_label(
             if opts.get(k) == v:
                 name += suffix
                 opts.pop(k)
-        if is_binary(arch_full):
-            name += "-Bin"
+    if is_binary(arch_full):  # the papers' name for ±1 weights (SPELA Table 6: BP-Bin, SPELA(O)-Bin), in every table
+        name += "-Bin"
     if show is not None:
         opts = {k: v for k, v in opts.items() if k in show}
     opts.update(changed_arch_options(method, arch_full))
@@ -157,7 +157,7 @@ def recipes() -> dict[str, tuple[str, dict[str, str]]]:
 
 def _short(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:g}"
+        return f"{v:.3g}"  # 3 significant figures: a tuned lr reads 0.0726, not 0.07257005
     if isinstance(v, list):
         return "/".join(_short(x) for x in v)
     return str(v)

@@ -181,6 +181,45 @@ def summary(entries: list[Entry]) -> str:
     return f"{len(entries)} claims: " + ", ".join(f"{n} {v}" for v, n in counts.items())
 
 
+def breakable(tex: str) -> str:
+    """A long command in a narrow column: allow a line break after commas, slashes, ``=`` and spaces."""
+    for ch in (",", "/", "=", " "):
+        tex = tex.replace(ch, ch + r"\allowbreak{}")
+    return tex
+
+
+def claims_summary(entries: list[Entry]) -> str:
+    """The claims as index.md shows them: every measured claim in full (paper, measured, difference, verdict);
+    the not-run ones as a count per paper with the one command that runs them (tables/claims.md keeps every row)."""
+    if not entries:
+        return ""
+    run = [e for e in entries if e.verdict != "not run"]
+    md = [f"{summary(entries)}. Every claim, with its command: [tables/claims.md](tables/claims.md).", ""]
+    if run:
+        md += ["| Claim | Paper | Measured (mean ± std, n) | Difference | Verdict |", "|---|---:|---:|---:|---|"]
+        for e in run:
+            c = e.claim
+            md.append(
+                f"| {c.key}: {c.describe()} | {_paper(c)} | {_measured(e)} | {_num(e.diff, True)} | {e.verdict} |"
+            )
+        md.append("")
+    missing: dict[str, list[Entry]] = {}
+    for e in entries:
+        if e.verdict == "not run":
+            missing.setdefault(e.claim.paper, []).append(e)
+    if missing:
+        md += ["Not run here:", ""]
+        for paper, rows in missing.items():
+            title = rows[0].claim.title or paper
+            datasets = ", ".join(sorted({e.claim.dataset for e in rows}))
+            md.append(
+                f"- {title} ({paper}): {len(rows)} claim(s) on {datasets}; run them with "
+                f"`make bench PROFILE=claims ARGS='--only paper={paper}'`"
+            )
+        md.append("")
+    return "\n".join(md)
+
+
 def claims_tables(entries: list[Entry]) -> tuple[str, str] | None:
     """(LaTeX, markdown) of the ledger: one block per paper, every claim listed (not run ones with the reason)."""
     if not entries:
@@ -234,7 +273,7 @@ def claims_tables(entries: list[Entry]) -> tuple[str, str] | None:
                         tex_escape(_measured(e)).replace("±", r"$\pm$"),
                         tex_escape(_num(e.diff, True)),
                         tex_escape(_verdict(e)),
-                        r"\texttt{" + tex_escape(c.command()) + "}",
+                        r"\texttt{" + breakable(tex_escape(c.command())) + "}",
                     ]
                 )
                 + r" \\"

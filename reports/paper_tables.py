@@ -160,7 +160,24 @@ def exit_columns(df: pd.DataFrame) -> list[str]:
 
 
 # --------------------------------------------------------------------------- SPELA Table 3 / 8
-def wide_comparison(df: pd.DataFrame, caption: str | None = None) -> tuple[str, str] | None:
+def wide_comparisons(df: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """SPELA Table 3's layout (rules and their early exits x datasets), one table per epoch budget of the main
+    comparison rows (``reports.tables.is_comparison_row``): ``comparison_e<epochs>``."""
+    from reports.tables import is_comparison_row
+
+    d = _done(standard(df))
+    if d.empty:
+        return {}
+    d = d[[is_comparison_row(m, a, t) for m, a, t in zip(d["method"], d["arch_full"], d["tuned"])]]
+    out = {}
+    for epochs in sorted(d["epochs"].dropna().unique(), reverse=True):
+        tm = wide_comparison(d[d["epochs"] == epochs], epochs=int(epochs))
+        if tm is not None:
+            out[f"comparison_e{int(epochs)}"] = tm
+    return out
+
+
+def wide_comparison(df: pd.DataFrame, caption: str | None = None, epochs: int | None = None) -> tuple[str, str] | None:
     d = _labelled(_done(standard(df)))
     if d.empty:
         return None
@@ -186,12 +203,13 @@ def wide_comparison(df: pd.DataFrame, caption: str | None = None) -> tuple[str, 
         "brackets); early exits are the rule's per-layer read-outs (SPELA Table 3 layout). "
         + tex_escape(protocol_note(d))
     )
+    budget = f", {epochs} epochs" if epochs is not None else ""
     return render(
         ["Model", "Architecture", "Epochs", *datasets],
         rows,
         caption=caption,
-        label="comparison",
-        title="Standard split: test accuracy (%) per dataset",
+        label=f"comparison{epochs or ''}",
+        title=f"Standard split{budget}: test accuracy (%) per dataset",
         wide=len(datasets) > 3,
     )
 

@@ -148,6 +148,16 @@ def export_best(
     if name == protocol.name:
         entry["tuning"] = "short" if protocol.is_short(spec.method) else "evaluation budget"
         entry["evaluation_epochs"] = protocol.evaluation_epochs(spec.method)
+    # every finished trial (the report's learning-rate sensitivity figure reads them)
+    entry["trials"] = [
+        {"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": dict(t.params)}
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    ]
+    for t in entry["trials"]:  # a pruned trial's value: its last reported validation accuracy
+        if t["value"] is None:
+            tr = study.trials[t["number"]]
+            t["value"] = tr.intermediate_values[max(tr.intermediate_values)] if tr.intermediate_values else None
     if transfer is not None:
         entry["transfer"] = transfer
     path = best_file(spec.dataset, spec.method)
@@ -161,6 +171,8 @@ def export_best(
         custom = read_entries(spec.dataset, spec.method, section="custom")
         section = entries if name == protocol.name else custom
         old = section.get(spec.arch)
+        if transfer is None and old and old.get("study") == entry["study"] and old.get("transfer"):
+            entry["transfer"] = old["transfer"]  # a re-export (--export-only) keeps the study's transfer check
         why = keep_reason(old, entry) if old and not force and name == CUSTOM else None
         if why:
             return Export(
