@@ -76,9 +76,9 @@ def time_to_target_tables(hist: pd.DataFrame, runs: pd.DataFrame, eff: list[dict
             ["Method", "Architecture", *names],
             rows,
             caption=(
-                f"Time to target on {tex_escape(ds)}, {int(budget)}-epoch budget: epochs, training seconds and FLOPs until the "
-                "validation accuracy first reaches the target (median over seeds; not reached: fewer than half of "
-                "the seeds reach it within the budget). FLOPs from make efficiency where measured."
+                f"Time to target on {tex_escape(ds)}, {int(budget)}-epoch budget: epochs, training seconds and "
+                "FLOPs until the validation accuracy first reaches the target (median over seeds; not reached: "
+                "fewer than half of the seeds reach it within the budget). FLOPs from make efficiency where measured."
             ),
             label=f"ttt-{ds}-{int(budget)}",
             title=f"{ds}, {int(budget)} epochs: time to target (validation accuracy)",

@@ -127,7 +127,10 @@ window.addEventListener('load', function(){
 });
 </script>
 """
-CATCH = "<script>window.__errors=[];window.addEventListener('error',function(e){window.__errors.push(String(e.message))});</script>"
+CATCH = (
+    "<script>window.__errors=[];"
+    "window.addEventListener('error',function(e){window.__errors.push(String(e.message))});</script>"
+)
 
 
 def test_index_html_renders_in_a_real_browser(rebuilt, tmp_path):
@@ -155,9 +158,7 @@ def test_index_html_renders_in_a_real_browser(rebuilt, tmp_path):
         "--enable-logging=stderr",
         "--v=0",
     ]
-    proc = subprocess.run(
-        [browser, *flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=180
-    )
+    proc = subprocess.run([browser, *flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=180)
     m = re.search(r'<pre id="bench-check">(.*?)</pre>', proc.stdout, flags=re.S)
     assert m, f"the page did not load: {proc.stderr[-2000:]}"
     check = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
