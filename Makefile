@@ -73,6 +73,9 @@ report: $(STAMP) ## rebuild tables and figures in reports/out from the W&B runs 
 test: $(STAMP) ## run the test suite (under 10 minutes on 2 CPU cores)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+test-fast: $(STAMP) ## the test suite without the slow tests (those that train on real data for a while)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
 lint: $(STAMP) ## ruff: lint and format check (line length 120; settings in pyproject.toml); CI runs it before the tests
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
