@@ -32,7 +32,7 @@ import torch
 from bench.errors import BenchError, ConfigError, DataError
 from bench.paths import data_root
 from bench.records import atomic_file, atomic_write_text
-from methods.base import StepGroup
+from methods.steps import StepGroup
 
 DEBIAN_FMNIST = Path(os.environ.get("BENCH_DEBIAN_FMNIST", "/usr/share/datasets/fashion-mnist"))
 NORMS = ("standard", "unit")

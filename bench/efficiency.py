@@ -265,17 +265,6 @@ def save(m: Measurement, runs_dir: str | None = None) -> Path:
     return path
 
 
-def load_all(runs_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    folder = Path(runs_dir) / "efficiency" if runs_dir is not None else out_dir()
-    out = []
-    for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            out.append(json.loads(f.read_text()))
-        except (OSError, ValueError):
-            continue
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     from bench.errors import BenchError
 

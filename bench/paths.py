@@ -59,3 +59,13 @@ def set_tool_dirs(runs: Path) -> None:
     os.environ.setdefault("WANDB_DATA_DIR", str(runs / ".wandb-data"))
     os.environ.setdefault("MPLCONFIGDIR", str(runs / ".mplconfig"))
     os.environ.setdefault("WANDB_SILENT", "true")
+
+
+TUNED_DIR = PROJECT_ROOT / "sweeps" / "best"
+
+
+def tuned_dir() -> Path:
+    """Where the tuned settings live: $BENCH_TUNED_DIR, else sweeps/best in the project."""
+    import os
+
+    return Path(os.environ.get("BENCH_TUNED_DIR") or TUNED_DIR).expanduser()

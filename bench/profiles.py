@@ -49,20 +49,9 @@ TRANSFER = {"aircraft": "large", "flowers102": "large", "food101": "large", "pet
 _HEADS = {"large": ("mlp:1024-1024", "mlp:1024-1024-C"), "small": ("mlp:512-64", "mlp:512-64-C")}
 
 
-SPELA_CODE_ARCH = "mlp:1000-34,act=leaky_relu_1e-3,out_act=leaky_relu_1e-3,init=he_uniform"
-SPELA_CODE_RULE = {
-    "loss": "log_cosine",
-    "input_norm": False,
-    "optimizer": "sgd",
-    "momentum": 0.0,
-    "lr": 2.5,
-    "schedule": "linear_step",
-    "step_size": 10,
-    "gamma": 0.04,
-}
-SPELA_CODE_RUN = {"batch_size": 50, "norm": "unit"}
-"""The SPELA authors' published MLP training recipe (see methods/spela.py): unit options, rule options, run options."""
-
+from methods.spela import AUTHORS_CODE_ARCH as SPELA_CODE_ARCH  # noqa: E402 - the rule owns its authors' recipe
+from methods.spela import AUTHORS_CODE_RULE as SPELA_CODE_RULE  # noqa: E402
+from methods.spela import AUTHORS_CODE_RUN as SPELA_CODE_RUN  # noqa: E402
 
 CPU_EPOCHS = dict(V1.eval_epochs)
 """Epochs per rule of the CPU results set where 5 is too many for two cores (per-epoch cost several times BP's): the

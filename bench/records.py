@@ -330,3 +330,15 @@ def cell_state(
     if rec is not None and rec.get("config_hash") == config_hash and rec.get("status") in FAILED:
         return "failed", rec
     return "pending", rec
+
+
+def stated_lr(rule_sources: dict[str, str] | None) -> bool:
+    """True when a profile, a claim or ``--set`` gave the run's learning rate (not a tuned file, not the default)."""
+    source = (rule_sources or {}).get("lr")
+    return source is not None and not str(source).startswith("tuned")
+
+
+def ran_untuned(tuned: bool | None, rule_sources: dict[str, str] | None) -> bool:
+    """A run on the rule's defaults: no tuned settings applied (``tuned`` False) and no stated learning rate. Records
+    the grid wrote before it told the two apart stored False for a claim's or profile's own settings too."""
+    return tuned is False and not stated_lr(rule_sources)

@@ -8,20 +8,14 @@ another network. ``sweeps.best`` writes the files; the grid reads them through t
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
 from bench.paths import PROJECT_ROOT
-
-BEST_DIR = PROJECT_ROOT / "sweeps" / "best"
-
-
-def best_dir() -> Path:
-    """$BENCH_TUNED_DIR, else sweeps/best in the project."""
-    return Path(os.environ.get("BENCH_TUNED_DIR") or BEST_DIR).expanduser()
+from bench.paths import tuned_dir as best_dir
+from bench.records import ran_untuned, stated_lr  # noqa: F401 - re-exported: what a record says about its options
 
 
 def best_file(dataset: str, method: str) -> Path:
@@ -34,18 +28,6 @@ def shown(path: Path) -> str:
         return str(path.resolve().relative_to(PROJECT_ROOT))
     except ValueError:
         return str(path)
-
-
-def stated_lr(rule_sources: dict[str, str] | None) -> bool:
-    """True when a profile, a claim or ``--set`` gave the run's learning rate (not a tuned file, not the default)."""
-    source = (rule_sources or {}).get("lr")
-    return source is not None and not str(source).startswith("tuned")
-
-
-def ran_untuned(tuned: bool | None, rule_sources: dict[str, str] | None) -> bool:
-    """A run on the rule's defaults: no tuned settings applied (``tuned`` False) and no stated learning rate. Records
-    the grid wrote before it told the two apart stored False for a claim's or profile's own settings too."""
-    return tuned is False and not stated_lr(rule_sources)
 
 
 def read_entries(dataset: str, method: str, section: str = "by_arch") -> dict[str, Any]:

@@ -29,12 +29,7 @@ from methods.optim import build_optimizer, build_scheduler
 from methods.shared import ddp
 from methods.shared.alignment import GradientAlignment
 from methods.shared.metrics import ExitAccuracies
-
-
-class StepGroup(list):
-    """Consecutive training batches ``[(x, y), ...]`` that one ``training_step`` call trains on one after another (one
-    optimiser step each). A data loader yields them to pay the training loop's per-call cost (Lightning's hooks, batch
-    fetching) once per group instead of once per step; a plain ``(x, y)`` batch is one step."""
+from methods.steps import StepGroup
 
 
 class LearningRule(L.LightningModule):

@@ -256,3 +256,18 @@ class Spela(_SpelaMLP):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return layerwise_optimizers(self.param_groups(), self.config, self.layer_epoch_counts)
+
+
+AUTHORS_CODE_ARCH = "mlp:1000-34,act=leaky_relu_1e-3,out_act=leaky_relu_1e-3,init=he_uniform"
+AUTHORS_CODE_RULE = {
+    "loss": "log_cosine",
+    "input_norm": False,
+    "optimizer": "sgd",
+    "momentum": 0.0,
+    "lr": 2.5,
+    "schedule": "linear_step",
+    "step_size": 10,
+    "gamma": 0.04,
+}
+AUTHORS_CODE_RUN = {"batch_size": 50, "norm": "unit"}
+"""The SPELA authors' published MLP recipe (this module's docstring): unit options, rule options, run options."""

@@ -70,7 +70,7 @@ def build_report(
     runs at its settings), report.tex (every table and figure in one compilable document) and index.md (all of it on
     one page)."""
     from bench.claims import load_claims, load_resolved
-    from bench.efficiency import load_all
+    from bench.measurements import load_efficiency as load_all
     from bench.paths import runs_root
     from reports import figures as figs
     from reports import paper_tables as pt
@@ -257,7 +257,7 @@ def tuned_entries(datasets: list[str]) -> list[dict]:
     """The v1 tuned entries (with their sweep trials) of ``datasets``, for the learning-rate sensitivity figure."""
     import json
 
-    from bench.tuned import best_dir
+    from bench.paths import tuned_dir as best_dir
 
     out = []
     for ds in datasets:

@@ -10,8 +10,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.ids import config_hash
-from bench.records import DONE, RUN_META, RUN_SUMMARY, iter_records
-from bench.tuned import ran_untuned
+from bench.records import DONE, RUN_META, RUN_SUMMARY, iter_records, ran_untuned
 from bench.wandb_io import WandbRun, iter_api_runs, iter_offline_runs
 from reports import labels
 

@@ -144,7 +144,9 @@ def run_label(
 def recipes() -> dict[str, tuple[str, dict[str, str]]]:
     """Named training recipes a label shows by name instead of option by option: tag -> (rule, {option: value})
     (the loss stays spelled out: Table 6 rows differ in it)."""
-    from bench.profiles import SPELA_CODE_ARCH, SPELA_CODE_RULE, SPELA_CODE_RUN
+    from methods.spela import AUTHORS_CODE_ARCH as SPELA_CODE_ARCH
+    from methods.spela import AUTHORS_CODE_RULE as SPELA_CODE_RULE
+    from methods.spela import AUTHORS_CODE_RUN as SPELA_CODE_RUN
 
     arch = dict(part.split("=", 1) for part in SPELA_CODE_ARCH.split(",")[1:])
     items = {

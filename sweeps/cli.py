@@ -171,18 +171,6 @@ def build_specs(a: argparse.Namespace, out=None) -> list:
     return specs
 
 
-def budget_line(spec, trials: int, data_dir: str | None = None) -> str:
-    """``protocol v1: 10 trials x 5 epoch(s) x 54,000 training samples`` (the real training-set size where the data
-    is here), or ``custom budget (not protocol v1): ...``."""
-    from bench.protocol import Budget, get_protocol, training_samples
-
-    n = training_samples(spec.dataset, {k: v for k, v in spec.run.items() if k != "limit_train"}, data_dir)
-    what = Budget(spec.epochs, spec.run.get("limit_train")).describe(n)
-    name = get_protocol().name
-    head = f"protocol {name}" if spec.protocol == name else f"custom budget (not protocol {name})"
-    return f"{head}: {trials} trials x {what}"
-
-
 def _env(a: argparse.Namespace) -> dict[str, Any]:
     from bench.options import run_fields
     from bench.paths import data_root, runs_root
@@ -228,7 +216,7 @@ def _main(a: argparse.Namespace) -> int:
     from bench.options import parse_pairs
     from sweeps.launch import run_sweep
     from sweeps.storage import normalise, redact
-    from sweeps.study import show_params
+    from sweeps.study import budget_line, show_params
 
     storage = normalise(a.storage)
     if not a.dry_run:

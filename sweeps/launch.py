@@ -200,7 +200,7 @@ def run_sweep(
     c = counts(study)
     remaining = budget - c["COMPLETE"] - c["PRUNED"] - c["RUNNING"]
     plan = shares(remaining, workers)
-    from sweeps.cli import budget_line
+    from sweeps.study import budget_line
 
     print(
         f"sweep {name}\n  {budget_line(spec, budget, (env or {}).get('data_dir'))}; sampler seed "

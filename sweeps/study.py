@@ -255,6 +255,18 @@ def classify(spec: StudySpec, trials: int) -> str:
     return p.name if same else CUSTOM
 
 
+def budget_line(spec, trials: int, data_dir: str | None = None) -> str:
+    """``protocol v1: 10 trials x 5 epoch(s) x 54,000 training samples`` (the real training-set size where the data
+    is here), or ``custom budget (not protocol v1): ...``."""
+    from bench.protocol import Budget, get_protocol, training_samples
+
+    n = training_samples(spec.dataset, {k: v for k, v in spec.run.items() if k != "limit_train"}, data_dir)
+    what = Budget(spec.epochs, spec.run.get("limit_train")).describe(n)
+    name = get_protocol().name
+    head = f"protocol {name}" if spec.protocol == name else f"custom budget (not protocol {name})"
+    return f"{head}: {trials} trials x {what}"
+
+
 def startup_trials(budget: int) -> int:
     """Sobol trials before TPE models the space for a custom budget: a third of the budget, between 3 and 10."""
     return max(3, min(10, budget // 3))

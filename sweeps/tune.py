@@ -63,9 +63,8 @@ def tune_missing(
     of $BENCH_MODULES but not ones registered only in this process)."""
     from bench.paths import data_root, runs_root
     from bench.protocol import get_protocol
-    from sweeps.cli import budget_line
     from sweeps.space import load_space
-    from sweeps.study import StudySpec, classify, startup_trials
+    from sweeps.study import StudySpec, budget_line, classify, startup_trials
 
     out = out or sys.stdout
     protocol = get_protocol()

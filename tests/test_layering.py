@@ -112,3 +112,25 @@ def test_no_import_circle():
         if n not in state:
             visit(n, [n])
     assert not cycles, "import circles:\n" + "\n".join(cycles)
+
+
+FORBIDDEN = {
+    "reports": ("bench.profiles", "bench.tuned", "bench.efficiency", "bench.grid", "bench.perf"),
+    "bench.data": ("methods.base",),
+}
+"""Arrows that run the wrong way although the packages allow them: a report reads what the records (and the files
+beside them) say, never today's grid profiles, the tuned-settings lookup or a probe that trains; the data pipeline
+knows the loop's protocol (methods.steps), not a rule type."""
+
+
+def test_forbidden_arrows():
+    known = modules()
+    bad = []
+    for name, path in known.items():
+        for src, targets in FORBIDDEN.items():
+            if name != src and not name.startswith(src + "."):
+                continue
+            for mod, _, line in imports(path, name, known):
+                if any(mod == t or mod.startswith(t + ".") for t in targets):
+                    bad.append(f"{path.relative_to(ROOT)}:{line} imports {mod}")
+    assert not bad, "imports that run the wrong way:\n" + "\n".join(bad)

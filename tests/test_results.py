@@ -47,4 +47,6 @@ def test_every_rule_has_three_completed_seeds():
     assert not missing, f"rules without 3 completed seeds in the results set: {missing}"
     new = sorted(set(rules) - made_with)
     if new:
-        warnings.warn(f"rules not in the results set yet (re-run it with make bench PROFILE=results): {new}")
+        warnings.warn(
+            f"rules not in the results set yet (re-run it with make bench PROFILE=results): {new}", stacklevel=1
+        )
