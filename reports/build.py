@@ -206,6 +206,9 @@ def build_report(
             (out / "tables" / "claims.md").write_text(tm[1])
             written.append(("Paper claims", "tables/claims.tex"))
         index += [claims_summary(entries), "LaTeX: [tables/claims.tex](tables/claims.tex)", ""]
+    notes = Path(source) / "notes.md" if local else None
+    if notes is not None and notes.is_file():  # a results set's own notes (e.g. why a rule is unstable on a shape)
+        index += ["## Notes on this results set", "", notes.read_text().strip(), ""]
     issues = problems(df) if len(df) else []
     index += ["## Missing or partial runs", ""] + (issues or ["None."]) + [""]
     (out / "index.md").write_text("\n".join(index))
