@@ -211,7 +211,7 @@ def cmd_list(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from bench.grid import run_config
+    from bench.grid import run_config, untuned_note
     from bench.paths import check_writable, runs_root
     from bench.run import resolve, run
 
@@ -231,8 +231,6 @@ def cmd_run(a: argparse.Namespace) -> int:
     if not a.dry_run:
         check_writable(runs_root(cfg.runs_dir))
     if a.dry_run:
-        from bench.grid import untuned_note
-
         print(
             f"would run {res.name}: epochs={cfg.epochs} arch={res.arch.text} rule={res.canonical['rule']}"
             + untuned_note(cfg)
