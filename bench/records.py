@@ -286,10 +286,15 @@ class CellClaim:
                 pass
 
     def release(self) -> None:
+        """Stop the heartbeat and remove the claim. Never raises: a claim that cannot be removed (a folder turned
+        read-only) goes stale once its heartbeat stops, and the error that ended the run is the one to see."""
         self._stop.set()
         info = read_claim(self.path)
         if info is not None and info.token == self.token:
-            self.path.unlink(missing_ok=True)
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:
+                pass
 
 
 def _take_over(path: Path, stale: ClaimInfo) -> bool:
