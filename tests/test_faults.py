@@ -46,6 +46,13 @@ REFUSED = [
     (("grid", "--methods", "bp", "--accelerator", "foo"), "accelerator 'foo'"),
     (("sweep", "--method", "", "--trials", "2"), "--method needs a rule name"),
     (("sweep", "--method", "bp", "--limit-eval", "0"), "limit_eval must be >= 1"),
+    # issue 29, 5: 0 is a value, never "the default"
+    (("grid", "--methods", "bp", "--seeds", "0", "--epochs", "0"), "--epochs must be >= 1, got 0"),
+    (("sweep", "--method", "bp", "--trials", "0"), "--trials must be >= 1, got 0"),
+    (("sweep", "--method", "bp", "--epochs", "0"), "--epochs must be >= 1, got 0"),
+    # issue 29, 7: a study name becomes a folder name
+    (("sweep", "--method", "bp", "--study-name", "../x"), "study name '../x' cannot be a folder name"),
+    (("sweep", "--method", "bp", "--study-name", "a/../../b"), "study name 'a/../../b' cannot be a folder name"),
 ]
 
 
@@ -494,6 +501,23 @@ def test_an_export_never_replaces_a_larger_budget_or_another_protocol_unless_for
     assert export(big)[0] == 0.845  # a larger budget under the same protocol replaces the small one
     acc, out = export(["--epochs", "3", "--limit-train", "10000"])
     assert acc == 0.86 and "replaced val/acc 0.8450" in out
+
+
+def test_a_study_name_read_from_storage_is_never_a_path_outside_the_folders(tmp_path):
+    """Issue 29, 7: a shared storage may hold a study named ``../../elsewhere``: a figure, trial or transfer folder
+    is never built from it (one line, exit 2 in the CLI), and nothing is written outside."""
+    import optuna
+
+    from bench.errors import ConfigError
+    from sweeps.figures import figures_dir, write_figures
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="../../elsewhere")
+    root = tmp_path / "a" / "b"
+    with pytest.raises(ConfigError, match=r"study name '\.\./\.\./elsewhere' cannot be a folder name"):
+        write_figures(study, root)
+    assert not (tmp_path / "a" / "elsewhere").exists() and not root.exists()
+    assert figures_dir("fashion_mnist__bp__mlp-1024-C__e5__b8ab1628", root).parent == root / "sweeps"
 
 
 # ----------------------------------------------------------------------------------------------- workers (item 5)
