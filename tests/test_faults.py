@@ -386,6 +386,32 @@ def test_a_records_folder_turned_read_only_names_the_record_not_the_claim(tiny_m
     assert "W&B was disabled" in line and '"test": {"test/acc": ' in line, line
 
 
+def test_the_report_skips_records_that_do_not_fit_the_schema_in_one_line_each(tmp_path, capsys):
+    """Issue 29, 9: records with fields of the wrong type (or no status: a phantom ``crashed`` row) are skipped, one
+    line each; the report is built (exit 0) from the others."""
+    import json
+
+    from bench.cli import main
+    from bench.records import read_record
+    from reports.collect import collect_runs
+
+    records = tmp_path / "runs" / "records"
+    records.mkdir(parents=True)
+    bad = [{"name": "y", "test": "s"}, {"name": "y", "history": 5}, {"name": ["l"]}, {"name": "x"}]
+    bad += [{"name": "z", "status": "completed", "test": {"test/acc": "high"}}, {"name": "w", "status": "done"}]
+    for i, rec in enumerate(bad):
+        (records / f"bad{i}.json").write_text(json.dumps(rec))
+    good = {"name": "g", "status": "crashed", "config_hash": "abc", "test": {}, "history": [], "epochs": 1}
+    (records / "good.json").write_text(json.dumps(good))
+    assert all(read_record(records / f"bad{i}.json") is None for i in range(len(bad)))
+    code = main(["report", "--source", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 0 and "Traceback" not in err, err
+    skipped = [ln for ln in err.splitlines() if ln.startswith("note: skipped ")]
+    assert len(skipped) == len(bad) and all("not a run record" in ln for ln in skipped), err
+    assert list(collect_runs(str(tmp_path / "runs"))["name"]) == ["g"]
+
+
 def test_report_without_a_runs_folder_is_one_line(tmp_path):
     _one_line(
         _cli("report", "--source", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")),
