@@ -421,6 +421,29 @@ def test_report_without_a_runs_folder_is_one_line(tmp_path):
     )
 
 
+@pytest.mark.parametrize("key", [None, "0123456789abcdef0123456789abcdef01234567"], ids=["no-key", "a-key"])
+def test_a_wandb_source_that_cannot_be_read_is_one_line_after_a_bounded_wait(key, tmp_path):
+    """Issue 29, 8: ``--source wandb:...`` with no account, no network or no such project: one line, exit 2, and
+    the wait for W&B's first answer is bounded ($BENCH_WANDB_TIMEOUT)."""
+    import time
+
+    env = {"WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"), "BENCH_WANDB_TIMEOUT": "8", "WANDB_MODE": "online"}
+    env.pop("WANDB_API_KEY", None) if key is None else env.update(WANDB_API_KEY=key)
+    base = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "report", "--source", "wandb:nobody/nothing", "--out", str(tmp_path / "o")],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env={**base, **env},
+        timeout=120,
+    )
+    _one_line(proc, 2, "W&B", "nobody/nothing")
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert time.monotonic() - t0 < 45, proc.stderr
+
+
 def test_report_into_a_read_only_folder_is_one_line(tmp_path):
     out = tmp_path / "ro"
     (tmp_path / "runs").mkdir()
