@@ -425,6 +425,33 @@ def test_a_signal_stops_local_workers_too(mnist_dir, tmp_path):
     assert rec["status"] == "interrupted" and "grid results:" in out
 
 
+def test_ctrl_c_on_local_workers_is_one_line(mnist_dir, tmp_path):
+    """Issue 29, 10: Ctrl-C reaches the whole process group (launcher, submitit controllers, workers): the launch
+    prints one ``interrupted`` line and no traceback (the controllers' KeyboardInterrupt), each running cell is
+    recorded interrupted, exit 130."""
+    runs = tmp_path / "runs"
+    p = subprocess.Popen(
+        grid_args(mnist_dir, runs, "--executor", "local", "--workers", "2", epochs=300),
+        env=env1(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        _wait_for(lambda: len(list((runs / "records").glob("*.claim"))) == 2)
+        _wait_for(lambda: sum("== attempt of" in f.read_text() for f in (runs / "logs").glob("*.log")) == 2)
+        os.killpg(p.pid, signal.SIGINT)
+        out = p.communicate(timeout=180)[0]
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    assert out.count("interrupted (SIGINT)") == 1, out
+    assert sorted(r["status"] for r in records(runs).values()) == ["interrupted", "interrupted"], out
+
+
 # ------------------------------------------------------------------------------------------------ SLURM
 
 
