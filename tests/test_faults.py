@@ -50,6 +50,9 @@ REFUSED = [
     (("grid", "--methods", "bp", "--seeds", "0", "--epochs", "0"), "--epochs must be >= 1, got 0"),
     (("sweep", "--method", "bp", "--trials", "0"), "--trials must be >= 1, got 0"),
     (("sweep", "--method", "bp", "--epochs", "0"), "--epochs must be >= 1, got 0"),
+    # issue 29, 11: a bad --seeds is one line, not argparse's usage
+    (("grid", "--methods", "bp", "--seeds", "a"), "--seeds takes comma-separated integers or ranges low-high"),
+    (("grid", "--methods", "bp", "--seeds", "5-3"), "--seeds range '5-3' is empty"),
     # issue 29, 7: a study name becomes a folder name
     (("sweep", "--method", "bp", "--study-name", "../x"), "study name '../x' cannot be a folder name"),
     (("sweep", "--method", "bp", "--study-name", "a/../../b"), "study name 'a/../../b' cannot be a folder name"),
@@ -88,6 +91,15 @@ def test_bad_values_are_refused_before_the_data_loads(tmp_path):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.count("\n") == 1 and "cannot load" not in proc.stderr, proc.stderr
     assert not list(runs.glob("records/*.json"))
+
+
+def test_grid_seeds_take_ranges(capsys):
+    """Issue 29, 11: ``--seeds 0-2,5`` is seeds 0, 1, 2 and 5."""
+    from bench.cli import main
+
+    assert main(["grid", "--methods", "bp", "--seeds", "0-2,5", "--no-tuned", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("grid: 4 runs:") and all(f"__s{s}__" in out for s in (0, 1, 2, 5)), out
 
 
 def test_run_takes_a_set_option_scoped_to_its_own_rule(capsys):
