@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated (default: the profile's datasets, else fashion_mnist)",
     )
     p.add_argument("--methods", type=_csv, default=("all",), help="comma-separated rule names, or all")
-    p.add_argument("--seeds", type=_seeds, default=None, help="comma-separated (default: the profile's)")
+    p.add_argument(
+        "--seeds", default=None, help="comma-separated, ranges low-high included (0-19); default: the profile's"
+    )
     p.add_argument("--profile", default="quick")
     p.add_argument("--force", action="store_true", help="re-run runs already completed with the same config")
     p.add_argument(
@@ -211,7 +213,7 @@ def cmd_list(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from bench.grid import run_config
+    from bench.grid import run_config, untuned_note
     from bench.paths import check_writable, runs_root
     from bench.run import resolve, run
 
@@ -231,8 +233,6 @@ def cmd_run(a: argparse.Namespace) -> int:
     if not a.dry_run:
         check_writable(runs_root(cfg.runs_dir))
     if a.dry_run:
-        from bench.grid import untuned_note
-
         print(
             f"would run {res.name}: epochs={cfg.epochs} arch={res.arch.text} rule={res.canonical['rule']}"
             + untuned_note(cfg)
@@ -251,6 +251,8 @@ def cmd_grid(a: argparse.Namespace) -> int:
     from bench.grid import GridSpec, Launch, run_grid
     from bench.paths import check_writable, runs_root
 
+    if a.seeds is not None:
+        a.seeds = _seeds(a.seeds)
     _nonempty(a, "datasets", "methods", "seeds")
     if a.no_wait and a.executor != "slurm":
         raise ConfigError("--no-wait is for --executor slurm (local workers are children of this process)")

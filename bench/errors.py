@@ -59,15 +59,15 @@ def install_signal_handlers() -> None:
 
 
 def exit_status(command: Callable[..., int], *args) -> int:
-    """Run a CLI command: a BenchError is one line on stderr and status 2, a full or read-only disk met while working
-    one line and status 1; SIGINT/SIGTERM stop it with status 130/143; anything else is a bug and keeps its
-    traceback."""
+    """Run a CLI command: a BenchError is one line on stderr and status 2 (or the error's own ``exit_code``: 1 for a
+    record a full disk kept from being written), a full or read-only disk met while working one line and status 1;
+    SIGINT/SIGTERM stop it with status 130/143; anything else is a bug and keeps its traceback."""
     install_signal_handlers()
     try:
         return command(*args)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return int(getattr(e, "exit_code", 2))
     except OSError as e:  # a disk that filled up (or turned read-only) while the command ran
         problem = disk_problem(e)
         if problem is None:

@@ -116,8 +116,12 @@ def expand(spec: GridSpec, notes: list[str] | None = None) -> list[RunConfig]:
     from methods.registry import get_rule, list_rules
 
     prof = get_profile(spec.profile)
-    if prof.exact and (spec.arch or spec.epochs or spec.overrides):
-        given = ", ".join(n for n, v in (("ARCH", spec.arch), ("EPOCHS", spec.epochs), ("SET", spec.overrides)) if v)
+    if spec.epochs is not None and spec.epochs < 1:  # 0 is a value, never "the default"
+        raise ConfigError(f"--epochs must be >= 1, got {spec.epochs}")
+    if prof.exact and (spec.arch or spec.epochs is not None or spec.overrides):
+        given = ", ".join(
+            n for n, v in (("ARCH", spec.arch), ("EPOCHS", spec.epochs is not None), ("SET", spec.overrides)) if v
+        )
         raise ConfigError(
             f"profile {prof.name!r} runs each variant's own settings; {given} would make runs that match "
             "none of them (narrow it with DATASET, METHODS, SEEDS or --only instead)"
@@ -148,10 +152,10 @@ def expand(spec: GridSpec, notes: list[str] | None = None) -> list[RunConfig]:
                         continue
                 epochs = (
                     spec.epochs
-                    or variant.get("epochs")
-                    or prof.method_epochs.get(method)
-                    or prof.epochs
-                    or rule_cls.paper_epochs
+                    if spec.epochs is not None
+                    else (
+                        variant.get("epochs") or prof.method_epochs.get(method) or prof.epochs or rule_cls.paper_epochs
+                    )
                 )
                 found = (
                     lookup(dataset, method, arch, spec.protocol)
@@ -326,9 +330,11 @@ def run_grid(
     launch: Launch | None = None,
     out=None,
 ) -> int:
-    """Run the cells of the grid that are not done; returns the number of runs that crashed in this launch. A
-    diverged run is a result; a failed (crashed, interrupted) one runs again; a cell claimed by a live worker is
-    left to it. SIGINT/SIGTERM stop the launch (``Interrupted``, after the summary)."""
+    """Run the cells of the grid that are not done; returns how many problems the launch leaves: runs that crashed
+    in it, cells still failed or pending when it ends (their workers died), workers that failed. 0 when every cell
+    is completed or diverged (or held by a live worker of another launch, which goes on with it) and every worker
+    ended well. A diverged run is a result; a failed (crashed, interrupted) one runs again; a cell claimed by a live
+    worker is left to it. SIGINT/SIGTERM stop the launch (``Interrupted``, after the summary)."""
     out = out or sys.stdout  # looked up per call: a default bound at import would keep a stale stream
     launch = launch or Launch()
     check_executor(launch.executor, launch.workers)
@@ -377,30 +383,52 @@ def run_grid(
         bar.write(_finished_line(rec), file=out)
         bar.update(1)
 
+    failed_workers: int | None = 0
     try:
         if launch.executor == "inline":
             work(configs, 0, {**options, "inline": True}, on_finish=report)
         else:
-            _fan_out(configs, launch, options, started, report, lambda line: bar.write(line, file=out))
+            failed_workers = _fan_out(configs, launch, options, started, report, lambda line: bar.write(line, file=out))
     except Interrupted:
         bar.close()
         _summary(cells, finished, runs_dir, out)
         raise
     bar.close()
-    return _summary(cells, finished, runs_dir, out)
+    problems = _summary(cells, finished, runs_dir, out, failed_workers or 0)
+    return 0 if failed_workers is None else problems  # None: submitted without waiting, the cells are queued
 
 
-def _summary(cells, finished: dict[str, dict[str, Any]], runs_dir, out) -> int:
+def _summary(cells, finished: dict[str, dict[str, Any]], runs_dir, out, failed_workers: int = 0) -> int:
+    """Print the launch's results and the cells' states; returns the problems it leaves (see ``run_grid``)."""
     if finished:
         print("grid results:", *(_finished_line(r) for r in finished.values()), sep="\n", file=out)
-    print(f"grid: {state_line(states(cells, runs_dir))}", file=out)
-    return sum(r.get("status") == "crashed" for r in finished.values())
+    st = states(cells, runs_dir)
+    print(f"grid: {state_line(st)}", file=out)
+    bad = {n for n, r in finished.items() if r.get("status") == "crashed"}
+    left = [r.name for (_, r), s in zip(cells, st) if s in ("failed", "pending")]
+    if left and not bad.issuperset(left):
+        print(f"grid: {len(left)} cell(s) not done; launch again to run them", file=out)
+    return len(bad | set(left)) + failed_workers
 
 
-def _fan_out(configs: list[RunConfig], launch: Launch, options: dict[str, Any], started: float, report, say) -> None:
-    """Submit the workers, then follow the cells through their records until every job is over."""
-    from bench.executors import cpu_sets, device_plan, job_done, job_error, submit, visible_gpus
+def launch_folder(runs_dir: str | None) -> Path:
+    """A launch's own folder (submitit's files, the workers' logs and pid files): the time, this process's pid and a
+    random suffix, so two launches started in the same second (on one machine or on nodes sharing the runs folder)
+    never share one."""
+    import uuid
+
     from bench.paths import runs_root
+
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+    return runs_root(runs_dir) / "grid" / stamp
+
+
+def _fan_out(
+    configs: list[RunConfig], launch: Launch, options: dict[str, Any], started: float, report, say
+) -> int | None:
+    """Submit the workers, then follow the cells through their records until every job is over. Returns how many
+    workers failed (None: submitted without waiting)."""
+    from bench.executors import cpu_sets, device_plan, job_done, job_error, submit, visible_gpus
 
     n = launch.workers
     if launch.executor == "slurm" and launch.cells_per_task:
@@ -415,7 +443,7 @@ def _fan_out(configs: list[RunConfig], launch: Launch, options: dict[str, Any], 
         calls = [(share, i, {**options, "cpus": cpus[i], "gpu": devices[i][1]}) for i, share in enumerate(shares)]
     else:
         calls = [(share, i, dict(options)) for i, share in enumerate(shares)]
-    folder = runs_root(options.get("runs_dir")) / "grid" / time.strftime("%Y%m%d-%H%M%S")
+    folder = launch_folder(options.get("runs_dir"))
     if launch.executor == "local":  # local workers leave their pid: a stop is a SIGTERM to each, graceful
         calls = [(share, i, {**opts, "pid_dir": str(folder)}) for share, i, opts in calls]
     jobs = submit(work, calls, launch.executor, folder, launch.slurm, name="bench-grid")
@@ -425,7 +453,7 @@ def _fan_out(configs: list[RunConfig], launch: Launch, options: dict[str, Any], 
     )
     if not launch.wait:
         say("  submitted; follow with `make bench ... ARGS=--status` (the records tell the progress)")
-        return
+        return None
     names = sorted({resolve(c).name for c in configs})
 
     def scan() -> None:  # progress comes from the records (no sacct): report attempts that ended in this launch
@@ -445,10 +473,13 @@ def _fan_out(configs: list[RunConfig], launch: Launch, options: dict[str, Any], 
         _stop(jobs, folder if launch.executor == "local" else None)
         scan()
         raise
+    failed = 0
     for i, j in enumerate(jobs):
         err = job_error(j)
         if err:
+            failed += 1
             say(f"  worker {i} (job {j.job_id}) {err}")
+    return failed
 
 
 def _stop(jobs: list, pid_dir: Path | None, grace: float = 60.0) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,22 @@ EXIT_CODES = "{job_id}_exit_codes.json"
 
 
 class RecordingController(Controller):
+    """submitit's controller, recording its tasks' exit statuses. A first SIGINT (Ctrl-C reaches the whole process
+    group: the launcher, every controller and every worker) is passed on to the tasks, which record their runs
+    ``interrupted`` and stop, while the controller keeps waiting for them; a second one (submitit's cancel after
+    the launcher's grace period) stops the tasks as submitit's controller does, without a traceback."""
+
+    def __init__(self, folder: Path):
+        super().__init__(folder)
+        self._interrupts = 0
+        signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, _frame) -> None:
+        self._interrupts += 1
+        if self._interrupts > 1:
+            raise KeyboardInterrupt
+        self._forward_signal(signum)
+
     def wait(self, freq: int = 24):
         codes = super().wait(freq)
         try:
@@ -75,4 +92,7 @@ class RecordingExecutor(LocalExecutor):
 
 
 if __name__ == "__main__":
-    RecordingController(Path(sys.argv[1])).run()
+    try:
+        RecordingController(Path(sys.argv[1])).run()
+    except KeyboardInterrupt:  # cancelled: the tasks were stopped (submitit's kill_tasks); the launcher says so
+        sys.exit(130)

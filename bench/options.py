@@ -14,10 +14,21 @@ def csv_list(s: str) -> tuple[str, ...]:
 
 
 def seed_list(s: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(p) for p in csv_list(s))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds are comma-separated integers, got {s!r}") from None
+    """``0,1,2``, ``0-19`` (a range, both ends included) or both (``0-4,10``); anything else is one ``ConfigError``
+    line (range checks of each seed come later, with the run's)."""
+    seeds: list[int] = []
+    for part in csv_list(s):
+        lo, dash, hi = part.partition("-")
+        try:  # a range lo-hi; a leading '-' is a negative seed, refused later as out of range
+            ends = (int(lo), int(hi)) if dash and lo else (int(part), int(part))
+        except ValueError:
+            raise ConfigError(
+                f"--seeds takes comma-separated integers or ranges low-high (e.g. 0,1,2 or 0-19), got {s!r}"
+            ) from None
+        if ends[1] < ends[0]:
+            raise ConfigError(f"--seeds range {part!r} is empty (write it low-high)")
+        seeds += range(ends[0], ends[1] + 1)
+    return tuple(seeds)
 
 
 def refuse_empty(a: argparse.Namespace, *names: str) -> None:

@@ -69,26 +69,97 @@ def record_path(name: str, runs_dir: str | os.PathLike | None = None) -> Path:
     return records_dir(runs_dir) / f"{name}.json"
 
 
-def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The record at ``path``, or None when it is missing, unreadable or not a JSON object."""
+RECORD_STATUSES = ("running", *DONE, *FAILED)
+_NUMBER = (int, float)
+RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(
+        (
+            "id",
+            "config_hash",
+            "dataset",
+            "method",
+            "arch",
+            "arch_full",
+            "group",
+            "profile",
+            "job_type",
+            "protocol",
+            "setting",
+            "host",
+            "git_commit",
+            "started",
+            "finished",
+            "error",
+            "traceback",
+            "device",
+            "peak_mem_kind",
+        ),
+        (str,),
+    ),
+    **dict.fromkeys(("seed", "epochs", "epochs_done", "world_size"), (int,)),
+    **dict.fromkeys(("test_acc", "train_time_s", "peak_mem_bytes", "finished_ts"), _NUMBER),
+    **dict.fromkeys(("test", "config", "rule_sources", "versions", "labels", "sweep"), (dict,)),
+    "history": (list,),
+    **dict.fromkeys(("tuned", "compiled"), (bool,)),
+}
+"""The record's schema beside ``name`` and ``status``: the type of each field a reader (grid, report, ledger) uses;
+a field may be missing or null."""
+
+
+def record_problem(rec: Any) -> str | None:
+    """Why ``rec`` is not a run record (None: it is one): not an object, no ``name`` string, no known ``status``, a
+    field of the wrong type (``RECORD_FIELDS``), test values that are not numbers, history rows that are not
+    objects."""
+    if not isinstance(rec, dict):
+        return f"not a JSON object ({type(rec).__name__})"
+    if not isinstance(rec.get("name"), str) or not rec["name"]:
+        return "no run name"
+    if rec.get("status") not in RECORD_STATUSES:
+        return f"status {rec.get('status')!r} is none of {', '.join(RECORD_STATUSES)}"
+    for key, types in RECORD_FIELDS.items():
+        v = rec.get(key)
+        if v is not None and (not isinstance(v, types) or (isinstance(v, bool) and bool not in types)):
+            return f"{key} is {type(v).__name__}, not {' or '.join(t.__name__ for t in types)}"
+    for k, v in (rec.get("test") or {}).items():
+        if v is not None and (not isinstance(v, _NUMBER) or isinstance(v, bool)):
+            return f"test value {k!r} is {type(v).__name__}, not a number"
+    if not all(isinstance(row, dict) for row in rec.get("history") or []):
+        return "a history row is not an object"
+    return None
+
+
+def check_record(path: str | os.PathLike) -> tuple[dict[str, Any] | None, str | None]:
+    """(the record at ``path``, None), or (None, why it is not one); (None, None) when there is no file."""
     try:
         rec = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return rec if isinstance(rec, dict) else None
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as e:
+        return None, f"unreadable or not JSON ({type(e).__name__})"
+    why = record_problem(rec)
+    return (None, why) if why else (rec, None)
+
+
+def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The record at ``path``, or None when it is missing, unreadable or does not fit the record's schema
+    (``record_problem``)."""
+    return check_record(path)[0]
 
 
 def load_record(name: str, runs_dir: str | os.PathLike | None = None) -> dict[str, Any] | None:
     return read_record(record_path(name, runs_dir))
 
 
-def iter_records(runs_dir: str | os.PathLike) -> list[tuple[Path, dict[str, Any]]]:
-    """Every readable record of a runs folder (attempts and damaged files left out), sorted by file name."""
+def iter_records(runs_dir: str | os.PathLike, on_skip=None) -> list[tuple[Path, dict[str, Any]]]:
+    """Every record of a runs folder that fits the schema (attempts left out), sorted by file name; each file left
+    out is passed to ``on_skip(path, why)``."""
     out = []
     for f in sorted((Path(runs_dir) / "records").glob("*.json")):
-        rec = read_record(f)
-        if rec is not None and rec.get("name"):
+        rec, why = check_record(f)
+        if rec is not None:
             out.append((f, rec))
+        elif why and on_skip is not None:
+            on_skip(f, why)
     return out
 
 
@@ -286,10 +357,15 @@ class CellClaim:
                 pass
 
     def release(self) -> None:
+        """Stop the heartbeat and remove the claim. Never raises: a claim that cannot be removed (a folder turned
+        read-only) goes stale once its heartbeat stops, and the error that ended the run is the one to see."""
         self._stop.set()
         info = read_claim(self.path)
         if info is not None and info.token == self.token:
-            self.path.unlink(missing_ok=True)
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:
+                pass
 
 
 def _take_over(path: Path, stale: ClaimInfo) -> bool:

@@ -517,39 +517,83 @@ def _run(cfg: RunConfig, res: Resolved) -> RunResult:
             }
         )
         if trainer.global_rank == 0:
-            _finish_logger(logger, record, cfg.runs_dir)
-            path = _store(path, record, logger)
+            path = _store(path, record, logger, cfg.runs_dir)
     return RunResult(res.name, status, record["test_acc"], record, path)
 
 
 class RecordWriteError(BenchError):
-    """The run ended but its record could not be written (full or read-only disk)."""
+    """The run ended but its record could not be written (full or read-only disk): the disk's state, exit 1."""
+
+    exit_code = 1
 
 
-def _store(path: Path, record: dict[str, Any], logger) -> Path:
-    """Write the attempt's record (see ``bench.records.save_attempt``); when that is impossible, say where the
-    metrics survive (the W&B run file, which the report reads when no record holds the run)."""
+def _store(path: Path, record: dict[str, Any], logger, runs_dir: str | None = None) -> Path:
+    """Write the attempt's record first (``bench.records.save_attempt``), then finish W&B: nothing that can fail
+    after training (W&B's service, a lost connection) comes before the record. A W&B failure is one warning line
+    and never replaces the run's outcome. When the record cannot be written, the error says where the result
+    survives: the W&B run file when it verifiably holds it (the report reads it then), else the result itself."""
     try:
-        return save_attempt(path, record)
+        saved, failed = save_attempt(path, record), None
     except OSError as e:
-        where = (
-            f"its metrics are in the W&B run {_wandb_file(logger)}, which `make report` reads"
-            if logger is not None
-            else "W&B was disabled, so its metrics are lost"
+        saved, failed = None, e
+    try:
+        _finish_logger(logger, record, runs_dir)
+    except Exception as e:  # noqa: BLE001 - W&B's own failure (its service died of the same signal, a full disk)
+        held = f"its record {saved} holds the result" if saved is not None else "its record could not be written"
+        print(
+            f"warning: W&B could not finish run {record['name']} ({type(e).__name__}: {e}); {held}",
+            file=sys.stderr,
+            flush=True,
         )
-        raise RecordWriteError(
-            f"run {record['name']} ended {record['status']} (test acc {record['test_acc']}) but "
-            f"its record {path} could not be written: {e.strerror or e}; {where}; free space "
-            "and launch again to redo it"
-        ) from None
+    if failed is None:
+        return saved
+    run_file = _wandb_file(logger) if logger is not None else None
+    if run_file is not None and _wandb_holds(run_file, record):
+        where = f"its metrics are in the W&B run {run_file}, which `make report` reads"
+    else:
+        import json
+
+        from bench.records import json_default
+
+        why = (
+            "W&B was disabled"
+            if logger is None
+            else f"the W&B run {run_file or 'file'} does not hold it (cut short or unfinished)"
+        )
+        result = {k: record.get(k) for k in ("status", "test", "epochs", "epochs_done", "train_time_s")}
+        result["val_acc"] = [row.get("val/acc") for row in record.get("history") or []]
+        where = f"{why}, so here is its result: {json.dumps(result, default=json_default)}"
+    raise RecordWriteError(
+        f"run {record['name']} ended {record['status']} (test acc {record['test_acc']}) but "
+        f"its record {path} could not be written: {failed.strerror or failed}; {where}; free space (or make "
+        "the folder writable) and launch again to redo it"
+    ) from None
 
 
-def _wandb_file(logger) -> str:
+def _wandb_file(logger) -> str | None:
     try:
         exp = logger.experiment
         return str(Path(exp.dir).parent / f"run-{exp.id}.wandb")
     except Exception:  # noqa: BLE001 - only for a message
-        return "file"
+        return None
+
+
+def _wandb_holds(run_file: str, record: dict[str, Any]) -> bool:
+    """Whether the W&B run file holds the run's result as the report would read it in place of the record: the
+    run finished, with this record's config hash, a final status and the same test accuracy."""
+    from bench.wandb_io import read_wandb_file
+
+    try:
+        wb = read_wandb_file(run_file)
+    except Exception:  # noqa: BLE001 - missing, cut short, not a W&B file
+        return False
+    return (
+        wb.finished
+        and record["status"] in DONE
+        and wb.summary.get("status") == record["status"]
+        and (wb.config.get("meta") or {}).get("config_hash") == record["config_hash"]
+        and wb.summary.get("test/acc") == record["test_acc"]
+    )
 
 
 def _epoch_lines():
@@ -676,4 +720,4 @@ def _wait_until_written(run_file: Path, timeout: float = 60.0) -> None:
         except (OSError, ValueError):
             pass
         time.sleep(0.1)
-    warnings.warn(f"W&B has not finished writing {run_file} after {timeout:.0f} s", stacklevel=2)
+    print(f"warning: W&B has not finished writing {run_file} after {timeout:.0f} s", file=sys.stderr, flush=True)

@@ -143,22 +143,86 @@ def iter_offline_runs(root: str | Path) -> Iterator[WandbRun]:
             yield WandbRun(id=f.stem, name=f.parent.name, path=str(f), damaged=True)
 
 
-def iter_api_runs(entity_project: str) -> Iterator[WandbRun]:
-    """Runs of ``ENTITY/PROJECT`` through the W&B API (needs a configured account and network)."""
+API_TIMEOUT = 30.0
+"""Seconds the W&B API may take to answer the first request (``$BENCH_WANDB_TIMEOUT``)."""
+
+
+def _api_error(entity_project: str, e: BaseException):
+    from bench.errors import BenchError
+
+    lines = str(e).strip().splitlines()
+    return BenchError(
+        f"cannot read W&B project {entity_project}: {type(e).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+        + " (a W&B account (wandb login) and network are needed; or pass a runs folder as --source)"
+    )
+
+
+def _first_page(entity_project: str, timeout: float):
+    """The W&B API's run iterator for ``entity_project`` and its first run (None: no runs), fetched in a helper
+    thread so that no network, a busy W&B service or a missing account is a ``BenchError`` after at most
+    ``timeout`` seconds, not a traceback after a minute."""
+    import threading
+
     import wandb
 
-    api = wandb.Api(timeout=60)
-    for r in api.runs(entity_project):
-        history = [{k: v for k, v in row.items() if not k.startswith("_")} for row in r.scan_history()]
-        yield WandbRun(
-            id=r.id,
-            name=r.name,
-            project=r.project,
-            group=r.group or "",
-            config={k: v for k, v in r.config.items() if not k.startswith("_")},
-            summary={k: v for k, v in dict(r.summary).items() if not k.startswith("_")},
-            history=history,
-            finished=r.state in ("finished", "failed", "crashed"),
-            exit_code=0 if r.state == "finished" else 1,
-            path=r.url,
+    from bench.errors import BenchError
+
+    box: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            runs = iter(wandb.Api(timeout=max(1, int(timeout))).runs(entity_project))
+            box["ok"] = (runs, next(runs, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            box["error"] = e
+
+    t = threading.Thread(target=connect, daemon=True, name="wandb-api")
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise BenchError(
+            f"W&B did not answer within {timeout:.0f} s for {entity_project} (no network, or its service is "
+            "busy); pass a runs folder as --source, or raise $BENCH_WANDB_TIMEOUT"
         )
+    if "error" in box:
+        raise _api_error(entity_project, box["error"]) from None
+    return box["ok"]
+
+
+def iter_api_runs(entity_project: str, timeout: float | None = None) -> Iterator[WandbRun]:
+    """Runs of ``ENTITY/PROJECT`` through the W&B API (needs a configured account and network). A project that
+    cannot be read (no account, no network, no such project) is a ``BenchError``; the first answer is awaited at
+    most ``timeout`` seconds (default ``$BENCH_WANDB_TIMEOUT`` or ``API_TIMEOUT``)."""
+    import os
+
+    if timeout is None:
+        timeout = float(os.environ.get("BENCH_WANDB_TIMEOUT") or API_TIMEOUT)
+    runs, first = _first_page(entity_project, timeout)
+    if first is None:
+        return
+    try:
+        yield from (_api_run(r) for r in _chain(first, runs))
+    except Exception as e:  # noqa: BLE001 - a lost connection mid-listing: one line
+        raise _api_error(entity_project, e) from None
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _api_run(r) -> WandbRun:
+    """One W&B API run as a ``WandbRun``."""
+    history = [{k: v for k, v in row.items() if not k.startswith("_")} for row in r.scan_history()]
+    return WandbRun(
+        id=r.id,
+        name=r.name,
+        project=r.project,
+        group=r.group or "",
+        config={k: v for k, v in r.config.items() if not k.startswith("_")},
+        summary={k: v for k, v in dict(r.summary).items() if not k.startswith("_")},
+        history=history,
+        finished=r.state in ("finished", "failed", "crashed"),
+        exit_code=0 if r.state == "finished" else 1,
+        path=r.url,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -142,8 +143,12 @@ def record_run(record: dict, path: str = "") -> WandbRun:
     )
 
 
+def _skipped(path: Path, why: str) -> None:
+    print(f"note: skipped {path}: not a run record ({why})", file=sys.stderr)
+
+
 def iter_record_runs(root: str | Path) -> Iterable[WandbRun]:
-    for f, rec in iter_records(root):
+    for f, rec in iter_records(root, on_skip=_skipped):
         yield record_run(rec, str(f))
 
 

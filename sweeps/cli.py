@@ -105,6 +105,10 @@ def build_specs(a: argparse.Namespace, out=None) -> list:
         get_rule(m)
     if len(names) > 1 and (a.space or a.study_name):
         raise ConfigError("--space and --study-name need a single --method")
+    if a.study_name is not None:
+        from sweeps.study import safe_study_name
+
+        safe_study_name(a.study_name)  # it becomes a folder name (runs/sweeps/<name>/, the figures' folder)
     num_classes = get_dataset_info(a.dataset).num_classes
     fields = run_fields(a)
     if (

@@ -12,7 +12,9 @@ REPORTS_OUT = PROJECT_ROOT / "reports" / "out"
 
 
 def figures_dir(study_name: str, root: str | os.PathLike | None = None) -> Path:
-    return Path(root or os.environ.get("BENCH_REPORTS_DIR") or REPORTS_OUT) / "sweeps" / study_name
+    from sweeps.study import safe_study_name  # a name read from a shared storage is a path here
+
+    return Path(root or os.environ.get("BENCH_REPORTS_DIR") or REPORTS_OUT) / "sweeps" / safe_study_name(study_name)
 
 
 def write_figures(study, root: str | os.PathLike | None = None) -> tuple[list[Path], list[str]]:

@@ -33,6 +33,7 @@ from sweeps.study import (
     StudySpec,
     defaults_trial,
     read_spec,
+    safe_study_name,
     show_params,
 )
 
@@ -228,7 +229,7 @@ def run_sweep(
         else:
             from bench.paths import runs_root
 
-            folder = runs_root((env or {}).get("runs_dir")) / "sweeps" / name / "submitit"
+            folder = runs_root((env or {}).get("runs_dir")) / "sweeps" / safe_study_name(name) / "submitit"
             jobs = _submit(executor, storage, name, plan, options, slurm, folder, out)
             if not wait:
                 result.submitted = [j.job_id for j in jobs]
@@ -292,7 +293,7 @@ def transfer_check(study, spec: StudySpec, env: dict[str, Any] | None, out) -> d
         return None
     epochs = p.evaluation_epochs(spec.method)
     env = dict(env or {})
-    env["runs_dir"] = str(runs_root(env.get("runs_dir")) / "sweeps" / study.study_name / "transfer")
+    env["runs_dir"] = str(runs_root(env.get("runs_dir")) / "sweeps" / safe_study_name(study.study_name) / "transfer")
     run_settings = {k: v for k, v in spec.run.items() if k != "limit_train"}
     from bench.run import RunConfig
 

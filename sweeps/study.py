@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import socket
 import time
 import warnings
@@ -34,6 +35,22 @@ was enqueued with."""
 RUN_FIELDS = RUN_SETTINGS
 """RunConfig fields that change what a trial measures (part of the study's identity): the run settings of a run's
 identity (bench.run.RUN_SETTINGS)."""
+
+
+_STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,=+-]{0,199}")
+
+
+def safe_study_name(name: str) -> str:
+    """``name`` if it is fit to be one folder name (study names become ``runs/sweeps/<name>/`` and
+    ``reports/out/sweeps/<name>/``): letters, digits and ``_.,=+-``, no leading dot, no path separator, at most 200
+    characters. Names given on the command line and names read from a (shared) storage both pass here before any
+    path is built from them; anything else is refused in one line."""
+    if not isinstance(name, str) or not _STUDY_NAME.fullmatch(name):
+        raise ConfigError(
+            f"study name {name!r} cannot be a folder name: use letters, digits and _ . , = + - (no leading dot, "
+            "no / or \\, at most 200 characters)"
+        )
+    return name
 
 
 @dataclass
@@ -344,7 +361,7 @@ class Objective:
         enqueued = trial.user_attrs.get(DEFAULTS_ATTR)
         params = self.space.suggest(trial, only=set(enqueued) if isinstance(enqueued, list) else None)
         pruning = PruneOnValAcc(trial)
-        runs = str(runs_root(self.env.get("runs_dir")) / "sweeps" / self.study_name)
+        runs = str(runs_root(self.env.get("runs_dir")) / "sweeps" / safe_study_name(self.study_name))
         env = {**self.env, "runs_dir": runs}
         cfg = self.spec.run_config(
             params,

@@ -46,6 +46,16 @@ REFUSED = [
     (("grid", "--methods", "bp", "--accelerator", "foo"), "accelerator 'foo'"),
     (("sweep", "--method", "", "--trials", "2"), "--method needs a rule name"),
     (("sweep", "--method", "bp", "--limit-eval", "0"), "limit_eval must be >= 1"),
+    # issue 29, 5: 0 is a value, never "the default"
+    (("grid", "--methods", "bp", "--seeds", "0", "--epochs", "0"), "--epochs must be >= 1, got 0"),
+    (("sweep", "--method", "bp", "--trials", "0"), "--trials must be >= 1, got 0"),
+    (("sweep", "--method", "bp", "--epochs", "0"), "--epochs must be >= 1, got 0"),
+    # issue 29, 11: a bad --seeds is one line, not argparse's usage
+    (("grid", "--methods", "bp", "--seeds", "a"), "--seeds takes comma-separated integers or ranges low-high"),
+    (("grid", "--methods", "bp", "--seeds", "5-3"), "--seeds range '5-3' is empty"),
+    # issue 29, 7: a study name becomes a folder name
+    (("sweep", "--method", "bp", "--study-name", "../x"), "study name '../x' cannot be a folder name"),
+    (("sweep", "--method", "bp", "--study-name", "a/../../b"), "study name 'a/../../b' cannot be a folder name"),
 ]
 
 
@@ -81,6 +91,15 @@ def test_bad_values_are_refused_before_the_data_loads(tmp_path):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.count("\n") == 1 and "cannot load" not in proc.stderr, proc.stderr
     assert not list(runs.glob("records/*.json"))
+
+
+def test_grid_seeds_take_ranges(capsys):
+    """Issue 29, 11: ``--seeds 0-2,5`` is seeds 0, 1, 2 and 5."""
+    from bench.cli import main
+
+    assert main(["grid", "--methods", "bp", "--seeds", "0-2,5", "--no-tuned", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("grid: 4 runs:") and all(f"__s{s}__" in out for s in (0, 1, 2, 5)), out
 
 
 def test_run_takes_a_set_option_scoped_to_its_own_rule(capsys):
@@ -246,6 +265,165 @@ def test_a_disk_filling_up_while_a_command_works_is_one_line(tmp_path, monkeypat
     assert "index.md" in line and "the disk is full" in line, err
 
 
+def _mnist_run_args(data, runs, *extra: str) -> list[str]:
+    return [
+        "--dataset",
+        "mnist",
+        "--arch",
+        "mlp:8-C",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "40",
+        "--data-dir",
+        str(data),
+        "--runs-dir",
+        str(runs),
+        "--no-progress",
+        *extra,
+    ]
+
+
+def test_a_full_disk_at_the_record_write_prints_the_result_when_wandb_does_not_hold_it(
+    tiny_mnist, tmp_path, monkeypatch, capsys
+):
+    """Issue 29, 1: the disk fills during training, so W&B's run file is cut short (4096 bytes) and the record
+    write fails: the one error line must not send the user to that file; it carries the result itself (test
+    metrics, epochs), and the exit status is the README's for a disk that fills (1)."""
+    import errno
+    import json
+    import re
+    from pathlib import Path
+
+    import bench.run as br
+    from bench.cli import main
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    finish = br._finish_logger
+
+    def cut_short(logger, record, runs_dir=None):
+        finish(logger, record, runs_dir)
+        exp = logger.experiment
+        run_file = Path(exp.dir).parent / f"run-{exp.id}.wandb"
+        with open(run_file, "r+b") as f:
+            f.truncate(4096)
+
+    monkeypatch.setattr(br, "save_attempt", full)
+    monkeypatch.setattr(br, "_finish_logger", cut_short)
+    runs = tmp_path / "runs"
+    code = main(["run", *_mnist_run_args(tiny_mnist, runs, "--wandb", "offline")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert "No space left on device" in line and "its metrics are in the W&B run" not in line, err
+    assert "does not hold it" in line, line
+    result = json.loads(re.search(r"here is its result: (\{.*?\}); free space", line).group(1))
+    assert result["status"] == "completed" and result["epochs_done"] == 1 and result["epochs"] == 1, line
+    assert result["test"]["test/acc"] > 0 and len(result["val_acc"]) == 1, line
+    assert not list(runs.glob("records/*.json"))
+
+
+def test_a_wandb_finish_that_fails_never_loses_the_record(tiny_mnist, tmp_path, monkeypatch, capsys):
+    """Issue 29, 2: the record is written before W&B is finished; a failing ``wandb.finish`` (its service died of
+    the same SIGTERM: ConnectionResetError) is one warning line and never replaces the run's own outcome."""
+    import lightning.pytorch as pl
+    import wandb
+
+    from bench.errors import Interrupted
+    from bench.records import read_record
+    from bench.run import RunConfig, run
+
+    real = wandb.finish
+
+    def reset(*a, **k):
+        real(*a, **k)  # the run is closed in this process; only the error remains
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(wandb, "finish", reset)
+    common = dict(
+        dataset="mnist",
+        method="bp",
+        arch="mlp:8-C",
+        batch_size=40,
+        data_dir=str(tiny_mnist),
+        verify_data=False,
+        runs_dir=str(tmp_path / "runs"),
+        wandb="offline",
+        progress=False,
+    )
+    done = run(RunConfig(epochs=1, **common))
+    assert done.status == "completed" and read_record(done.record_path)["status"] == "completed"
+    assert "warning: W&B could not finish run" in capsys.readouterr().err
+
+    class Sigterm(pl.Callback):
+        def on_train_epoch_end(self, trainer, rule) -> None:
+            raise Interrupted(15)
+
+    with pytest.raises(Interrupted):
+        run(RunConfig(epochs=3, callbacks=[Sigterm()], **common))
+    recs = [read_record(f) for f in (tmp_path / "runs" / "records").glob("*.json")]
+    assert sorted(r["status"] for r in recs) == ["completed", "interrupted"], recs
+
+
+def test_a_records_folder_turned_read_only_names_the_record_not_the_claim(tiny_mnist, tmp_path, monkeypatch, capsys):
+    """Issue 29, 6: the records folder turns read-only while a grid cell trains: the record write fails and so
+    does the claim's release; the one error line is the record's (test accuracy, where the metrics are)."""
+    import errno
+    import pathlib
+
+    import bench.run as br
+    from bench.cli import main
+
+    def read_only(*_a, **_k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    unlink = pathlib.Path.unlink
+
+    def no_unlink(self, *a, **k):
+        if self.suffix == ".claim":
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return unlink(self, *a, **k)
+
+    monkeypatch.setattr(br, "save_attempt", read_only)
+    monkeypatch.setattr(pathlib.Path, "unlink", no_unlink)
+    args = _mnist_run_args(tiny_mnist, tmp_path / "runs", "--wandb", "disabled")
+    args[0] = "--datasets"
+    code = main(["grid", "--methods", "bp", "--seeds", "0", *args])
+    err = capsys.readouterr().err  # (in this process, loggers of earlier tests may complain of closed streams)
+    assert code == 1, err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert "Read-only file system" in line and ".claim" not in line and "test acc 0." in line, line
+    assert "W&B was disabled" in line and '"test": {"test/acc": ' in line, line
+
+
+def test_the_report_skips_records_that_do_not_fit_the_schema_in_one_line_each(tmp_path, capsys):
+    """Issue 29, 9: records with fields of the wrong type (or no status: a phantom ``crashed`` row) are skipped, one
+    line each; the report is built (exit 0) from the others."""
+    import json
+
+    from bench.cli import main
+    from bench.records import read_record
+    from reports.collect import collect_runs
+
+    records = tmp_path / "runs" / "records"
+    records.mkdir(parents=True)
+    bad = [{"name": "y", "test": "s"}, {"name": "y", "history": 5}, {"name": ["l"]}, {"name": "x"}]
+    bad += [{"name": "z", "status": "completed", "test": {"test/acc": "high"}}, {"name": "w", "status": "done"}]
+    for i, rec in enumerate(bad):
+        (records / f"bad{i}.json").write_text(json.dumps(rec))
+    good = {"name": "g", "status": "crashed", "config_hash": "abc", "test": {}, "history": [], "epochs": 1}
+    (records / "good.json").write_text(json.dumps(good))
+    assert all(read_record(records / f"bad{i}.json") is None for i in range(len(bad)))
+    code = main(["report", "--source", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 0 and "Traceback" not in err, err
+    skipped = [ln for ln in err.splitlines() if ln.startswith("note: skipped ")]
+    assert len(skipped) == len(bad) and all("not a run record" in ln for ln in skipped), err
+    assert list(collect_runs(str(tmp_path / "runs"))["name"]) == ["g"]
+
+
 def test_report_without_a_runs_folder_is_one_line(tmp_path):
     _one_line(
         _cli("report", "--source", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")),
@@ -253,6 +431,29 @@ def test_report_without_a_runs_folder_is_one_line(tmp_path):
         "no runs folder at",
         "make bench",
     )
+
+
+@pytest.mark.parametrize("key", [None, "0123456789abcdef0123456789abcdef01234567"], ids=["no-key", "a-key"])
+def test_a_wandb_source_that_cannot_be_read_is_one_line_after_a_bounded_wait(key, tmp_path):
+    """Issue 29, 8: ``--source wandb:...`` with no account, no network or no such project: one line, exit 2, and
+    the wait for W&B's first answer is bounded ($BENCH_WANDB_TIMEOUT)."""
+    import time
+
+    env = {"WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"), "BENCH_WANDB_TIMEOUT": "8", "WANDB_MODE": "online"}
+    env.pop("WANDB_API_KEY", None) if key is None else env.update(WANDB_API_KEY=key)
+    base = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "report", "--source", "wandb:nobody/nothing", "--out", str(tmp_path / "o")],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env={**base, **env},
+        timeout=120,
+    )
+    _one_line(proc, 2, "W&B", "nobody/nothing")
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert time.monotonic() - t0 < 45, proc.stderr
 
 
 def test_report_into_a_read_only_folder_is_one_line(tmp_path):
@@ -361,6 +562,23 @@ def test_an_export_never_replaces_a_larger_budget_or_another_protocol_unless_for
     assert export(big)[0] == 0.845  # a larger budget under the same protocol replaces the small one
     acc, out = export(["--epochs", "3", "--limit-train", "10000"])
     assert acc == 0.86 and "replaced val/acc 0.8450" in out
+
+
+def test_a_study_name_read_from_storage_is_never_a_path_outside_the_folders(tmp_path):
+    """Issue 29, 7: a shared storage may hold a study named ``../../elsewhere``: a figure, trial or transfer folder
+    is never built from it (one line, exit 2 in the CLI), and nothing is written outside."""
+    import optuna
+
+    from bench.errors import ConfigError
+    from sweeps.figures import figures_dir, write_figures
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="../../elsewhere")
+    root = tmp_path / "a" / "b"
+    with pytest.raises(ConfigError, match=r"study name '\.\./\.\./elsewhere' cannot be a folder name"):
+        write_figures(study, root)
+    assert not (tmp_path / "a" / "elsewhere").exists() and not root.exists()
+    assert figures_dir("fashion_mnist__bp__mlp-1024-C__e5__b8ab1628", root).parent == root / "sweeps"
 
 
 # ----------------------------------------------------------------------------------------------- workers (item 5)

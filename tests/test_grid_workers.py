@@ -303,6 +303,41 @@ def test_a_killed_worker_loses_only_its_cell(mnist_dir, tmp_path):
         assert recs[n]["id"] == r["id"] and attempts(runs, n) == 1
 
 
+def test_a_grid_whose_workers_are_killed_exits_non_zero(mnist_dir, tmp_path):
+    """Issue 29, 4: both local workers killed with SIGKILL mid-run: the launch names how they died, leaves its cells
+    pending and exits non-zero (0 only when every cell is completed or diverged)."""
+    runs = tmp_path / "runs"
+    p = subprocess.Popen(
+        grid_args(mnist_dir, runs, "--executor", "local", "--workers", "2", epochs=300),
+        env=env1(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        pids = _wait_for(lambda: (lambda fs: fs if len(fs) == 2 else None)(list(runs.glob("grid/*/worker-*.pid"))))
+        _wait_for(lambda: len(list((runs / "records").glob("*.claim"))) == 2)
+        for f in pids:
+            os.kill(int(f.read_text()), signal.SIGKILL)
+        out = p.communicate(timeout=300)[0]
+    finally:
+        p.kill()
+    assert p.returncode == 1, out
+    assert out.count("killed by signal 9 (SIGKILL)") == 2 and "4 pending" in out and "Traceback" not in out, out
+
+
+def test_two_launches_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    """Issue 29, 3: the launch folder (submitit's files, the workers' pid files) is unique per launch, even for two
+    launches started in the same second (the pid files of one would else be overwritten by the other's)."""
+    import time as _time
+
+    from bench.grid import launch_folder
+
+    monkeypatch.setattr(_time, "strftime", lambda *_a: "20260101-000000")
+    a, b = launch_folder(str(tmp_path)), launch_folder(str(tmp_path))
+    assert a != b and a.parent == b.parent == tmp_path / "grid" and a.name.startswith("20260101-000000")
+
+
 def test_a_killed_rerun_keeps_the_completed_record(mnist_dir, tmp_path):
     """Issue repro: a completed run, the same run again killed with SIGKILL mid-training: the result stays."""
     runs = tmp_path / "runs"
@@ -388,6 +423,33 @@ def test_a_signal_stops_local_workers_too(mnist_dir, tmp_path):
     assert p.returncode == 143, out
     (rec,) = _wait_for(lambda: list(records(runs).values()), timeout=30)
     assert rec["status"] == "interrupted" and "grid results:" in out
+
+
+def test_ctrl_c_on_local_workers_is_one_line(mnist_dir, tmp_path):
+    """Issue 29, 10: Ctrl-C reaches the whole process group (launcher, submitit controllers, workers): the launch
+    prints one ``interrupted`` line and no traceback (the controllers' KeyboardInterrupt), each running cell is
+    recorded interrupted, exit 130."""
+    runs = tmp_path / "runs"
+    p = subprocess.Popen(
+        grid_args(mnist_dir, runs, "--executor", "local", "--workers", "2", epochs=300),
+        env=env1(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        _wait_for(lambda: len(list((runs / "records").glob("*.claim"))) == 2)
+        _wait_for(lambda: sum("== attempt of" in f.read_text() for f in (runs / "logs").glob("*.log")) == 2)
+        os.killpg(p.pid, signal.SIGINT)
+        out = p.communicate(timeout=180)[0]
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    assert out.count("interrupted (SIGINT)") == 1, out
+    assert sorted(r["status"] for r in records(runs).values()) == ["interrupted", "interrupted"], out
 
 
 # ------------------------------------------------------------------------------------------------ SLURM
