@@ -264,8 +264,8 @@ class ForwardGradient(LearningRule):
                 f"{self.name}: {arch.short} has one block; forward gradient estimates the blocks below "
                 "the last, so give it at least one hidden layer (e.g. mlp:256-C)"
             )
-        self._units = [self._block_units(k, b) for k, b in enumerate(blocks[:-1])]
-        self._block_mods = [list(dict.fromkeys(m for m, _, _ in units)) for units in self._units]
+        self._unit_names = [[(m, pname) for m, pname, _ in self._block_units(k, b)] for k, b in enumerate(blocks[:-1])]
+        self._block_mods = [list(dict.fromkeys(m for m, _ in units)) for units in self._unit_names]
         shapes = self._block_shapes()
         net_bn = any(isinstance(m, _BN) for m in self.net.modules())
         aux_bn = net_bn if cfg.aux_bn is None else cfg.aux_bn
@@ -311,6 +311,14 @@ class ForwardGradient(LearningRule):
         )
 
     # ---------------------------------------------------------------- structure
+    @property
+    def _units(self) -> list[list[tuple[nn.Module, str, nn.Parameter]]]:
+        """(module, parameter name, parameter) of every trainable tensor of each block below the last. The parameter
+        is looked up at each call, not kept: ``.to()`` may replace a module's parameters by new objects (it does for
+        a move to the meta device, and under ``torch.__future__.set_swap_module_params_on_conversion``), and a kept
+        reference would then point at the old tensors on the old device."""
+        return [[(m, pname, getattr(m, pname)) for m, pname in units] for units in self._unit_names]
+
     def _block_units(self, k: int, block: nn.Module) -> list[tuple[nn.Module, str, nn.Parameter]]:
         """(module, parameter name, parameter) of every trainable tensor of block k, checked to be supported."""
         units, seen = [], set()

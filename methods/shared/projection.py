@@ -348,18 +348,25 @@ def _factored_indices(batch: int, r: int, nested: bool, device) -> tuple:
     ``nested``), and for the per-column Bartlett factors the strictly lower (j, n, m), m < n < j, and diagonal
     (j, n), n < j, entries (None when not nested)."""
     key = (batch, r, nested, str(device))
-    if key not in _INDICES:
-        n, j = torch.meshgrid(torch.arange(batch), torch.arange(r), indexing="ij")
-        keep = (j <= n) if nested else torch.ones_like(n, dtype=torch.bool)
+    if key not in _INDICES:  # built on the device from sizes alone: no mask indexing (a host sync on a GPU)
+        if nested:
+            n, j = torch.tril_indices(batch, r, device=device)  # j <= n
+        else:
+            n = torch.arange(batch, device=device).repeat_interleave(r)
+            j = torch.arange(r, device=device).repeat(batch)
         lf = diag = None
         if nested and r > 1:
-            jj, nn, mm = torch.meshgrid(torch.arange(r), torch.arange(batch), torch.arange(batch), indexing="ij")
-            low = (mm < nn) & (nn < jj)
-            lf = tuple(t[low].to(device) for t in (jj, nn, mm))
-            jd, nd = torch.meshgrid(torch.arange(r), torch.arange(batch), indexing="ij")
-            d = nd < jd
-            diag = (jd[d].to(device), nd[d].to(device))
-        _INDICES[key] = (n[keep].to(device), j[keep].to(device), lf, diag)
+            jd, nd = torch.tril_indices(r, r, -1, device=device)  # n < j
+            diag = (jd, nd)
+            # the pairs m < n < j of column j are the first j(j-1)/2 of tril_indices(r, r, -1) (rows in order)
+            pn, pm = torch.tril_indices(r, r, -1, device=device)
+            counts = [c * (c - 1) // 2 for c in range(r)]
+            lf = (
+                torch.cat([torch.full((c,), col, device=device, dtype=torch.long) for col, c in enumerate(counts)]),
+                torch.cat([pn[:c] for c in counts]),
+                torch.cat([pm[:c] for c in counts]),
+            )
+        _INDICES[key] = (n, j, lf, diag)
     return _INDICES[key]
 
 
