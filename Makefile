@@ -22,7 +22,7 @@ STORAGE ?=
 EXECUTOR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data bench paper run report test test-fast lint perf perf-grid clean sweep sweep-all efficiency
+.PHONY: help venv data bench paper run report test test-fast lint perf perf-grid doctor clean sweep sweep-all efficiency
 
 help: ## list the targets and the variables they take
 	@echo "Targets:"
@@ -86,6 +86,9 @@ efficiency: $(STAMP) ## memory, FLOPs and samples/s of one training step per rul
 
 perf: $(STAMP) data ## seconds per epoch and per step of every rule of METHODS beside BP (ARCH: the shared shape), and of the harness beside a plain loop
 	$(PY) -m bench perf --methods $(METHODS) $(if $(ARCH),--arch '$(ARCH)') $(if $(DATASETS_GIVEN),--dataset $(DATASET)) $(ARGS)
+
+doctor: $(STAMP) data ## every rule of METHODS for a few dozen steps on this machine's accelerator (CUDA, else CPU): eager, compiled, 2 workers per device, DDP on 2 GPUs; a table, exit 0 when all ok (ARGS='--steps 48 --modes eager,workers')
+	$(PY) -m bench doctor --methods $(METHODS) $(ARGS)
 
 perf-grid: $(STAMP) data ## wall time of a small grid (8 short BP/FA runs) inline vs EXECUTOR=local vs slurm, WORKERS=2
 	$(PY) -m bench perf-grid $(if $(filter-out file,$(origin WORKERS)),--workers $(WORKERS)) $(ARGS)

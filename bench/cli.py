@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {list,run,grid,report,data,perf,efficiency,sweep,claims}``.
+"""Command line: ``python -m bench {list,run,grid,report,data,perf,doctor,efficiency,sweep,claims}``.
 
 User errors print one line and exit 2."""
 
@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
 
     sub.add_parser("perf", help="harness vs plain PyTorch seconds per epoch", add_help=False)
+    sub.add_parser(
+        "doctor",
+        help="every rule for a few dozen steps on this machine's accelerator: eager, compiled, two workers per "
+        "device, DDP (make doctor)",
+        add_help=False,
+    )
     sub.add_parser(
         "perf-grid", help="wall time of a small grid inline vs local workers vs SLURM (make perf-grid)", add_help=False
     )
@@ -343,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.perf import main as perf_main
 
         return perf_main(argv[1:])
+    if argv[:1] == ["doctor"]:
+        from bench.doctor import main as doctor_main
+
+        return doctor_main(argv[1:])
     if argv[:1] == ["perf-grid"]:
         from bench.perf_grid import main as perf_grid_main
 

@@ -222,11 +222,13 @@ def build_config(cls: type, overrides: Mapping[str, Any] | None = None, *, owner
 
 def config_to_dict(cfg: Any, *, identity: bool = False) -> dict[str, Any]:
     """Plain JSON-friendly dict of a config dataclass (tuples become lists). ``identity``: leave out diagnostic fields
-    (``metadata={"diagnostic": True}``) at their default, so adding one never changes existing run hashes."""
+    (``metadata={"diagnostic": True}``) at their default, so adding one never changes existing run hashes, and the
+    fields the config's own ``identity_omits()`` names (where one has no effect on the numbers for its settings)."""
     out = {}
+    omit = cfg.identity_omits() if identity and hasattr(cfg, "identity_omits") else set()
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
-        if identity and f.metadata.get("diagnostic") and v == f.default:
+        if identity and (f.name in omit or (f.metadata.get("diagnostic") and v == f.default)):
             continue
         out[f.name] = list(v) if isinstance(v, tuple) else v
     return out

@@ -68,8 +68,16 @@ class RandomGuess(Guess):
         self.kind = kind
 
     def weight(self, fg, k, taps, hk, y, local):
-        n = hk.shape[0]
-        return [pj.PerSample(pj.random_directions(self.kind, (n, *p.shape), p.device)) for _, _, p in fg._units[k]]
+        n, fast, out = hk.shape[0], fg.config.fast_guesses, []
+        for m, pname, p in fg._units[k]:
+            x = taps.inp.get(m)
+            if fast and isinstance(m, torch.nn.Linear) and pname == "weight" and x is not None and x.dim() == 2:
+                # factored per-sample Gaussian (exact in law); rademacher: its constant norm out·in (approximate)
+                norm = None if self.kind == "gaussian" else float(p.numel())
+                out.append(pj.FactoredGaussian(x.detach(), p.shape[0], fixed_sqnorm=norm))
+            else:
+                out.append(pj.PerSample(pj.random_directions(self.kind, (n, *p.shape), p.device)))
+        return out
 
     def activity(self, fg, k, hk, y, local):
         return pj.random_directions(self.kind, tuple(hk.shape), hk.device)

@@ -69,6 +69,7 @@ Target = Literal["global", "local"]
 Space = Literal["weight", "activity"]
 Projection = Literal["auto", "normalized", "unnormalized"]
 Derivative = Literal["auto", "jvp", "backward"]
+GuessSampler = Literal["auto", "exact", "fast"]
 AuxKind = Literal["linear", "mlp", "cnn"]
 
 RANDOM = tuple(name for name, g in GUESSES.items() if g.random)
@@ -96,6 +97,12 @@ class FGConfig(RuleConfig):
     derivative: Derivative = "auto"
     """How ⟨t_n, v_n⟩ is computed: jvp (forward mode), backward (two reverse passes), auto (jvp for random
     guesses on BatchNorm-free networks)."""
+    guess_sampler: GuessSampler = "auto"
+    """How random weight-space guesses of Linear weights are drawn: exact (a dense guess per sample for every
+    weight, batch x parameters numbers, as the authors' code), fast (factored per sample, batch x out x min(batch, in)
+    numbers plus one weight-sized draw: exact in distribution for gaussian, an approximation for rademacher: a
+    Gaussian guess with the Rademacher guess's norm, same mean, not the same covariance), auto (fast for gaussian,
+    exact for rademacher). Biases, conv and BatchNorm tensors are always drawn per sample."""
     eps: float = 1e-16
     """ε in the normalised projection."""
     aux: AuxKind = "mlp"
@@ -125,6 +132,11 @@ class FGConfig(RuleConfig):
                 f"guess={self.guess} is deterministic, so num_guesses={self.num_guesses} would repeat "
                 "the same guess; use num_guesses=1 or a random/ntk guess"
             )
+        if self.guess_sampler != "auto" and self.guess not in RANDOM:
+            raise ConfigError(
+                f"guess_sampler={self.guess_sampler} applies to random guesses (gaussian, rademacher), not "
+                f"guess={self.guess}; leave it at auto"
+            )
         if not (math.isfinite(self.eps) and self.eps >= 0):
             raise ConfigError(f"eps must be a finite number >= 0, got {self.eps}")
         if self.aux_width < 0 or self.aux_depth < 1 or self.aux_pool < 1:
@@ -132,6 +144,16 @@ class FGConfig(RuleConfig):
                 f"aux_width must be >= 0, aux_depth >= 1 and aux_pool >= 1; got {self.aux_width}, "
                 f"{self.aux_depth}, {self.aux_pool}"
             )
+
+    @property
+    def fast_guesses(self) -> bool:
+        """Random weight-space guesses of Linear weights are drawn factored (``guess_sampler``; auto: gaussian)."""
+        return self.guess_sampler == "fast" or (self.guess_sampler == "auto" and self.guess == "gaussian")
+
+    def identity_omits(self) -> set[str]:
+        """``guess_sampler`` joins a run's identity only where it changes the numbers from the per-sample draws (the
+        factored sampler of random weight-space guesses): runs of every other setting keep their hashes."""
+        return set() if self.guess in RANDOM and self.space == "weight" and self.fast_guesses else {"guess_sampler"}
 
 
 class _Taps:
@@ -200,15 +222,27 @@ class ForwardGradient(LearningRule):
         # block k < L: a JVP from block k to the loss carries the tangent of its guess (one product per layer from k
         # up); ĝ = Σ_n c_n v_n (one weight-sized product); the last block gets its true ΔW
         tangents = [min(layer, L - 1) for layer in range(1, L + 1)]
+        matvecs = [1 + t + 1 for t in tangents]
+        # a guess per sample for every parameter of blocks 1..L-1 (weights and biases)
+        draws = sum((dims[i] + 1) * dims[i + 1] for i in range(L - 1))
+        stored = max(dims[i] * dims[i + 1] for i in range(L - 1))
+        note = "per-sample weight guess of one block + primal and tangent activations"
+        if config.fast_guesses:  # FactoredGaussian, priced at the harness's default batch (its costs depend on B)
+            B = MODEL_BATCH
+            fast = [_factored_cost(dims[i], dims[i + 1], B) for i in range(L - 1)]
+            for i, (tangent, estimate, _, _) in enumerate(fast):
+                matvecs[i] = 1 + (tangents[i] - 1 + tangent) + estimate
+            draws = sum(d + dims[i + 1] for i, (_, _, d, _) in enumerate(fast))  # + the biases' per-sample draws
+            stored = max(st for _, _, _, st in fast)
+            note = f"factored per-sample guess (guess_sampler=fast, batch {B}) + primal and tangent activations"
         # forward passes: the forward one, plus the JVPs as fractions of a pass (block k's covers L - k + 1 layers)
         return CostModel(
             1 + (L * (L + 1) / 2 - 1) / L,
             0,
-            [1 + t + 1 for t in tangents],
-            max(dims[i] * dims[i + 1] for i in range(L - 1)) + 2 * widest_input,
-            # a guess per sample for every parameter of blocks 1..L-1 (weights and biases)
-            draws=sum((dims[i] + 1) * dims[i + 1] for i in range(L - 1)),
-            note="per-sample weight guess of one block + primal and tangent activations",
+            matvecs,
+            stored + 2 * widest_input,
+            draws=round(draws),
+            note=note,
         )
 
     default_arch = "mlp:128-128-C"
@@ -230,8 +264,8 @@ class ForwardGradient(LearningRule):
                 f"{self.name}: {arch.short} has one block; forward gradient estimates the blocks below "
                 "the last, so give it at least one hidden layer (e.g. mlp:256-C)"
             )
-        self._units = [self._block_units(k, b) for k, b in enumerate(blocks[:-1])]
-        self._block_mods = [list(dict.fromkeys(m for m, _, _ in units)) for units in self._units]
+        self._unit_names = [[(m, pname) for m, pname, _ in self._block_units(k, b)] for k, b in enumerate(blocks[:-1])]
+        self._block_mods = [list(dict.fromkeys(m for m, _ in units)) for units in self._unit_names]
         shapes = self._block_shapes()
         net_bn = any(isinstance(m, _BN) for m in self.net.modules())
         aux_bn = net_bn if cfg.aux_bn is None else cfg.aux_bn
@@ -277,6 +311,14 @@ class ForwardGradient(LearningRule):
         )
 
     # ---------------------------------------------------------------- structure
+    @property
+    def _units(self) -> list[list[tuple[nn.Module, str, nn.Parameter]]]:
+        """(module, parameter name, parameter) of every trainable tensor of each block below the last. The parameter
+        is looked up at each call, not kept: ``.to()`` may replace a module's parameters by new objects (it does for
+        a move to the meta device, and under ``torch.__future__.set_swap_module_params_on_conversion``), and a kept
+        reference would then point at the old tensors on the old device."""
+        return [[(m, pname, getattr(m, pname)) for m, pname in units] for units in self._unit_names]
+
     def _block_units(self, k: int, block: nn.Module) -> list[tuple[nn.Module, str, nn.Parameter]]:
         """(module, parameter name, parameter) of every trainable tensor of block k, checked to be supported."""
         units, seen = [], set()
@@ -465,6 +507,29 @@ class ForwardGradient(LearningRule):
 
 
 # --------------------------------------------------------------------------- cost model
+MODEL_BATCH = 64
+"""The batch the cost model prices the factored sampler at (the harness's default ``batch_size``)."""
+
+
+def _factored_cost(n_in: int, out: int, batch: int) -> tuple[float, float, float, float]:
+    """Per sample, in weight-sized products (n_in x out multiply-adds) for one Linear weight drawn by
+    ``FactoredGaussian`` at batch B (r = min(B, in)): the tangent V_n x_n (its drawn columns, about (r+1)/2 of out
+    each, plus the QR of the batch's inputs, 2 in r² per batch), the estimate (G E and (M - α G E) Eᵀ, r/B each,
+    plus the sum of the drawn columns), the random numbers drawn, and the numbers held (drawn columns, G, E)."""
+    r = min(batch, n_in)
+    nested = out >= batch
+    pairs = sum(min(n + 1, r) for n in range(batch)) if nested else batch * r
+    weight = n_in * out
+    tangent = (pairs * out + 2 * n_in * r * r) / batch / weight
+    estimate = 2 * r / batch + pairs * out / batch / weight
+    bartlett_cols = sum(j * (j + 1) / 2 for j in range(r)) + r * out if nested else 0
+    d_perp = out * (n_in - r)
+    complement = (weight + min(batch, d_perp) * batch) if d_perp else 0
+    draws = (pairs * out + bartlett_cols + complement) / batch
+    stored = (pairs * out + weight + n_in * r) / batch
+    return tangent, estimate, draws, stored
+
+
 def _head_macs(config: FGConfig, n: int, num_classes: int) -> int:
     """Multiply-adds of one forward pass of an auxiliary head on an n-vector (a block output of an MLP)."""
     if config.aux == "linear":

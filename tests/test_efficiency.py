@@ -73,10 +73,13 @@ def test_theory_by_hand_on_a_small_mlp():
     assert pep.forward_passes == 2 and pep.macs(dims) == 3 * sum(w) + 3 * 784 and pep.stored == 10 + 6 + 3
     ff = theory(make("ff", "mlp:10-6-3"))
     assert ff.forward_passes == 2 and ff.matvecs == [4, 4, 4]
-    fg = theory(make("fg_gaussian"))
+    exact = get_rule("fg_gaussian").create({"guess_sampler": "exact"}, "mlp:10-6-C", (1, 28, 28), 3, epochs=4)
+    fg = theory(exact)  # a dense guess per sample
     assert fg.matvecs == [3, 4, 4]  # forward + tangents of the JVPs from blocks <= l + the estimate (or ΔW on top)
     assert fg.forward_passes == 1 + (3 + 2) / 3  # the JVPs from blocks 1 and 2 cover 3 and 2 of the 3 layers
     assert fg.stored == 784 * 10 + 2 * 784  # block 1's per-sample weight guess, primal and tangent
+    fast = theory(make("fg_gaussian"))  # factored (guess_sampler=fast): the same products, another own tangent and ĝ
+    assert fast.matvecs[2] == 4 and fast.forward_passes == fg.forward_passes and fast.draws < fg.draws
     # local guess, global target: BP's products (the end-to-end δ down to block 1's output, ΔW on top, the estimate
     # ĝ one product per hidden layer) plus the trained heads; block k's mlp head (width n_k, depth 3) costs m_k
     m = [10 * 10 + 2 * 10 * 10 + 10 * 3, 6 * 6 + 2 * 6 * 6 + 6 * 3]

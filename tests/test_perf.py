@@ -173,10 +173,14 @@ def test_a_standalone_rule_trains_with_its_own_optimiser():
 
 
 def test_rows_off_their_model_say_why():
-    rows = {(r.method, r.short): r for r in perf.plan(["fg_gaussian", "dfa", "ff", "spela"], "mlp:1024-C", SHAPE, C)}
-    fg = rows[("fg_gaussian", "mlp:1024-C")]
+    names = ["fg_rademacher", "fg_gaussian", "dfa", "ff", "spela"]
+    rows = {(r.method, r.short): r for r in perf.plan(names, "mlp:1024-C", SHAPE, C)}
+    fg = rows[("fg_rademacher", "mlp:1024-C")]
     assert fg.draws == (784 + 1) * 1024  # a guess per sample for every weight and bias below the top layer
     assert "0.80 M random numbers per sample (51 M per step)" in perf.why_off(fg, 50 * fg.model, batch_size=64)
+    fast = rows[("fg_gaussian", "mlp:1024-C")]  # the factored sampler: about out·(B+1)/2 + out·in/B per sample
+    assert 1024 * 65 / 2 + 784 * 1024 / 64 < fast.draws < 50_000
+    assert "0.05 M random numbers per sample (3 M per step)" in perf.why_off(fast, 3 * fast.model, batch_size=64)
     dfa = rows[("dfa", "mlp:1024-C")]
     assert dfa.optimizer == "sgd" and dfa.bp_optimizer == "adam"
     assert "its sgd step is cheaper than BP's adam" in perf.why_off(dfa, 0.8 * dfa.model)

@@ -86,10 +86,13 @@ def coefficients(dots: torch.Tensor, guess_sqnorms: torch.Tensor | None, normali
     return dots / (guess_sqnorms + eps) if normalize else dots
 
 
-def project(target: PerSample, guess: PerSample, normalize: bool = True, eps: float = 1e-16) -> torch.Tensor:
+def project(
+    target: PerSample, guess: PerSample | FactoredGaussian, normalize: bool = True, eps: float = 1e-16
+) -> torch.Tensor:
     """ĝ = Σ_n c_n v_n for one parameter tensor, with both t_n and v_n known (the two-backward simulation)."""
     sq = guess.sqnorm() if normalize else None
-    return guess.weighted_sum(coefficients(target.dot(guess), sq, normalize, eps))
+    dots = guess.dot(target) if isinstance(guess, FactoredGaussian) else target.dot(guess)
+    return guess.weighted_sum(coefficients(dots, sq, normalize, eps))
 
 
 def project_activity(
@@ -168,13 +171,15 @@ def contributions(module: nn.Module, inp: torch.Tensor, grad_out: torch.Tensor) 
     return out
 
 
-def param_tangent(module: nn.Module, name: str, inp: torch.Tensor, v: PerSample) -> torch.Tensor:
+def param_tangent(module: nn.Module, name: str, inp: torch.Tensor, v: PerSample | FactoredGaussian) -> torch.Tensor:
     """d(module output)/dε for sample n's copy of parameter ``name`` moved to p + ε v_n (shape of the output).
 
     Every output is linear in each of these parameters, so this JVP is written in closed form; the rest of the
     network carries it forward with ``torch.func.jvp``.
     """
     n = inp.shape[0]
+    if isinstance(v, FactoredGaussian):  # a Linear weight on the (B, in) inputs it was drawn for
+        return v.tangent(inp)
     if isinstance(module, nn.Linear):
         if name == "bias":
             d = v.to_dense()
@@ -232,3 +237,143 @@ def random_directions(
     if kind == "rademacher":
         return torch.randint(0, 2, shape, device=device, dtype=torch.int8).to(dtype).mul_(2).sub_(1)
     raise ValueError(f"unknown random guess {kind!r}")
+
+
+# ------------------------------------------------------------------- factored Gaussian guesses of a Linear weight
+class FactoredGaussian:
+    """Per-sample Gaussian guesses V_1 .. V_B of one Linear weight (out x in, i.i.d. N(0, 1) entries), held in a form
+    that draws about out·B²/2 + out·in random numbers instead of B·out·in (``guess_sampler=fast``).
+
+    Exact in distribution: everything the projection reads (⟨t_n, V_n⟩ through the tangent V_n x_n, ‖V_n‖² and
+    Σ_n c_n V_n for coefficients c_n that may depend on the first two) has the joint law it has under dense
+    per-sample draws. With Xᵀ = E R (QR of the batch's inputs: E in x r orthonormal, R r x B upper triangular,
+    r = min(B, in)), split V_n = A_n Eᵀ + Z_n, A_n = V_n E (out x r), Z_n = V_n (I - E Eᵀ):
+
+    * the Z_n are i.i.d. standard Gaussians in one subspace, R^out ⊗ E^⊥ (dimension D = out·(in - r)), independent of
+      the A_n, and no tangent sees them (x_n = E R_n). Their Gram matrix Γ (Γ_nn = ‖Z_n‖²) is Wishart(D, I_B), drawn
+      by Bartlett's decomposition Γ = L Lᵀ; given Γ the configuration is a uniformly random rotation of any one with
+      that Gram matrix, so Σ_n c_n Z_n = ‖Lᵀ c‖ Ω with Ω a uniform unit vector of the subspace, drawn as P G / ‖P G‖
+      from one out x in Gaussian G (P: the projection on the subspace);
+    * column j of A_n, a_nj ~ N(0, I_out), enters the tangent A_n R_n only for n >= j (R is triangular). Those are
+      drawn (B(B+1)/2 columns of out numbers); for n < j it is only summed and counted in ‖V_n‖², and the same
+      rotation argument in R^out holds for the j vectors a_0j .. a_(j-1)j: a Bartlett factor of size j per column
+      and one uniform unit vector ω_j, Σ_{n<j} c_n a_nj = ‖L_jᵀ c‖ ω_j.
+    So ‖V_n‖² = Σ_{j<=n} ‖a_nj‖² + Σ_{j>n} (L_j L_jᵀ)_nn + (L Lᵀ)_nn and
+    Σ_n c_n V_n = α G + (M - α G E) Eᵀ, M_j = Σ_{n>=j} c_n a_nj + ‖L_jᵀ c‖ ω_j, α = ‖Lᵀ c‖ / ‖P G‖.
+    Where out < B all of A is drawn; where D < B, L is a drawn B x D Gaussian (Γ = L Lᵀ still).
+
+    ``fixed_sqnorm`` replaces ‖V_n‖² by a constant: the Rademacher approximation of ``guess_sampler=fast`` (a
+    Gaussian guess with a Rademacher guess's norm out·in: the same mean, not the same covariance).
+    """
+
+    dense = None
+
+    def __init__(self, x: torch.Tensor, out: int, fixed_sqnorm: float | None = None):
+        batch, n_in = x.shape
+        dev, dt = x.device, x.dtype
+        self.E, self.R = torch.linalg.qr(x.t())  # (in, r), (r, B)
+        r = self.E.shape[1]
+        self.out, self.fixed_sqnorm = out, fixed_sqnorm
+        nested = out >= batch
+        self.n_idx, self.j_idx, lf_idx, diag_idx = _factored_indices(batch, r, nested, dev)
+        self.P = torch.randn(len(self.n_idx), out, device=dev, dtype=dt)  # the drawn a_nj, one row per (n, j)
+        self.Lf = self.omega = None
+        if lf_idx is not None:  # column j: Bartlett factor of the j unseen vectors a_0j .. a_(j-1)j
+            self.Lf = torch.zeros(r, batch, batch, device=dev, dtype=dt)
+            self.Lf[lf_idx] = torch.randn(len(lf_idx[0]), device=dev, dtype=dt)
+            dof = (out - diag_idx[1]).to(torch.float64)
+            self.Lf[diag_idx[0], diag_idx[1], diag_idx[1]] = (torch._standard_gamma(dof / 2) * 2).sqrt().to(dt)
+            w = torch.randn(r, out, device=dev, dtype=dt)
+            self.omega = w / torch.linalg.vector_norm(w, dim=1, keepdim=True)  # ω_j, one per row
+        self.d_perp = d_perp = out * (n_in - r)
+        self.L = self.G = None
+        if d_perp:
+            if d_perp >= batch:
+                self.L = bartlett(batch, d_perp, dev, dt)
+            else:
+                self.L = torch.randn(batch, d_perp, device=dev, dtype=dt)
+            self.G = torch.randn(out, n_in, device=dev, dtype=dt)
+
+    @property
+    def batch(self) -> int:
+        return self.R.shape[1]
+
+    def tangent(self, x: torch.Tensor | None = None) -> torch.Tensor:
+        """V_n x_n = Σ_j R_jn a_nj for every sample (the inputs the guess was drawn for), shape (B, out)."""
+        w = self.R[self.j_idx, self.n_idx]
+        out = torch.zeros(self.batch, self.out, device=self.P.device, dtype=self.P.dtype)
+        return out.index_add_(0, self.n_idx, self.P * w[:, None])
+
+    def dot(self, target: PerSample) -> torch.Tensor:
+        """⟨t_n, V_n⟩ = d_nᵀ V_n x_n for a rank-one target t_n = d_n x_nᵀ on the guess's inputs."""
+        if target.dense is not None:
+            raise ValueError("a factored guess projects rank-one (Linear weight) targets only")
+        return (self.tangent() * target.d).sum(1)
+
+    def sqnorm(self) -> torch.Tensor:
+        """‖V_n‖² for every sample, shape (B,) (``fixed_sqnorm`` when set)."""
+        if self.fixed_sqnorm is not None:
+            return torch.full((self.batch,), self.fixed_sqnorm, device=self.P.device, dtype=self.P.dtype)
+        rows = torch.linalg.vector_norm(self.P, dim=1).square()
+        sq = torch.zeros(self.batch, device=self.P.device, dtype=self.P.dtype).index_add_(0, self.n_idx, rows)
+        if self.Lf is not None:
+            sq = sq + self.Lf.square().sum((0, 2))
+        return sq if self.L is None else sq + self.L.square().sum(1)
+
+    def weighted_sum(self, c: torch.Tensor) -> torch.Tensor:
+        """Σ_n c_n V_n (out x in)."""
+        r = self.E.shape[1]
+        mt = torch.zeros(r, self.out, device=self.P.device, dtype=self.P.dtype)  # Mᵀ: row j = Σ_n c_n a_nj
+        mt.index_add_(0, self.j_idx, self.P * c[self.n_idx, None])
+        if self.Lf is not None:
+            kappa = torch.linalg.vector_norm(torch.einsum("jnm,n->jm", self.Lf, c), dim=1)
+            mt = mt + self.omega * kappa[:, None]
+        if self.G is None:
+            return mt.t() @ self.E.t()
+        ge = self.G @ self.E
+        kappa = torch.linalg.vector_norm(self.L.t() @ c)
+        if 2 * self.d_perp < self.G.numel():  # a small complement: ‖P G‖ by subtraction would lose precision
+            pg = self.G - ge @ self.E.t()
+            return torch.addmm(pg * (kappa / torch.linalg.vector_norm(pg)), mt.t(), self.E.t())
+        # ‖P G‖² = ‖G‖² - ‖G E‖² (most of G lies in the complement); α P G + M Eᵀ = α G + (M - α G E) Eᵀ
+        alpha = kappa / (torch.linalg.vector_norm(self.G).square() - torch.linalg.vector_norm(ge).square()).sqrt()
+        return torch.addmm(self.G * alpha, mt.t() - alpha * ge, self.E.t())
+
+
+_INDICES: dict = {}
+
+
+def _factored_indices(batch: int, r: int, nested: bool, device) -> tuple:
+    """Index tensors of ``FactoredGaussian`` (cached): the drawn (n, j) pairs (j <= n, or all pairs when not
+    ``nested``), and for the per-column Bartlett factors the strictly lower (j, n, m), m < n < j, and diagonal
+    (j, n), n < j, entries (None when not nested)."""
+    key = (batch, r, nested, str(device))
+    if key not in _INDICES:  # built on the device from sizes alone: no mask indexing (a host sync on a GPU)
+        if nested:
+            n, j = torch.tril_indices(batch, r, device=device)  # j <= n
+        else:
+            n = torch.arange(batch, device=device).repeat_interleave(r)
+            j = torch.arange(r, device=device).repeat(batch)
+        lf = diag = None
+        if nested and r > 1:
+            jd, nd = torch.tril_indices(r, r, -1, device=device)  # n < j
+            diag = (jd, nd)
+            # the pairs m < n < j of column j are the first j(j-1)/2 of tril_indices(r, r, -1) (rows in order)
+            pn, pm = torch.tril_indices(r, r, -1, device=device)
+            counts = [c * (c - 1) // 2 for c in range(r)]
+            lf = (
+                torch.cat([torch.full((c,), col, device=device, dtype=torch.long) for col, c in enumerate(counts)]),
+                torch.cat([pn[:c] for c in counts]),
+                torch.cat([pm[:c] for c in counts]),
+            )
+        _INDICES[key] = (n, j, lf, diag)
+    return _INDICES[key]
+
+
+def bartlett(p: int, dof: int, device, dtype) -> torch.Tensor:
+    """L with L Lᵀ ~ Wishart(dof, I_p) (Bartlett's decomposition; dof >= p): L_ii = √χ²_{dof-i} (i from 0),
+    L_ij ~ N(0, 1) for i > j, 0 above the diagonal."""
+    low = torch.randn(p, p, device=device, dtype=dtype).tril(-1)
+    df = torch.arange(dof, dof - p, -1, device=device, dtype=torch.float64)
+    chi2 = torch._standard_gamma(df / 2) * 2  # χ²_k = 2 Gamma(k/2, 1)
+    return low + torch.diag(chi2.sqrt().to(dtype))
