@@ -265,6 +265,9 @@ def save(m: Measurement, runs_dir: str | None = None) -> Path:
     return path
 
 
+from bench.measurements import load_efficiency as load_all  # noqa: E402, F401 - the reader lives beside the records
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.errors import BenchError
 
