@@ -252,7 +252,9 @@ def test_a_killed_worker_loses_no_other_trial_and_a_rerun_tops_up(fmnist_root, t
     name = spec.study_name()
     c = _fork(_create, spec, url, 6, None, 1)
     c.join()
-    opts = _options(fmnist_root, heartbeat=1, grace=2)
+    # a 6 s grace period: on a loaded CI machine a live worker's heartbeat thread was once starved for over 2 s, its
+    # running trial was reaped by the other worker and worker B died before the poll below saw it
+    opts = _options(fmnist_root, heartbeat=1, grace=6)
     a = _fork(work, url, name, 3, 0, opts)
     b = _fork(work, url, name, 3, 1, opts)
     victim = None
@@ -272,9 +274,9 @@ def test_a_killed_worker_loses_no_other_trial_and_a_rerun_tops_up(fmnist_root, t
     trials = _load(url, name).get_trials(deepcopy=False)
     mine = [t for t in trials if t.user_attrs.get("worker", "").endswith(f":{a.pid}")]
     assert len(mine) == 3 and all(t.state.name in ("COMPLETE", "PRUNED") for t in mine)
-    # past the 2 s grace period with margin: SQLite keeps heartbeats to the second, so a heartbeat from the last
-    # second before the kill can still look 2 s old 2.5 s later (then the re-run counts it as running)
-    time.sleep(max(0.0, killed + 4.5 - time.time()))
+    # past the 6 s grace period with margin: SQLite keeps heartbeats to the second, so a heartbeat from the last
+    # second before the kill can still look 6 s old 6.5 s later (then the re-run counts it as running)
+    time.sleep(max(0.0, killed + 8.5 - time.time()))
     res = run_sweep(
         spec,
         budget=6,
@@ -282,7 +284,7 @@ def test_a_killed_worker_loses_no_other_trial_and_a_rerun_tops_up(fmnist_root, t
         storage=url,
         executor="inline",
         heartbeat=1,
-        grace=2,
+        grace=6,
         env=opts["env"],
         export=False,
         figures=False,
