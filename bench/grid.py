@@ -312,13 +312,13 @@ def state_line(st: list[str]) -> str:
 
 
 def _finished_line(rec: dict[str, Any]) -> str:
-    acc = f"{100 * rec['test_acc']:.2f}%" if rec.get("test_acc") is not None else "-"
+    acc = f"test {100 * rec['test_acc']:.2f}%" if rec.get("test_acc") is not None else "-"
     mins = (rec.get("train_time_s") or 0) / 60
     err = f"  ({rec['error']})" if rec.get("status") not in DONE and rec.get("error") else ""
     untuned = "  [UNTUNED: rule defaults, no tuned settings]" if rec.get("tuned") is False else ""
     if rec.get("tuned") and rec.get("protocol"):
         untuned = f"  [tuned {rec['protocol']}]"
-    return f"  {rec.get('status', '?'):11s} {acc:>8s} {mins:6.2f} min  {rec.get('name')}{err}{untuned}"
+    return f"  {rec.get('status', '?'):11s} {acc:>13s} {mins:6.2f} min  {rec.get('name')}{err}{untuned}"
 
 
 def run_grid(
@@ -372,16 +372,14 @@ def run_grid(
     options = {"force_since": started if force else None, "runs_dir": runs_dir}
     configs = [dataclasses.replace(c, progress=False) for c, _ in todo]
     finished: dict[str, dict[str, Any]] = {}
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(todo), desc="grid", unit="run", file=out, dynamic_ncols=True, leave=True)
+    bar = _progress(todo, out, spec.run.get("progress", True) is not False)
 
     def report(rec: dict[str, Any]) -> None:
         if rec["name"] in finished:
             return
         finished[rec["name"]] = rec
         bar.write(_finished_line(rec), file=out)
-        bar.update(1)
+        bar.done(rec["name"])
 
     failed_workers: int | None = 0
     try:
@@ -395,7 +393,108 @@ def run_grid(
         raise
     bar.close()
     problems = _summary(cells, finished, runs_dir, out, failed_workers or 0)
+    if failed_workers is not None:
+        print(rule_table(cells, runs_dir), file=out)
+        print(_where(runs_dir, spec), file=out)
     return 0 if failed_workers is None else problems  # None: submitted without waiting, the cells are queued
+
+
+class _Progress:
+    """The grid's one progress display: a bar over the grid's work (epochs x training samples of each run, so its
+    time estimate weighs a 5-epoch run five times a 1-epoch one), advanced as runs finish; off when ``out`` is not a
+    terminal (a log file or CI gets the one line per finished run only)."""
+
+    def __init__(self, units: dict[str, int], out, enabled: bool):
+        from tqdm import tqdm
+
+        self.units, self.runs, self.total_runs = units, 0, len(units)
+        self.bar = tqdm(
+            total=sum(units.values()),
+            desc="grid",
+            file=out,
+            dynamic_ncols=True,
+            leave=True,
+            disable=not enabled,
+            bar_format="{desc} {percentage:3.0f}% of the work |{bar}| {postfix} [{elapsed}<{remaining}]",
+            postfix=f"0/{len(units)} runs",
+        )
+
+    def write(self, line: str, file=None) -> None:
+        self.bar.write(line, file=file)
+
+    def done(self, name: str) -> None:
+        self.runs += 1
+        self.bar.set_postfix_str(f"{self.runs}/{self.total_runs} runs", refresh=False)
+        self.bar.update(self.units.get(name, 0))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress(todo, out, wanted: bool = True) -> _Progress:
+    from bench.protocol import training_samples
+
+    sizes: dict[tuple, int] = {}
+    units = {}
+    for cfg, res in todo:
+        key = (cfg.dataset, cfg.val_fraction, cfg.limit_train, cfg.test_fraction, cfg.data_dir)
+        if key not in sizes:
+            run = {"val_fraction": cfg.val_fraction, "limit_train": cfg.limit_train}
+            sizes[key] = training_samples(cfg.dataset, run, cfg.data_dir) or 1
+        units[res.name] = max(1, int(cfg.epochs or 1)) * sizes[key]
+    tty = getattr(out, "isatty", None)
+    return _Progress(units, out, bool(wanted and tty is not None and tty()))
+
+
+def rule_table(cells, runs_dir: str | None) -> str:
+    """Per setting of the grid (a rule at one arch, budget and options; seeds pooled): mean +- std of the completed
+    runs' test accuracy, n, and whether the setting ran tuned (the protocol) or on the rule's defaults."""
+    import statistics
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for _, res in cells:
+        rec = load_record(res.name, runs_dir)
+        if rec is not None and rec.get("status") in DONE and rec.get("test_acc") is not None:
+            groups.setdefault(rec.get("setting") or res.name, []).append(rec)
+    if not groups:
+        return "grid: no completed run to summarise yet"
+    rows = []
+    for recs in groups.values():
+        r0, accs = recs[0], [100 * r["test_acc"] for r in recs]
+        sd = f"{statistics.stdev(accs):5.2f}" if len(accs) > 1 else "    -"
+        tuned = f"tuned {r0['protocol']}" if r0.get("tuned") and r0.get("protocol") else "UNTUNED"
+        if r0.get("tuned") is None and r0.get("job_type") != "train":
+            tuned = "stated"
+        rows.append(
+            (
+                r0.get("dataset", "?"),
+                r0.get("method", "?"),
+                r0.get("arch", "?"),
+                str(r0.get("epochs", "?")),
+                f"{statistics.fmean(accs):6.2f} +- {sd}",
+                str(len(accs)),
+                tuned,
+            )
+        )
+    head = ("dataset", "rule", "arch", "epochs", "test acc % (mean +- std)", "n", "settings")
+    rows.sort(key=lambda r: (r[0], r[3], r[1], r[2]))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:{w}s}}" for w in widths)
+    lines = ["grid summary (completed runs of this grid, seeds pooled per setting):", "  " + fmt.format(*head)]
+    lines += ["  " + fmt.format(*r) for r in rows]
+    return "\n".join(lines)
+
+
+def _where(runs_dir: str | None, spec: GridSpec) -> str:
+    from bench.paths import runs_root
+
+    root = runs_root(runs_dir)
+    wandb = spec.run.get("wandb", "offline")
+    lines = [f"records: {root / 'records'}/   logs: {root / 'logs'}/"]
+    if wandb != "disabled":
+        lines.append(f"W&B ({wandb}): {root / 'wandb'}/")
+    lines.append("next: make report (tables and figures from these records)")
+    return "\n".join(lines)
 
 
 def _summary(cells, finished: dict[str, dict[str, Any]], runs_dir, out, failed_workers: int = 0) -> int:

@@ -247,6 +247,44 @@ def test_local_workers_give_the_same_records_as_inline(mnist_dir, tmp_path):
     assert "4 completed" in status.getvalue() and "0 to run" in status.getvalue()
 
 
+def test_the_grid_ends_with_a_table_per_setting_and_no_bar_off_a_terminal(mnist_dir, tmp_path):
+    """The end of a grid: one row per setting (seeds pooled) with mean +- std of the records' test accuracy and n,
+    where the records are, and "next: make report"; the progress bar stays off when the output is not a terminal."""
+    import statistics
+
+    out = io.StringIO()
+    assert run_grid(spec(mnist_dir, tmp_path), out=out) == 0
+    text = out.getvalue()
+    recs = records(tmp_path)
+    assert "% of the work" not in text and "test " in text  # no bar in a StringIO; runs' lines say "test 12.34%"
+    table = text[text.index("grid summary") :].splitlines()
+    for method in ("bp", "fa"):
+        accs = [100 * r["test_acc"] for r in recs.values() if r["method"] == method]
+        row = next(line for line in table if f"  {method}  " in line)
+        assert len(accs) == 2 and f"{statistics.fmean(accs):6.2f} +- {statistics.stdev(accs):5.2f}" in row
+        assert row.split()[-2:] == ["2", "UNTUNED"]  # no tuned settings for mnist on mlp:16-C
+    assert f"records: {tmp_path / 'records'}/" in text and "next: make report" in text
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar_weighs_runs_by_epochs_and_samples(mnist_dir, tmp_path):
+    from bench.grid import _progress, plan
+
+    cells = plan(spec(mnist_dir, tmp_path, seeds=(0,)))
+    cells += plan(spec(mnist_dir, tmp_path, seeds=(0,), epochs=3))
+    bar = _progress(cells, _Tty(), True)
+    one, three = (bar.units[r.name] for _, r in (cells[0], cells[2]))
+    assert three == 3 * one and one == 540  # 600 training samples less the 10% validation share, per epoch
+    bar.done(cells[2][1].name)
+    assert bar.bar.n == three and "1/4 runs" in str(bar.bar.postfix)
+    bar.close()
+    assert _progress(cells, io.StringIO(), True).bar.disable  # not a terminal: off
+
+
 def test_two_launches_at_once_run_every_cell_once(mnist_dir, tmp_path):
     runs = tmp_path / "runs"
     cmd = grid_args(mnist_dir, runs, "--executor", "local", "--workers", "1")
