@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from bench.errors import ConfigError, exit_status
+from bench.executors import executor_class, executor_help, executor_names
 from bench.options import (
     add_run_options as _add_run_options,
 )
@@ -105,9 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--executor",
-        choices=("inline", "local", "slurm"),
+        choices=executor_names(),
         default="inline",
-        help="inline: this process; local: WORKERS processes here; slurm: a job array of WORKERS tasks",
+        help=executor_help(),
     )
     p.add_argument("--workers", type=int, default=1, help="worker processes (local) or array tasks (slurm)")
     p.add_argument(
@@ -260,9 +261,10 @@ def cmd_grid(a: argparse.Namespace) -> int:
     if a.seeds is not None:
         a.seeds = _seeds(a.seeds)
     _nonempty(a, "datasets", "methods", "seeds")
-    if a.no_wait and a.executor != "slurm":
-        raise ConfigError("--no-wait is for --executor slurm (local workers are children of this process)")
-    if a.cells_per_task is not None and (a.executor != "slurm" or a.cells_per_task < 1):
+    ex = executor_class(a.executor)
+    if a.no_wait and not ex.detaches:
+        raise ConfigError(f"--no-wait is for an executor whose workers outlive the launch (not {a.executor})")
+    if a.cells_per_task is not None and (not ex.fixed_chunks or a.cells_per_task < 1):
         raise ConfigError("--cells-per-task takes a positive number of cells per SLURM array task (--executor slurm)")
     if a.workers_per_device < 1:
         raise ConfigError(f"--workers-per-device must be >= 1, got {a.workers_per_device}")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, ConfigError, Interrupted
-from bench.executors import check_executor
+from bench.executors import check_executor, executor_class
 from bench.profiles import get_profile
 from bench.records import DONE, STATES, CellClaim, cell_state, claim_path, load_record, read_record
 from bench.run import RunConfig, resolve, run
@@ -383,7 +383,7 @@ def run_grid(
 
     failed_workers: int | None = 0
     try:
-        if launch.executor == "inline":
+        if executor_class(launch.executor).in_process:
             work(configs, 0, {**options, "inline": True}, on_finish=report)
         else:
             failed_workers = _fan_out(configs, launch, options, started, report, lambda line: bar.write(line, file=out))
@@ -527,25 +527,20 @@ def _fan_out(
 ) -> int | None:
     """Submit the workers, then follow the cells through their records until every job is over. Returns how many
     workers failed (None: submitted without waiting)."""
-    from bench.executors import cpu_sets, device_plan, job_done, job_error, submit, visible_gpus
-
+    folder = launch_folder(options.get("runs_dir"))
+    ex = executor_class(launch.executor)(folder, launch.slurm)
     n = launch.workers
-    if launch.executor == "slurm" and launch.cells_per_task:
+    if ex.fixed_chunks and launch.cells_per_task:
         k = launch.cells_per_task
         shares = [configs[i : i + k] for i in range(0, len(configs), k)]
     else:  # every worker pulls from the whole list, starting at its own offset (fewer claim collisions)
         n = min(n, len(configs))
         shares = [configs[i * len(configs) // n :] + configs[: i * len(configs) // n] for i in range(n)]
-    calls = []
-    if launch.executor == "local":
-        cpus, devices = cpu_sets(len(shares)), device_plan(len(shares), visible_gpus(), launch.workers_per_device)
-        calls = [(share, i, {**options, "cpus": cpus[i], "gpu": devices[i][1]}) for i, share in enumerate(shares)]
-    else:
-        calls = [(share, i, dict(options)) for i, share in enumerate(shares)]
-    folder = launch_folder(options.get("runs_dir"))
-    if launch.executor == "local":  # local workers leave their pid: a stop is a SIGTERM to each, graceful
-        calls = [(share, i, {**opts, "pid_dir": str(folder)}) for share, i, opts in calls]
-    jobs = submit(work, calls, launch.executor, folder, launch.slurm, name="bench-grid")
+    calls = [
+        (share, i, ex.worker_options(i, len(shares), options, launch.workers_per_device))
+        for i, share in enumerate(shares)
+    ]
+    jobs = ex.submit(work, calls, name="bench-grid")
     say(
         f"  {len(jobs)} {launch.executor} worker(s): jobs {', '.join(str(j.job_id) for j in jobs)}; "
         f"worker logs in {folder}/"
@@ -563,44 +558,22 @@ def _fan_out(
 
     try:
         while True:
-            over = all(job_done(j) for j in jobs)
+            over = all(ex.poll(j) for j in jobs)
             scan()
             if over:
                 break
             time.sleep(launch.poll)
     except Interrupted:
-        _stop(jobs, folder if launch.executor == "local" else None)
+        ex.stop(jobs)  # each worker records its running cell ``interrupted``
         scan()
         raise
     failed = 0
     for i, j in enumerate(jobs):
-        err = job_error(j)
+        err = ex.exit_reason(j)
         if err:
             failed += 1
             say(f"  worker {i} (job {j.job_id}) {err}")
     return failed
-
-
-def _stop(jobs: list, pid_dir: Path | None, grace: float = 60.0) -> None:
-    """Stop the workers so that each records its running cell ``interrupted``: SIGTERM to every local worker
-    (submitit's own cancel would SIGKILL it a second later), ``scancel`` for SLURM tasks (SIGTERM, then SIGKILL
-    after the cluster's KillWait); whatever is left after ``grace`` seconds is cancelled."""
-    import signal
-
-    from bench.executors import cancel, job_done
-
-    if pid_dir is not None:
-        for f in pid_dir.glob("worker-*.pid"):
-            try:
-                os.kill(int(f.read_text()), signal.SIGTERM)
-            except (OSError, ValueError):
-                pass
-    else:
-        cancel(jobs)
-    deadline = time.time() + grace
-    while time.time() < deadline and not all(job_done(j) for j in jobs):
-        time.sleep(0.5)
-    cancel([j for j in jobs if not job_done(j)])
 
 
 @contextlib.contextmanager

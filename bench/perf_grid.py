@@ -6,20 +6,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import shutil
-import subprocess
 import tempfile
 import time
-
-
-def slurm_available() -> bool:
-    if not shutil.which("sinfo"):
-        return False
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return any(s in out for s in ("idle", "mix", "alloc"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,10 +21,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--limit-train", type=int, default=None, help="training samples per run (default: the whole split)")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--executors", default="inline,local,slurm", help="comma-separated; slurm only when sinfo answers")
+    ap.add_argument(
+        "--executors",
+        default="inline,local,slurm",
+        help="comma-separated; each only where it can start workers (slurm: when sinfo lists a node)",
+    )
     ap.add_argument("--data-dir", default=None)
     a = ap.parse_args(argv)
-    executors = [e for e in a.executors.split(",") if e and (e != "slurm" or slurm_available())]
+    from bench.executors import executor_class
+
+    executors = [e for e in a.executors.split(",") if e and executor_class(e).available()]
     methods, seeds = tuple(a.methods.split(",")), tuple(int(s) for s in a.seeds.split(","))
     times: dict[str, float] = {}
     # fresh runs folders inside the runs root (shared with SLURM nodes, gitignored); W&B and matplotlib caches point
@@ -60,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 tuned=False,
             )
-            workers = 1 if ex == "inline" else a.workers
+            workers = 1 if executor_class(ex).in_process else a.workers
             t0 = time.perf_counter()
             crashed = run_grid(spec, launch=Launch(ex, workers=workers, poll=0.5), out=io.StringIO())
             times[ex] = time.perf_counter() - t0
@@ -69,10 +63,11 @@ def main(argv: list[str] | None = None) -> int:
                 + (f" ({crashed} crashed)" if crashed else ""),
                 flush=True,
             )
-    if "inline" in times:
+    base = next((ex for ex in times if executor_class(ex).in_process), None)
+    if base is not None:
         for ex, t in times.items():
-            if ex != "inline":
-                print(f"speed-up {ex} over inline: {times['inline'] / t:.2f}x")
+            if ex != base:
+                print(f"speed-up {ex} over {base}: {times[base] / t:.2f}x")
     return 0
 
 

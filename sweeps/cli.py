@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from bench.errors import BenchError, ConfigError, exit_status
+from bench.executors import executor_class, executor_help, executor_names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--executor",
-        choices=("local", "slurm", "inline"),
+        choices=executor_names(),
         default="local",
-        help="local: one process per worker (submitit); slurm: a job array; inline: in this process",
+        help=executor_help(),
     )
     ap.add_argument(
         "--slurm",
@@ -227,8 +228,8 @@ def _main(a: argparse.Namespace) -> int:
         from sweeps.storage import check_sqlite
 
         check_sqlite(storage)  # a damaged study file: one line, before any data loads
-    if a.no_wait and a.executor != "slurm":
-        raise ConfigError("--no-wait is for --executor slurm (local workers are children of this process)")
+    if a.no_wait and not executor_class(a.executor).detaches:
+        raise ConfigError(f"--no-wait is for an executor whose workers outlive the launch (not {a.executor})")
     specs = build_specs(a)
     slurm = parse_pairs(a.slurm)
     if a.dry_run:

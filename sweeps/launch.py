@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError, Interrupted
-from bench.executors import EXECUTORS, cancel, job_done, job_error, submit
+from bench.executors import executor_class
 from bench.records import process_alive
 from sweeps.storage import STUDIES_DIR, kind, open_storage, redact
 from sweeps.study import (
@@ -188,8 +188,7 @@ def run_sweep(
     from sweeps.best import export_best
     from sweeps.figures import write_figures
 
-    if executor not in EXECUTORS:
-        raise ConfigError(f"executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    ex_class = executor_class(executor)
     if budget < 1 or workers < 1:
         raise ConfigError(f"trials and workers must be >= 1 (got trials={budget}, workers={workers})")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -219,9 +218,9 @@ def run_sweep(
             "env": dict(env or {}),
             # a top-up draws TPE points the earlier launch did not (the Sobol sequence continues in the storage)
             "sampler_seed": sampler_seed + 1000 * (c["COMPLETE"] + c["PRUNED"] + c["FAIL"]),
-            "threads": threads or (max(1, (os.cpu_count() or 1) // len(plan)) if executor != "slurm" else None),
+            "threads": threads or (max(1, (os.cpu_count() or 1) // len(plan)) if ex_class.this_machine else None),
         }
-        if executor == "inline":
+        if ex_class.in_process:
             from sweeps.study import work
 
             for i, n in enumerate(plan):
@@ -230,7 +229,8 @@ def run_sweep(
             from bench.paths import runs_root
 
             folder = runs_root((env or {}).get("runs_dir")) / "sweeps" / safe_study_name(name) / "submitit"
-            jobs = _submit(executor, storage, name, plan, options, slurm, folder, out)
+            ex = ex_class(folder, slurm)
+            jobs = _submit(ex, storage, name, plan, options, out)
             if not wait:
                 result.submitted = [j.job_id for j in jobs]
                 print(
@@ -239,7 +239,7 @@ def run_sweep(
                     file=out,
                 )
                 return result
-            result.worker_errors = _wait(jobs, study, poll, out)
+            result.worker_errors = _wait(ex, jobs, study, poll, out)
             reaped = reap_stale(study, st)  # trials of workers that died: FAIL with the reason, re-queued
             if reaped:
                 print(f"  trial(s) {reaped} lost their worker: marked FAIL and re-queued for the next run", file=out)
@@ -337,52 +337,43 @@ def transfer_check(study, spec: StudySpec, env: dict[str, Any] | None, out) -> d
 
 
 def _submit(
-    executor: str,
+    ex,
     storage: str,
     name: str,
     plan: list[int],
     options: dict[str, Any],
-    slurm: dict[str, Any] | None,
-    folder: Path,
     out,
 ) -> list:
     from sweeps.study import work
 
-    if (
-        executor == "slurm"
-        and kind(storage) == "sqlite"
-        and storage.endswith("optuna.db")
-        and str(STUDIES_DIR) in storage
-    ):
+    if ex.shared_files and kind(storage) == "sqlite" and storage.endswith("optuna.db") and str(STUDIES_DIR) in storage:
         print(
-            "warning: SLURM workers on the default SQLite file only work when the project folder is on a "
+            f"warning: {ex.name} workers on the default SQLite file only work when the project folder is on a "
             "filesystem shared by the nodes; PostgreSQL (STORAGE=postgresql://...) is the robust choice",
             file=out,
         )
     n = len(plan)
-    jobs = submit(
-        work, [(storage, name, plan[i], i, options) for i in range(n)], executor, folder, slurm, name=f"sweep-{name}"
-    )
-    print(f"  {len(jobs)} worker job(s): {', '.join(j.job_id for j in jobs)}; logs in {folder}/", file=out)
+    jobs = ex.submit(work, [(storage, name, plan[i], i, options) for i in range(n)], name=f"sweep-{name}")
+    print(f"  {len(jobs)} worker job(s): {', '.join(j.job_id for j in jobs)}; logs in {ex.folder}/", file=out)
     return jobs
 
 
-def _wait(jobs: list, study, poll: float, out) -> list[str]:
+def _wait(ex, jobs: list, study, poll: float, out) -> list[str]:
     """Wait for every worker, printing the study's progress; a worker that crashes is reported, the others go on."""
     last = ""
     try:
-        while not all(job_done(j) for j in jobs):
+        while not all(ex.poll(j) for j in jobs):
             line = _status(study)
             if line != last:
                 print(f"  [{time.strftime('%H:%M:%S')}] {line}", file=out, flush=True)
                 last = line
             time.sleep(poll)
     except (KeyboardInterrupt, Interrupted):
-        cancel(jobs)
+        ex.cancel(jobs)
         raise
     errors = []
     for i, j in enumerate(jobs):  # one dead worker must not hide the others' results
-        err = job_error(j)
+        err = ex.exit_reason(j)
         if err:
             errors.append(f"worker {i} (job {j.job_id}) failed: {err}")
             print(f"  {errors[-1]}", file=out)

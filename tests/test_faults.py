@@ -786,7 +786,7 @@ def test_the_recording_executor_starts_its_controller_as_submitit_starts_its_own
 
     from submitit.local.local import LocalExecutor
 
-    from bench.local_controller import RecordingExecutor
+    from bench.executors.local_controller import RecordingExecutor
 
     started = []
 
@@ -804,6 +804,6 @@ def test_the_recording_executor_starts_its_controller_as_submitit_starts_its_own
         job = ex._submit_command("python -u -m submitit.core._submit /some/folder")
         assert job.job_id == "4242" and len(job._sub_jobs) == 2
     (theirs, their_kw), (ours, our_kw) = started
-    assert [c if c != "submitit.local._local" else "bench.local_controller" for c in theirs] == ours
+    assert [c if c != "submitit.local._local" else "bench.executors.local_controller" for c in theirs] == ours
     assert our_kw.get("shell", False) is False and their_kw.get("shell") is False
     assert our_kw["env"] == their_kw["env"]

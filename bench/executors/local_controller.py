@@ -3,7 +3,8 @@
 submitit's own local controller (``submitit.local._local``) waits for its task processes but keeps their exit
 status to itself and exits 0 whatever became of them, so a launcher could only guess why a worker died. This one
 writes ``<folder>/<job id>_exit_codes.json`` (one status per task: negative = killed by that signal) when its tasks
-end; ``bench.executors.job_error`` reads it. ``RecordingExecutor`` starts it instead of submitit's.
+end; ``bench.executors.local.LocalExecutor.exit_reason`` reads it. ``RecordingExecutor`` starts it instead of
+submitit's.
 
 A private override, on purpose: submitit has no public way to choose the controller. ``LocalExecutor`` starts
 ``submitit.local._local`` by name from its ``_submit_command``; its public ``python`` option only wraps the task
@@ -85,7 +86,9 @@ class RecordingExecutor(LocalExecutor):
             "SUBMITIT_STDERR_TO_STDOUT": "1" if p.get("stderr_to_stdout", False) else "",
             "CUDA_VISIBLE_DEVICES": ",".join(str(k) for k in gpus),
         }
-        process = subprocess.Popen([sys.executable, "-m", "bench.local_controller", str(self.folder)], env=env)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.executors.local_controller", str(self.folder)], env=env
+        )
         return LocalJob(
             folder=self.folder, job_id=str(process.pid), process=process, tasks=list(range(p.get("tasks_per_node", 1)))
         )
