@@ -84,7 +84,7 @@ def test_no_predictor_gradient_reaches_a_block():
 def test_mse_and_sparsemax_predictor_gradients(loss):
     rule, x, y = _make(loss=loss)
     rule.compute_updates(x, y)
-    t, B = F.one_hot(y, 3).double(), len(y)
+    t = F.one_hot(y, 3).double()
     _, _, h1, _, _, _ = _forward(rule, x)
     z = (h1 @ rule.predictors[0].weight.detach().T).requires_grad_(True)
     if loss == "mse":

@@ -1,4 +1,5 @@
-"""Mono-Forward: the update against hand-derived local cross-entropy gradients on a tiny net; no gradient crosses layers."""
+"""Mono-Forward: the update against hand-derived local cross-entropy gradients on a tiny net; no gradient crosses
+layers."""
 
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def test_one_hidden_layer_is_backprop():
     rule.compute_updates(x, y)
     params = dict(rule.net.named_parameters())
     bp = torch.autograd.grad(F.cross_entropy(rule.net(x), y), list(params.values()))
-    for (n, p), g in zip(params.items(), bp):
+    for p, g in zip(params.values(), bp):
         torch.testing.assert_close(p.grad, g)
 
 
