@@ -135,3 +135,12 @@ def test_conv_dfa_feedback_is_conv_shaped():
 def test_bad_archs_are_refused(arch):
     with pytest.raises(ArchError):
         get_rule("cafo").parse_arch(arch, 3)
+
+
+def test_cost_model_by_hand_on_a_4_5_4_3_mlp():
+    cls = get_rule("cafo")
+    rand = cls.cost_model([4, 5, 4, 3], 3, cls.Config())
+    assert rand.matvecs == [1, 1, 2] and rand.macs([4, 5, 4, 3]) == 20 + 20 + 2 * 12 + 2 * 3 * 5
+    dfa = cls.cost_model([4, 5, 4, 3], 3, cls.Config(blocks="dfa"))
+    # blocks: forward + ΔW, e B_k (3 x 5 and 3 x 4); predictor 1: forward + ΔP; output layer: forward + ΔW
+    assert dfa.macs([4, 5, 4, 3]) == 2 * 20 + 2 * 20 + 2 * 12 + 2 * 3 * 5 + 3 * (5 + 4)

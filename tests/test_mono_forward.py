@@ -103,3 +103,16 @@ def test_conv_blocks_project_flattened_maps_and_exits():
 def test_bad_archs_are_refused(arch):
     with pytest.raises(ArchError):
         get_rule("mono_forward").parse_arch(arch, 3)
+
+
+def test_cost_model_by_hand_on_a_4_5_4_3_mlp():
+    """Hidden layers: forward + ΔW (2 products each); the output layer (M_2): forward, ΔW, δ to layer 2 (3);
+    M_1: forward, ΔM, δ through M (3 x C x N_1 multiply-adds)."""
+    cfg = get_rule("mono_forward").Config()
+    m = get_rule("mono_forward").cost_model([4, 5, 4, 3], 3, cfg)
+    assert (m.forward_passes, m.backward_passes, m.matvecs) == (1, 0, [2, 2, 3])
+    assert m.macs([4, 5, 4, 3]) == 2 * 20 + 2 * 20 + 3 * 12 + 3 * 3 * 5
+    assert m.stored == 5 + 4  # the last hidden layer's input and the output layer's, at once
+    bp = get_rule("bp").cost_model([4, 5, 3], 3, get_rule("bp").Config())
+    one = get_rule("mono_forward").cost_model([4, 5, 3], 3, cfg)
+    assert one.macs([4, 5, 3]) == bp.macs([4, 5, 3]) and one.stored == bp.stored  # one hidden layer: BP
