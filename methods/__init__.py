@@ -18,6 +18,7 @@ RULE_MODULES = (
     "forward_gradient",
     "mono_forward",
     "cafo",
+    "pc",
 )
 """The modules of ``methods`` that register rules (a new rule: its module name here)."""
 
