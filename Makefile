@@ -16,7 +16,7 @@ SOURCE ?=
 ARGS ?=
 PYTEST_ARGS ?=
 METHOD ?=
-TRIALS ?= 20
+TRIALS ?=
 WORKERS ?= 1
 STORAGE ?=
 EXECUTOR ?=
@@ -30,7 +30,7 @@ help: ## list the targets and the variables they take
 	@echo "Variables: DATASET=$(DATASET) METHODS=$(METHODS) ARCH=<arch string> SEEDS=0,1,2 EPOCHS=N PROFILE=$(PROFILE)"
 	@echo "           SET='lr=0.01 pepita.lr=0.05' (rule options)  SOURCE=runs|wandb:ENTITY/PROJECT  ARGS=<extra CLI flags>"
 	@echo "  grid:     EXECUTOR=inline|local|slurm WORKERS=N (ARGS='--workers-per-device K --slurm \"...\" --no-wait --status')"
-	@echo "  sweeps:   METHOD=bp TRIALS=$(TRIALS) WORKERS=$(WORKERS) EPOCHS=N STORAGE=sqlite:///f.db|journal:/shared/f.log|postgresql://... EXECUTOR=local|slurm"
+	@echo "  sweeps:   METHOD=bp TRIALS=N (default: the protocol's) WORKERS=$(WORKERS) EPOCHS=N STORAGE=sqlite:///f.db|journal:/shared/f.log|postgresql://... EXECUTOR=local|slurm"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,12 +58,12 @@ paper: ## one command from DATASET to a fair paper table: sweeps for rules witho
 
 sweep: $(STAMP) data ## tune METHOD on DATASET with Optuna on validation accuracy (TRIALS, WORKERS, EPOCHS, STORAGE, EXECUTOR)
 	@test -n "$(METHOD)" || { echo "make sweep needs METHOD=<rule> (python -m bench list); make sweep-all tunes every rule"; exit 2; }
-	$(PY) -m bench sweep --dataset $(DATASET) --method '$(METHOD)' --trials $(TRIALS) --workers $(WORKERS) \
+	$(PY) -m bench sweep --dataset $(DATASET) --method '$(METHOD)' $(if $(TRIALS),--trials $(TRIALS)) --workers $(WORKERS) \
 	  --executor $(or $(EXECUTOR),local) $(if $(STORAGE),--storage '$(STORAGE)') $(if $(ARCH),--arch '$(ARCH)') \
 	  $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SET),--set '$(SET)') $(ARGS)
 
 sweep-all: $(STAMP) data ## tune every registered rule with the same budget (TRIALS x EPOCHS each; ARCH for all that can train it)
-	$(PY) -m bench sweep --dataset $(DATASET) --method all --trials $(TRIALS) --workers $(WORKERS) \
+	$(PY) -m bench sweep --dataset $(DATASET) --method all $(if $(TRIALS),--trials $(TRIALS)) --workers $(WORKERS) \
 	  --executor $(or $(EXECUTOR),local) $(if $(STORAGE),--storage '$(STORAGE)') $(if $(ARCH),--arch '$(ARCH)') \
 	  $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SET),--set '$(SET)') $(ARGS)
 

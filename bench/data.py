@@ -147,7 +147,7 @@ def get_dataset_info(name: str) -> DatasetInfo:
     except KeyError:
         raise ConfigError(
             f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} (register your own with "
-            'bench.data.register_dataset; README, "Adding a dataset")'
+            'bench.data.register_dataset; docs/extending.md, "Adding a dataset")'
         ) from None
 
 

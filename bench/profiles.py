@@ -197,7 +197,8 @@ PROFILES: dict[str, Profile] = {
     "transfer": Profile(
         "transfer",
         "transfer learning (SPELA Sec. 4.3, App. B.2): frozen ResNet-50 ImageNet features, an MLP head "
-        "per rule, top-1/top-5 vs test fraction, 50 epochs, lr 0.001, 5 seeds (needs the weights file, see README)",
+        "per rule, top-1/top-5 vs test fraction, 50 epochs, lr 0.001, 5 seeds "
+        "(needs the weights file, see docs/reports.md)",
         seeds=SEEDS5,
         epochs=50,
         methods=("bp", "spela_o"),

@@ -125,7 +125,7 @@ _EXPENSIVE_EVAL = {
     "fg_gaussian": 1,
     "fg_rademacher": 1,
 }
-"""Rules whose epoch costs several times BP's on two CPU cores (README Speed): evaluated at fewer epochs."""
+"""Rules whose epoch costs several times BP's on two CPU cores (docs/speed.md): evaluated at fewer epochs."""
 
 V1 = Protocol(
     name="v1",

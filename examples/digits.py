@@ -1,4 +1,4 @@
-"""scikit-learn's 8x8 handwritten digits as a benchmark dataset: the README's "Adding a dataset" example.
+"""scikit-learn's 8x8 handwritten digits as a benchmark dataset: the "Adding a dataset" example of docs/extending.md.
 
 ``BENCH_MODULES=examples.digits make bench DATASET=digits`` (from the project folder) registers it and runs the grid
 on it. The digits ship inside scikit-learn (``pip install scikit-learn``): no download, no data folder. They have no

@@ -598,7 +598,7 @@ def _head_guess_cost(dims: list[int], num_classes: int, config: FGConfig) -> Cos
 # --------------------------------------------------------------------------- presets
 def _screened(guess: str, space: str) -> dict[str, Any]:
     """Optimiser and lr of a preset: the best of a 2-epoch screen on Fashion-MNIST, mlp:128-128-C, batch 64, scored on
-    the validation split (README, "Forward gradient"). Random guesses in weight space barely move the hidden layers
+    the validation split (docs/methods.md section 6). Random guesses in weight space barely move the hidden layers
     under the normalised projection (E[ĝ] = t/d), so they take SGD with a large lr for the last block; the others
     Adam."""
     if guess in RANDOM:

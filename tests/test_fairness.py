@@ -18,7 +18,7 @@ from bench.grid import GridSpec, expand, run_grid
 
 
 def load_sklearn_digits(root, train):
-    """scikit-learn's 8x8 digits, 80/20 split by a fixed permutation (the README's example, registered here)."""
+    """scikit-learn's 8x8 digits, 80/20 split by a fixed permutation (docs/extending.md's example, registered here)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()

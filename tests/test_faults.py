@@ -1,5 +1,5 @@
 """Faults a user can cause (bad values, unusable folders, damaged files, stale exports): each gets one clear line
-and the behaviour the README's "What happens when ..." table promises."""
+and the behaviour the "What happens when ..." table of docs/running.md promises."""
 
 from __future__ import annotations
 
@@ -289,7 +289,7 @@ def test_a_full_disk_at_the_record_write_prints_the_result_when_wandb_does_not_h
 ):
     """Issue 29, 1: the disk fills during training, so W&B's run file is cut short (4096 bytes) and the record
     write fails: the one error line must not send the user to that file; it carries the result itself (test
-    metrics, epochs), and the exit status is the README's for a disk that fills (1)."""
+    metrics, epochs), and the exit status is docs/running.md's for a disk that fills (1)."""
     import errno
     import json
     import re
