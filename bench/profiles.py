@@ -72,6 +72,8 @@ RESULTS_SHARED = (
     "fg_local",
     "fg_ntk",
     "fg_fixed_ntk",
+    "dtp",
+    "ddtp",
 )
 
 
