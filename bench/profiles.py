@@ -74,6 +74,8 @@ RESULTS_SHARED = (
     "fg_fixed_ntk",
     "mono_forward",  # on mlp:1024-C its one hidden layer's projection is the output layer: BP by construction
     "cafo",  # on mlp:1024-C one random block read out by the C-way predictor
+    "dtp",
+    "ddtp",
 )
 
 

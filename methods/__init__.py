@@ -19,6 +19,7 @@ RULE_MODULES = (
     "mono_forward",
     "cafo",
     "pc",
+    "target_prop",
 )
 """The modules of ``methods`` that register rules (a new rule: its module name here)."""
 
