@@ -72,6 +72,7 @@ RESULTS_SHARED = (
     "fg_local",
     "fg_ntk",
     "fg_fixed_ntk",
+    "pc",
 )
 
 
