@@ -76,6 +76,7 @@ RESULTS_SHARED = (
     "cafo",  # on mlp:1024-C one random block read out by the C-way predictor
     "dtp",
     "ddtp",
+    "pc",
 )
 
 

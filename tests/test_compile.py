@@ -10,7 +10,7 @@ from methods.registry import get_rule
 from tests.conftest import tiny_batch
 
 
-@pytest.mark.parametrize("method, arch", [("spela_o", "mlp:6-5"), ("pepita", "mlp:6-C")])
+@pytest.mark.parametrize("method, arch", [("spela_o", "mlp:6-5"), ("pepita", "mlp:6-C"), ("pc", "mlp:6-5-C")])
 def test_compiled_step_matches_the_eager_update(method, arch):
     x, y = tiny_batch((1, 2, 3), n=8, num_classes=3)
     rules = []
