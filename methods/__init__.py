@@ -5,7 +5,20 @@ Every rule module is named in ``RULE_MODULES``; the registry imports them the fi
 is needed.
 """
 
-RULE_MODULES = ("bp", "spela", "ff", "spela_cnn", "fa", "sign_symmetry", "dfa", "drtp", "pepita", "forward_gradient")
+RULE_MODULES = (
+    "bp",
+    "spela",
+    "ff",
+    "spela_cnn",
+    "fa",
+    "sign_symmetry",
+    "kolen_pollack",
+    "sign_concordant",
+    "dfa",
+    "drtp",
+    "pepita",
+    "forward_gradient",
+)
 """The modules of ``methods`` that register rules (a new rule: its module name here)."""
 
 __all__ = ["LearningRule", "RULE_MODULES", "get_rule", "list_rules", "register"]
