@@ -12,6 +12,8 @@ RULE_MODULES = (
     "spela_cnn",
     "fa",
     "sign_symmetry",
+    "kolen_pollack",
+    "sign_concordant",
     "dfa",
     "drtp",
     "pepita",

@@ -143,7 +143,7 @@ def transfer_curves(df: pd.DataFrame, out: Path) -> list[Path]:
 
 
 FAMILIES = (
-    ("feedback alignment", ("fa", "dfa", "drtp", "sign_symmetry")),
+    ("feedback alignment", ("fa", "dfa", "drtp", "sign_symmetry", "kolen_pollack", "brsf", "frsf")),
     ("forward-only", ("pepita", "ff", "spela", "spela_o", "spela_cnn")),
     ("forward gradient and local learning", ("fg", "local_learning")),
 )
