@@ -246,9 +246,10 @@ def test_a_killed_worker_loses_no_other_trial_and_a_rerun_tops_up(fmnist_root, t
     from sweeps.study import work
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    # 20 short epochs make a trial last about half a second: with 2 epochs it took 0.1 s once the worker was warm,
-    # and a slow poll could miss all of worker B's trials (seen once in CI)
-    spec = _spec(epochs=20)
+    # 100 short epochs make an unpruned trial last a few seconds: with 20 (about half a second) worker B once ran
+    # all of its trials, the later ones pruned after 2 epochs, between two polls on an idle CI machine; a trial among
+    # the pruner's first three (B's first: A's take seconds each) is never pruned, so B is seen running it
+    spec = _spec(epochs=100)
     name = spec.study_name()
     c = _fork(_create, spec, url, 6, None, 1)
     c.join()
