@@ -1,6 +1,7 @@
 """The documentation as a reader gets it: every relative link of README.md and docs/*.md (and of the speed notes in
 results/perf/) opens an existing file, every ``#anchor`` names a heading of its page (GitHub's slugs), the README
-stays a short front page, and nothing shipped points to the private sibling folder outside the repository (``OUTSIDE``)."""
+stays a short front page, and nothing shipped points to the private sibling folder outside the repository
+(``OUTSIDE``)."""
 
 from __future__ import annotations
 
